@@ -1,0 +1,384 @@
+//! Container and codec decoding with symphonia, down to mono `f32` at the
+//! file's own sample rate.
+//!
+//! The format is recognised from the bytes (symphonia's probe), never from the
+//! file name: archives contain WAV files named `.mp3`. Decoding is pull-based,
+//! one packet at a time, so a two-hour recording never sits in memory whole.
+//! Channels are averaged into mono here, before resampling, exactly as
+//! librosa's `to_mono` does before it resamples.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use serde::Serialize;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+
+use crate::error::AudioError;
+
+/// Lowest sample rate we analyse. Below this no bird song survives anyway,
+/// and absurd rates (1 Hz) would make the resampler allocate gigabytes.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest sample rate we analyse (ultrasonic recorders go to 384 kHz).
+pub const MAX_SAMPLE_RATE: u32 = 1_536_000;
+/// More channels than any microphone array we expect; guards the downmix
+/// buffers against a header claiming 65 535 channels.
+pub const MAX_CHANNELS: usize = 64;
+/// Consecutive undecodable packets tolerated (and skipped) before the stream
+/// is declared corrupt. Real MP3 archives contain the odd damaged frame.
+const MAX_CONSECUTIVE_DECODE_ERRORS: usize = 16;
+
+/// What a file is, as far as its content tells.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AudioInfo {
+    /// Container format detected from the content: "wav", "mp3", "flac",
+    /// "ogg", "m4a", "aiff", …
+    pub format: String,
+    /// Codec of the audio track, e.g. "pcm_s16le", "mp3", "vorbis", "aac".
+    pub codec: String,
+    /// Native sample rate in Hz (before resampling to the analysis rate).
+    pub sample_rate: u32,
+    /// Native channel count (before the downmix to mono).
+    pub channels: u16,
+    /// Duration in seconds. From the header in [`crate::probe`] (or a scan of
+    /// the packets when the header has none); from the decoded samples in
+    /// [`crate::Analysis`].
+    pub duration_s: f64,
+}
+
+/// A `Read + Seek` adaptor that tells symphonia the stream length, so that
+/// readers can find trailing metadata and bound their reads.
+struct SeekableSource<R> {
+    inner: R,
+    len: Option<u64>,
+}
+
+impl<R: Read + Seek> SeekableSource<R> {
+    fn new(mut inner: R) -> std::io::Result<Self> {
+        let pos = inner.stream_position()?;
+        let end = inner.seek(SeekFrom::End(0))?;
+        inner.seek(SeekFrom::Start(pos))?;
+        Ok(SeekableSource {
+            inner,
+            len: Some(end.saturating_sub(pos)),
+        })
+    }
+}
+
+impl<R: Read> Read for SeekableSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Seek> Seek for SeekableSource<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<R: Read + Seek + Send + Sync> MediaSource for SeekableSource<R> {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+    fn byte_len(&self) -> Option<u64> {
+        self.len
+    }
+}
+
+/// Wraps any seekable reader as a symphonia media source.
+pub(crate) fn source_from_reader<R>(reader: R) -> Result<Box<dyn MediaSource>, AudioError>
+where
+    R: Read + Seek + Send + Sync + 'static,
+{
+    Ok(Box::new(SeekableSource::new(reader)?))
+}
+
+fn format_name(short: &str) -> String {
+    match short {
+        "wave" => "wav".to_owned(),
+        "isomp4" => "m4a".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Pulls packets, decodes them and appends mono samples at the native rate.
+pub struct Decoder {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    info: AudioInfo,
+    header_frames: Option<u64>,
+    frames_decoded: u64,
+    planar: Vec<Vec<f32>>,
+    finished: bool,
+}
+
+fn map_open_error(err: SymError) -> AudioError {
+    match err {
+        SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            AudioError::NotAudio
+        }
+        SymError::IoError(e) => AudioError::Io(e),
+        SymError::Unsupported(what) if what.contains("no suitable format reader") => {
+            AudioError::NotAudio
+        }
+        SymError::Unsupported(what) => AudioError::UnsupportedCodec(what.to_owned()),
+        SymError::DecodeError(what) => AudioError::Corrupt(what.to_owned()),
+        SymError::LimitError(what) => AudioError::Corrupt(format!("limit reached: {what}")),
+        _ => AudioError::Corrupt("could not read the stream headers".to_owned()),
+    }
+}
+
+impl Decoder {
+    /// Opens a media source: probes the format from its content, picks the
+    /// first audio track and builds its decoder. Reads only the headers.
+    pub fn open(source: Box<dyn MediaSource>) -> Result<Self, AudioError> {
+        let mss = MediaSourceStream::new(source, Default::default());
+        let format = symphonia::default::get_probe()
+            .probe(
+                &Hint::new(),
+                mss,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
+            .map_err(map_open_error)?;
+        let track = format
+            .default_track(TrackType::Audio)
+            .or_else(|| format.first_track(TrackType::Audio))
+            .ok_or(AudioError::NoAudioTrack)?;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|p| p.audio())
+            .ok_or(AudioError::NoAudioTrack)?
+            .clone();
+        let track_id = track.id;
+        let header_frames = track.num_frames;
+        let mut opts = AudioDecoderOptions::default();
+        opts.gapless = true;
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(&params, &opts)
+            .map_err(|e| match e {
+                SymError::Unsupported(what) => AudioError::UnsupportedCodec(what.to_owned()),
+                other => map_open_error(other),
+            })?;
+        let channels = match &params.channels {
+            Some(ch) => {
+                let n = ch.count();
+                if n == 0 {
+                    return Err(AudioError::ZeroChannels);
+                }
+                n
+            }
+            None => 0,
+        };
+        if channels > MAX_CHANNELS {
+            return Err(AudioError::TooManyChannels(channels));
+        }
+        let sample_rate = params.sample_rate.unwrap_or(0);
+        if sample_rate != 0 {
+            check_rate(sample_rate)?;
+        }
+        let info = AudioInfo {
+            format: format_name(format.format_info().short_name),
+            codec: decoder.codec_info().short_name.to_owned(),
+            sample_rate,
+            channels: u16::try_from(channels).unwrap_or(u16::MAX),
+            duration_s: match (header_frames, sample_rate) {
+                (Some(n), sr) if sr > 0 => n as f64 / f64::from(sr),
+                _ => f64::NAN,
+            },
+        };
+        Ok(Decoder {
+            format,
+            decoder,
+            track_id,
+            info,
+            header_frames,
+            frames_decoded: 0,
+            planar: Vec::new(),
+            finished: false,
+        })
+    }
+
+    /// What the headers (and the packets decoded so far) say.
+    pub fn info(&self) -> &AudioInfo {
+        &self.info
+    }
+
+    /// Frames (samples per channel) decoded so far.
+    pub fn frames_decoded(&self) -> u64 {
+        self.frames_decoded
+    }
+
+    /// Frame count announced by the header, if any.
+    pub fn header_frames(&self) -> Option<u64> {
+        self.header_frames
+    }
+
+    fn decoded_seconds(&self) -> f64 {
+        if self.info.sample_rate == 0 {
+            0.0
+        } else {
+            self.frames_decoded as f64 / f64::from(self.info.sample_rate)
+        }
+    }
+
+    fn broken(&self, detail: String) -> AudioError {
+        if self.frames_decoded == 0 {
+            AudioError::Corrupt(detail)
+        } else {
+            AudioError::Truncated {
+                at_s: self.decoded_seconds(),
+                detail,
+            }
+        }
+    }
+
+    /// Decodes the next packet of the audio track and appends its samples,
+    /// averaged over channels, to `out`. Returns `Ok(false)` at the end of
+    /// the stream. Undecodable packets are skipped, up to a limit.
+    pub fn next_into(&mut self, out: &mut Vec<f32>) -> Result<bool, AudioError> {
+        let mut consecutive_errors = 0usize;
+        loop {
+            if self.finished {
+                return Ok(false);
+            }
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(SymError::ResetRequired) => {
+                    self.finished = true;
+                    return Ok(false);
+                }
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.finished = true;
+                    return Err(self.broken("the file ends in the middle of the data".to_owned()));
+                }
+                Err(SymError::IoError(e)) => return Err(AudioError::Io(e)),
+                Err(e) => {
+                    self.finished = true;
+                    return Err(self.broken(e.to_string()));
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            match self.decoder.decode(&packet) {
+                Ok(buf) => {
+                    let spec = buf.spec();
+                    let rate = spec.rate();
+                    let nch = spec.channels().count();
+                    if self.info.sample_rate == 0 {
+                        check_rate(rate)?;
+                        self.info.sample_rate = rate;
+                    } else if rate != self.info.sample_rate {
+                        self.finished = true;
+                        return Err(self.broken(format!(
+                            "sample rate changes from {} to {rate} Hz mid-stream",
+                            self.info.sample_rate
+                        )));
+                    }
+                    if nch == 0 {
+                        return Err(AudioError::ZeroChannels);
+                    }
+                    if nch > MAX_CHANNELS {
+                        return Err(AudioError::TooManyChannels(nch));
+                    }
+                    if self.info.channels == 0 {
+                        self.info.channels = u16::try_from(nch).unwrap_or(u16::MAX);
+                    }
+                    let frames = buf.frames();
+                    if frames == 0 {
+                        continue;
+                    }
+                    buf.copy_to_vecs_planar::<f32>(&mut self.planar);
+                    downmix(&self.planar[..nch.min(self.planar.len())], frames, out);
+                    self.frames_decoded += frames as u64;
+                    return Ok(true);
+                }
+                Err(SymError::DecodeError(what)) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS {
+                        self.finished = true;
+                        return Err(self.broken(format!("undecodable packets: {what}")));
+                    }
+                }
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.finished = true;
+                    return Err(self.broken("a packet ends early".to_owned()));
+                }
+                Err(SymError::IoError(e)) => return Err(AudioError::Io(e)),
+                Err(SymError::Unsupported(what)) => {
+                    return Err(AudioError::UnsupportedCodec(what.to_owned()));
+                }
+                Err(SymError::ResetRequired) => {
+                    self.finished = true;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    self.finished = true;
+                    return Err(self.broken(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Demuxes (without decoding) to the end to count frames, for headers
+    /// that do not state a length. Consumes the decoder.
+    pub(crate) fn scan_duration(mut self) -> Result<AudioInfo, AudioError> {
+        let mut frames: u64 = 0;
+        loop {
+            match self.format.next_packet() {
+                Ok(Some(p)) if p.track_id == self.track_id => {
+                    frames = frames.saturating_add(p.dur.get());
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if self.info.sample_rate > 0 {
+            self.info.duration_s = frames as f64 / f64::from(self.info.sample_rate);
+        }
+        Ok(self.info)
+    }
+}
+
+fn check_rate(rate: u32) -> Result<(), AudioError> {
+    if (MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(AudioError::InvalidSampleRate(rate))
+    }
+}
+
+/// Averages channel planes into mono, as `numpy.mean(y, axis=0)` in float32.
+fn downmix(planes: &[Vec<f32>], frames: usize, out: &mut Vec<f32>) {
+    match planes {
+        [] => {}
+        [mono] => out.extend_from_slice(&mono[..frames.min(mono.len())]),
+        [l, r] => out.extend(
+            l.iter()
+                .zip(r.iter())
+                .take(frames)
+                .map(|(a, b)| (a + b) / 2.0),
+        ),
+        many => {
+            let n = many.len() as f32;
+            let start = out.len();
+            out.extend_from_slice(&many[0][..frames.min(many[0].len())]);
+            let len = out.len() - start;
+            for plane in &many[1..] {
+                for (o, s) in out[start..].iter_mut().zip(plane.iter()) {
+                    *o += *s;
+                }
+            }
+            for o in &mut out[start..start + len] {
+                *o /= n;
+            }
+        }
+    }
+}

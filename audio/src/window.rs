@@ -1,0 +1,135 @@
+//! How a recording is cut into analysis windows.
+//!
+//! Windows start every `hop` seconds and last `length` seconds (default 5 s,
+//! no overlap), in the resampled 22 050 Hz timeline. The last window may be
+//! shorter: it is kept when it is at least `min_last_s` long and covers audio
+//! no earlier window covered. A recording shorter than one window is a single
+//! window, provided it lasts at least [`MIN_RECORDING_S`]; otherwise
+//! [`AudioError::TooShort`].
+
+use crate::ANALYSIS_SAMPLE_RATE;
+use crate::error::AudioError;
+
+/// Shortest recording we analyse: one FFT frame (2048 samples, 93 ms) is the
+/// smallest unit any feature is defined on; 0.1 s keeps a short call.
+pub const MIN_RECORDING_S: f64 = 0.1;
+/// Longest window: per-window buffers grow with the window (about 180 kB
+/// per second), and a bound keeps memory predictable on any input.
+pub const MAX_WINDOW_S: f64 = 120.0;
+
+/// Window length, hop and the shortest final window kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowConfig {
+    /// Window length in seconds.
+    pub length_s: f64,
+    /// Distance between window starts in seconds (`== length_s`: no overlap).
+    pub hop_s: f64,
+    /// A final, shorter window is dropped below this many seconds.
+    pub min_last_s: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            length_s: 5.0,
+            hop_s: 5.0,
+            min_last_s: 1.0,
+        }
+    }
+}
+
+/// A window config converted to sample counts at the analysis rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowPlan {
+    /// Window length in samples.
+    pub length: usize,
+    /// Hop in samples.
+    pub hop: usize,
+    /// Minimum final window in samples.
+    pub min_last: usize,
+    /// Minimum recording in samples.
+    pub min_recording: usize,
+}
+
+fn samples(s: f64) -> usize {
+    (s * f64::from(ANALYSIS_SAMPLE_RATE)).round() as usize
+}
+
+impl WindowConfig {
+    /// Checks the configuration and converts it to samples.
+    pub fn plan(&self) -> Result<WindowPlan, AudioError> {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        if !ok(self.length_s) || self.length_s > MAX_WINDOW_S {
+            return Err(AudioError::InvalidConfig(format!(
+                "window length must be in (0, {MAX_WINDOW_S}] s, got {}",
+                self.length_s
+            )));
+        }
+        if !ok(self.hop_s) || self.hop_s > 3600.0 {
+            return Err(AudioError::InvalidConfig(format!(
+                "hop must be in (0, 3600] s, got {}",
+                self.hop_s
+            )));
+        }
+        if !(self.min_last_s.is_finite() && self.min_last_s >= 0.0) {
+            return Err(AudioError::InvalidConfig(format!(
+                "min_last_s must be >= 0, got {}",
+                self.min_last_s
+            )));
+        }
+        Ok(WindowPlan {
+            length: samples(self.length_s).max(1),
+            hop: samples(self.hop_s).max(1),
+            min_last: samples(self.min_last_s),
+            min_recording: samples(MIN_RECORDING_S),
+        })
+    }
+}
+
+impl WindowPlan {
+    /// All window spans `[start, end)` of a recording of `total` samples, in
+    /// order. The streaming analysis produces exactly these spans.
+    pub fn spans(&self, total: usize) -> Result<Vec<(usize, usize)>, AudioError> {
+        let mut spans = Vec::new();
+        let mut start = 0;
+        while start + self.length <= total {
+            spans.push((start, start + self.length));
+            start += self.hop;
+        }
+        match self.tail(start, total, spans.last().map(|s| s.1)) {
+            Ok(Some(span)) => spans.push(span),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(spans)
+    }
+
+    /// The final partial window starting at `start`, if kept, given the end
+    /// of the last full window emitted (`None` when there was none).
+    pub fn tail(
+        &self,
+        start: usize,
+        total: usize,
+        last_end: Option<usize>,
+    ) -> Result<Option<(usize, usize)>, AudioError> {
+        match last_end {
+            None => {
+                if total >= self.min_recording && total > 0 {
+                    Ok(Some((0, total)))
+                } else {
+                    Err(AudioError::TooShort {
+                        duration_s: total as f64 / f64::from(ANALYSIS_SAMPLE_RATE),
+                        min_s: MIN_RECORDING_S,
+                    })
+                }
+            }
+            Some(end) => {
+                if start < total && total > end && total - start >= self.min_last.max(1) {
+                    Ok(Some((start, total)))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
