@@ -1,1 +1,64 @@
-//! placeholder
+//! Species classifier for birdsong: training, evaluation, inference and the versioned
+//! model artifact.
+//!
+//! The audio crate turns recordings into windows of 95 acoustic features; this crate
+//! learns species from them and answers, for each window and each recording, which
+//! species it hears. It is one library used by every role that touches a model, so the
+//! worker, the retrainer and the `birdsong-model` CLI cannot drift apart:
+//!
+//! * **Training** — [`train`] takes labelled [`Recording`]s (whole recordings, never loose
+//!   windows, so that no recording is on both sides of a split) and a [`TrainConfig`], and
+//!   reports each epoch to a callback. The reference architecture is `"mlp"`
+//!   (95 → 512 → 256 → 128 → classes, see [`network`]); training is deterministic for a
+//!   given seed. [`split_by_recording`] makes a reproducible stratified split when the
+//!   caller has none.
+//! * **Evaluation** — [`evaluate`] scores a classifier per window and per recording
+//!   (accuracy, macro and weighted precision/recall/F1, per-class figures, confusion
+//!   matrix, log loss), as serialisable [`Evaluation`]s stored with the model.
+//! * **Inference** — a [`Classifier`] is `Send + Sync` and predicts many windows of many
+//!   files in one forward pass, with top-k species and per-recording summaries.
+//! * **Artifact** — an [`Artifact`] is a directory (or two in-memory files) holding the
+//!   weights and a `model.json` with everything needed to use them correctly. Loading
+//!   refuses artifacts made for another feature extractor or input size, or whose weights
+//!   fail their checksum.
+//!
+//! ```no_run
+//! use birdsong_model::{Artifact, Classifier, TrainConfig, evaluate, train};
+//! # fn demo(train_set: &[birdsong_model::Recording], test_set: &[birdsong_model::Recording])
+//! #     -> Result<(), birdsong_model::ModelError> {
+//! let config = TrainConfig { seed: 7, ..TrainConfig::default() };
+//! let mut trained = train(train_set, None, &config, |e| eprintln!("epoch {} loss {:.3}", e.epoch, e.loss))?;
+//! let test = evaluate(&trained.classifier, test_set)?;
+//! trained.artifact.set_metrics("test", test);
+//! trained.artifact.save_dir("model-v1".as_ref())?;
+//!
+//! // In a worker:
+//! let artifact = Artifact::load_dir("model-v1".as_ref(), birdsong_model::FEATURE_VERSION, birdsong_model::FEATURE_COUNT)?;
+//! let classifier = Classifier::from_artifact(&artifact)?;
+//! # Ok(()) }
+//! ```
+//!
+//! The tensor backend is burn 0.22's ndarray CPU backend by default; see [`device`] for
+//! running on another one.
+
+pub mod artifact;
+pub mod dataset;
+pub mod device;
+mod error;
+pub mod evaluate;
+mod features;
+pub mod inference;
+pub mod metrics;
+pub mod network;
+pub mod scaler;
+pub mod train;
+
+pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE, WEIGHTS_FILE};
+pub use dataset::{DataSummary, Recording, class_list, split_by_recording};
+pub use error::{ModelError, Result};
+pub use evaluate::{Evaluation, evaluate};
+pub use features::{FEATURE_COUNT, FEATURE_VERSION, FeatureVector};
+pub use inference::{Classifier, ModelInfo, Prediction, RecordingSummary};
+pub use metrics::Metrics;
+pub use network::{ARCHITECTURES, MLP, NetworkConfig};
+pub use train::{EpochReport, Stopping, TrainConfig, TrainedModel, train, train_on};

@@ -1,0 +1,302 @@
+//! The model artifact: one directory with the weights and a `model.json` describing them.
+//!
+//! ```text
+//! <dir>/
+//!   weights.bpk   burn record (burnpack) of the network's parameters
+//!   model.json    format version, architecture and its config, class list, scaler,
+//!                 feature-extractor version, input size, training data summary,
+//!                 training config and history, metrics, creation time, and the
+//!                 SHA-256 of weights.bpk
+//! ```
+//!
+//! The worker downloads the same two files from `models/<version>/` and builds the artifact
+//! from memory with [`Artifact::from_files`]. Loading refuses, with a typed error, an
+//! artifact whose format version, feature-extractor version or input size differs from
+//! what the loader expects, or whose weights do not match their recorded checksum: a model
+//! fed features it was not trained on would not fail, it would quietly classify wrong.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::DataSummary;
+use crate::evaluate::Evaluation;
+use crate::network::NetworkConfig;
+use crate::scaler::Scaler;
+use crate::train::{EpochReport, TrainConfig};
+use crate::{ModelError, Result};
+
+/// Version of the artifact layout; bumped on any change an older loader cannot read.
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the metadata file.
+pub const META_FILE: &str = "model.json";
+/// Name of the weights file.
+pub const WEIGHTS_FILE: &str = "weights.bpk";
+/// Every file of an artifact, in upload order: weights first, so that a reader who finds
+/// `model.json` finds complete weights too.
+pub const FILE_NAMES: [&str; 2] = [WEIGHTS_FILE, META_FILE];
+
+/// Contents of `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    /// Artifact layout version ([`FORMAT_VERSION`] when written by this build).
+    pub format_version: u32,
+    /// Version assigned by the publisher (the retrainer), if any.
+    pub version: Option<String>,
+    /// Architecture name; the same as `network.architecture`.
+    pub architecture: String,
+    /// Shape of the network.
+    pub network: NetworkConfig,
+    /// Class labels in output order.
+    pub classes: Vec<String>,
+    /// Input standardisation fitted on the training windows.
+    pub scaler: Scaler,
+    /// Version of the feature extractor the model was trained on.
+    pub feature_version: String,
+    /// Features per window.
+    pub input_size: usize,
+    /// Hyper-parameters of the training run.
+    pub training: TrainConfig,
+    /// What the model was trained on.
+    pub training_data: DataSummary,
+    /// What the model was validated on during training, if anything.
+    pub validation_data: Option<DataSummary>,
+    /// Loss and validation figures per epoch.
+    pub history: Vec<EpochReport>,
+    /// Evaluations by set name (`"validation"`, `"test"`, ...).
+    pub metrics: BTreeMap<String, Evaluation>,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+    /// SHA-256 (hex) of the weights file.
+    pub weights_sha256: String,
+}
+
+/// Only the field every format version has, read first so that a future layout is refused
+/// as such rather than as malformed JSON.
+#[derive(Deserialize)]
+struct FormatProbe {
+    format_version: u32,
+}
+
+impl ArtifactMeta {
+    /// Metadata for freshly trained weights (checksum filled in by [`Artifact::new`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        network: NetworkConfig,
+        training: TrainConfig,
+        classes: Vec<String>,
+        scaler: Scaler,
+        feature_version: String,
+        training_data: DataSummary,
+        validation_data: Option<DataSummary>,
+        history: Vec<EpochReport>,
+    ) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            version: None,
+            architecture: network.architecture.clone(),
+            input_size: network.input_size,
+            network,
+            classes,
+            scaler,
+            feature_version,
+            training,
+            training_data,
+            validation_data,
+            history,
+            metrics: BTreeMap::new(),
+            created_at: rfc3339_now(),
+            weights_sha256: String::new(),
+        }
+    }
+
+    /// Checks internal consistency (also of a `model.json` written by someone else).
+    fn validate(&self) -> Result<()> {
+        self.network.validate()?;
+        if self.architecture != self.network.architecture
+            || self.input_size != self.network.input_size
+            || self.classes.len() != self.network.num_classes
+        {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "metadata disagrees with itself: architecture {:?}/{:?}, input size {}/{}, {} classes for {} outputs",
+                self.architecture,
+                self.network.architecture,
+                self.input_size,
+                self.network.input_size,
+                self.classes.len(),
+                self.network.num_classes
+            )));
+        }
+        self.scaler.validate(self.input_size)
+    }
+}
+
+/// A model's weights and metadata, in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifact {
+    meta: ArtifactMeta,
+    weights: Vec<u8>,
+}
+
+impl Artifact {
+    /// Pairs metadata with weights, recording the weights' checksum.
+    pub(crate) fn new(mut meta: ArtifactMeta, weights: Vec<u8>) -> Result<Self> {
+        meta.weights_sha256 = sha256_hex(&weights);
+        meta.validate()?;
+        Ok(Self { meta, weights })
+    }
+
+    /// The metadata (what `model.json` holds).
+    pub fn meta(&self) -> &ArtifactMeta {
+        &self.meta
+    }
+
+    /// The weights file's bytes.
+    pub fn weights(&self) -> &[u8] {
+        &self.weights
+    }
+
+    /// Sets the version the publisher assigns (e.g. the retrainer's version string).
+    pub fn set_version(&mut self, version: impl Into<String>) {
+        self.meta.version = Some(version.into());
+    }
+
+    /// Stores an evaluation under `set` (e.g. `"test"`), replacing one of the same name.
+    pub fn set_metrics(&mut self, set: impl Into<String>, evaluation: Evaluation) {
+        self.meta.metrics.insert(set.into(), evaluation);
+    }
+
+    /// The artifact's files as (name, bytes), in [`FILE_NAMES`] order, ready to upload.
+    pub fn to_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let meta = serde_json::to_vec_pretty(&self.meta)?;
+        Ok(vec![
+            (WEIGHTS_FILE, self.weights.clone()),
+            (META_FILE, meta),
+        ])
+    }
+
+    /// Writes the artifact into `dir` (created if missing). Weights go first, then
+    /// `model.json`, each through a temporary file and a rename, so a reader never sees a
+    /// half-written file.
+    pub fn save_dir(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for (name, bytes) in self.to_files()? {
+            let path = dir.join(name);
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, &bytes)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|source| ModelError::Io { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Reads and validates the artifact in `dir`; see [`from_files`](Self::from_files).
+    pub fn load_dir(dir: &Path, feature_version: &str, input_size: usize) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
+        };
+        let meta = read(META_FILE)?;
+        let weights = read(WEIGHTS_FILE)?;
+        Self::from_files(&weights, &meta, feature_version, input_size)
+    }
+
+    /// Builds and validates an artifact from the contents of its two files.
+    ///
+    /// Refuses with [`ModelError::IncompatibleArtifact`] a different format version, a
+    /// feature version other than `feature_version`, an input size other than
+    /// `input_size`, an unknown architecture or inconsistent metadata; with
+    /// [`ModelError::ChecksumMismatch`] weights that are not the ones `model.json`
+    /// describes. Pass the audio crate's `FEATURE_VERSION` and `FEATURE_COUNT`.
+    pub fn from_files(
+        weights: &[u8],
+        meta_json: &[u8],
+        feature_version: &str,
+        input_size: usize,
+    ) -> Result<Self> {
+        let probe: FormatProbe = serde_json::from_slice(meta_json)?;
+        if probe.format_version != FORMAT_VERSION {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "artifact format version {} is not {FORMAT_VERSION}, the one this build reads",
+                probe.format_version
+            )));
+        }
+        let meta: ArtifactMeta = serde_json::from_slice(meta_json)?;
+        if meta.feature_version != feature_version {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "model was trained on features version {:?}, this build computes {feature_version:?}",
+                meta.feature_version
+            )));
+        }
+        if meta.input_size != input_size {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "model expects {} features per window, this build computes {input_size}",
+                meta.input_size
+            )));
+        }
+        meta.validate()?;
+        let actual = sha256_hex(weights);
+        if actual != meta.weights_sha256 {
+            return Err(ModelError::ChecksumMismatch {
+                expected: meta.weights_sha256,
+                actual,
+            });
+        }
+        Ok(Self {
+            meta,
+            weights: weights.to_vec(),
+        })
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The current time as RFC 3339 UTC, without a date library.
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (Howard Hinnant's
+/// days-to-civil algorithm).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

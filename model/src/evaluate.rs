@@ -1,0 +1,66 @@
+//! Scoring a classifier on labelled recordings, window by window and recording by recording.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Recording;
+use crate::inference::{Classifier, mean_probabilities};
+use crate::metrics::Metrics;
+use crate::{ModelError, Result};
+
+/// Window-level and recording-level metrics of one evaluation set.
+///
+/// Window metrics say how well single 5-second windows are classified (what a detection
+/// row means); recording metrics say how well whole files are classified from the mean
+/// probability over their windows (what a file summary means).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Every window scored against its recording's label.
+    pub window: Metrics,
+    /// Every recording scored by the mean probability over its windows.
+    pub recording: Metrics,
+    /// Recordings left out because they had no windows.
+    pub skipped_recordings: usize,
+}
+
+/// Evaluates `classifier` on `recordings` in one batched pass over all their windows.
+///
+/// Fails with [`ModelError::UnknownLabel`] if a label is not one of the classifier's
+/// classes: such a recording can never be right, and silently scoring it would mix two
+/// questions (is the model good, does it know this species).
+pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Evaluation> {
+    let classes = classifier.classes();
+    let scored: Vec<&Recording> = recordings
+        .iter()
+        .filter(|r| !r.windows.is_empty())
+        .collect();
+    let mut labels = Vec::with_capacity(scored.len());
+    for r in &scored {
+        let label = classes
+            .iter()
+            .position(|c| *c == r.label)
+            .ok_or_else(|| ModelError::UnknownLabel(r.label.clone()))?;
+        labels.push(label);
+    }
+    let windows: Vec<_> = scored
+        .iter()
+        .flat_map(|r| r.windows.iter().copied())
+        .collect();
+    let probabilities = classifier.predict(&windows)?;
+
+    let mut window_truth = Vec::with_capacity(windows.len());
+    let mut recording_probabilities = Vec::with_capacity(scored.len());
+    let mut start = 0;
+    for (r, &label) in scored.iter().zip(&labels) {
+        let end = start + r.windows.len();
+        window_truth.extend(std::iter::repeat_n(label, r.windows.len()));
+        let mean = mean_probabilities(&probabilities[start..end], classes.len())
+            .ok_or_else(|| ModelError::InvalidDataset("recording without windows".into()))?;
+        recording_probabilities.push(mean);
+        start = end;
+    }
+    Ok(Evaluation {
+        window: Metrics::compute(classes, &window_truth, &probabilities)?,
+        recording: Metrics::compute(classes, &labels, &recording_probabilities)?,
+        skipped_recordings: recordings.len() - scored.len(),
+    })
+}

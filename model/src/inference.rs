@@ -1,0 +1,230 @@
+//! Running a trained model: batched window probabilities, top-k and per-recording summaries.
+//!
+//! A [`Classifier`] is immutable and `Send + Sync`, so a worker keeps one behind an
+//! `Arc` (or `arc-swap`) and calls it from any number of blocking threads; a model reload
+//! swaps the whole value and in-flight calls finish on the one they started with.
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::Artifact;
+use crate::features::FeatureVector;
+use crate::metrics::argmax;
+use crate::network::{Network, NetworkConfig};
+use crate::scaler::Scaler;
+use crate::{ModelError, Result};
+
+/// Windows per forward pass: large enough to amortise per-call overhead, small enough to
+/// bound memory (4096 × 512 activations ≈ 8 MB).
+const MAX_BATCH: usize = 4096;
+
+/// A species and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Class label.
+    pub species: String,
+    /// Probability in [0, 1].
+    pub probability: f32,
+}
+
+/// The verdict on a whole recording: mean of its windows' probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingSummary {
+    /// Windows summarised.
+    pub windows: usize,
+    /// Mean probability of each class over the windows, in [`Classifier::classes`] order.
+    pub probabilities: Vec<f32>,
+    /// The `k` most probable classes, most probable first.
+    pub top: Vec<Prediction>,
+}
+
+/// What a loaded model is, for logs, result rows and health endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Architecture name (e.g. `"mlp"`).
+    pub architecture: String,
+    /// Version of the feature extractor the model expects.
+    pub feature_version: String,
+    /// Features per window the model expects.
+    pub input_size: usize,
+    /// Model version assigned by whoever published it (the retrainer), if any.
+    pub version: Option<String>,
+    /// SHA-256 of the weights file, identifying the exact weights.
+    pub weights_sha256: String,
+}
+
+/// A trained network with its scaler and class list, ready to classify windows.
+#[derive(Debug)]
+pub struct Classifier {
+    network: Network,
+    device: Device,
+    scaler: Scaler,
+    classes: Vec<String>,
+    info: ModelInfo,
+}
+
+// Workers share one classifier across threads; keep that a compile-time guarantee.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Classifier>();
+};
+
+impl Classifier {
+    /// Assembles a classifier from parts that are already consistent (used by training).
+    pub(crate) fn from_parts(
+        network: Network,
+        device: Device,
+        scaler: Scaler,
+        classes: Vec<String>,
+        info: ModelInfo,
+    ) -> Self {
+        Self {
+            network,
+            device,
+            scaler,
+            classes,
+            info,
+        }
+    }
+
+    /// Builds the classifier an artifact describes, on the default CPU device.
+    pub fn from_artifact(artifact: &Artifact) -> Result<Self> {
+        Self::from_artifact_on(artifact, &crate::device::cpu())
+    }
+
+    /// Builds the classifier an artifact describes, on `device` (a GPU, once enabled).
+    ///
+    /// Fails if the weights do not fit the network the metadata describes.
+    pub fn from_artifact_on(artifact: &Artifact, device: &Device) -> Result<Self> {
+        let meta = artifact.meta();
+        let config: &NetworkConfig = &meta.network;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(artifact.weights().to_vec()))
+            .map_err(|e| ModelError::InvalidWeights(e.to_string()))?;
+        let network = config
+            .init(0, device)
+            .try_load_record(record)
+            .map_err(|e| ModelError::InvalidWeights(e.to_string()))?
+            .valid();
+        Ok(Self {
+            network,
+            device: device.clone(),
+            scaler: meta.scaler.clone(),
+            classes: meta.classes.clone(),
+            info: ModelInfo {
+                architecture: meta.architecture.clone(),
+                feature_version: meta.feature_version.clone(),
+                input_size: meta.input_size,
+                version: meta.version.clone(),
+                weights_sha256: meta.weights_sha256.clone(),
+            },
+        })
+    }
+
+    /// The class labels, in the order of every probability vector this classifier returns.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Architecture, feature version, input size and version of the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Class probabilities of each window (rows sum to 1), in [`classes`](Self::classes)
+    /// order. All windows go through the network in as few forward passes as possible, so
+    /// pass the windows of many files at once.
+    pub fn predict(&self, windows: &[FeatureVector]) -> Result<Vec<Vec<f32>>> {
+        let flat: Vec<f32> = windows.iter().flat_map(|w| w.iter().copied()).collect();
+        self.predict_rows(flat, windows.first().map_or(0, |w| w.len()))
+    }
+
+    /// Like [`predict`](Self::predict), for row-major `data` of `width` features per row.
+    pub fn predict_rows(&self, mut data: Vec<f32>, width: usize) -> Result<Vec<Vec<f32>>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expected = self.info.input_size;
+        if width != expected || !data.len().is_multiple_of(expected) {
+            return Err(ModelError::InputSize {
+                expected,
+                actual: width,
+            });
+        }
+        self.scaler.transform_in_place(&mut data);
+        let k = self.classes.len();
+        let mut out = Vec::with_capacity(data.len() / width);
+        for chunk in data.chunks(MAX_BATCH * width) {
+            let rows = chunk.len() / width;
+            let x = Tensor::<2>::from_data(
+                TensorData::new(chunk.to_vec(), [rows, width]),
+                &self.device,
+            );
+            let probs = softmax(self.network.forward(x), 1)
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+            out.extend(probs.chunks_exact(k).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// The `k` most probable classes of one probability vector, most probable first.
+    pub fn top_k(&self, probabilities: &[f32], k: usize) -> Vec<Prediction> {
+        let mut order: Vec<usize> = (0..probabilities.len().min(self.classes.len())).collect();
+        order.sort_by(|&a, &b| {
+            probabilities[b]
+                .total_cmp(&probabilities[a])
+                .then(a.cmp(&b))
+        });
+        order
+            .into_iter()
+            .take(k)
+            .map(|i| Prediction {
+                species: self.classes[i].clone(),
+                probability: probabilities[i],
+            })
+            .collect()
+    }
+
+    /// Summarises one recording from its windows' probabilities: the mean probability of
+    /// each class (which weighs every window equally and, unlike a vote, keeps how sure
+    /// each window was). `None` when there are no windows.
+    pub fn summarize(
+        &self,
+        window_probabilities: &[Vec<f32>],
+        k: usize,
+    ) -> Option<RecordingSummary> {
+        let probabilities = mean_probabilities(window_probabilities, self.classes.len())?;
+        Some(RecordingSummary {
+            windows: window_probabilities.len(),
+            top: self.top_k(&probabilities, k),
+            probabilities,
+        })
+    }
+
+    /// Index of the most probable class of a probability vector.
+    pub fn best(&self, probabilities: &[f32]) -> Option<usize> {
+        argmax(probabilities)
+    }
+}
+
+/// Mean of probability vectors of length `k`; `None` for no vectors.
+pub(crate) fn mean_probabilities(rows: &[Vec<f32>], k: usize) -> Option<Vec<f32>> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut sum = vec![0f64; k];
+    for row in rows {
+        for (s, &p) in sum.iter_mut().zip(row) {
+            *s += f64::from(p);
+        }
+    }
+    Some(
+        sum.into_iter()
+            .map(|s| (s / rows.len() as f64) as f32)
+            .collect(),
+    )
+}

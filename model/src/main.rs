@@ -1,0 +1,440 @@
+//! `birdsong-model`: train, evaluate and run species classifiers from the command line.
+//!
+//! ```text
+//! birdsong-model train    --manifest data/xc3/manifest.csv --audio-root data/xc3 --out models/v1 --seed 1
+//! birdsong-model evaluate --model models/v1 --manifest data/xc3/manifest.csv --audio-root data/xc3 --split test
+//! birdsong-model predict  --model models/v1 recording.mp3 other.wav
+//! ```
+//!
+//! It is a thin shell over the `birdsong_model` library (the same code the worker and the
+//! retrainer run) and the `birdsong_audio` feature extractor.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use birdsong_audio::{Analysis, WindowConfig, analyze_file};
+use birdsong_model::{
+    Artifact, Classifier, EpochReport, FEATURE_COUNT, FEATURE_VERSION, Recording, Stopping,
+    TrainConfig, evaluate, split_by_recording, train,
+};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser)]
+#[command(
+    name = "birdsong-model",
+    version,
+    about = "Train, evaluate and run birdsong species classifiers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on the manifest's training recordings and write its artifact.
+    Train(TrainArgs),
+    /// Score a model on the manifest's recordings of one split; prints metrics JSON.
+    Evaluate(EvaluateArgs),
+    /// Classify audio files; prints one JSON line per window and one per file.
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// CSV with at least the columns path, species, split (other columns are ignored).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Directory the manifest's paths are relative to.
+    #[arg(long)]
+    audio_root: PathBuf,
+    /// Feature-extraction threads (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Directory to write the artifact to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Split of the manifest to train on.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Seed of the validation split, initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Epochs (the fixed budget, or the maximum with --patience).
+    #[arg(long, default_value_t = 60)]
+    epochs: usize,
+    /// Windows per minibatch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// L2 penalty on kernel weights.
+    #[arg(long, default_value_t = 1e-3)]
+    l2: f64,
+    /// Network architecture.
+    #[arg(long, default_value = birdsong_model::MLP)]
+    architecture: String,
+    /// Turn off balanced class weights.
+    #[arg(long)]
+    no_class_weights: bool,
+    /// Share of the training recordings held out (by recording, stratified) to report
+    /// validation figures during training. 0 trains on all of them.
+    #[arg(long, default_value_t = 0.0)]
+    validation_fraction: f64,
+    /// Stop when validation loss has not improved for this many epochs (needs
+    /// --validation-fraction > 0). Off by default: see the crate docs on the stopping rule.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Hop between training windows in seconds; below the 5 s window length, windows
+    /// overlap and the network sees more (shifted) examples. Evaluation always uses the
+    /// standard non-overlapping windows.
+    #[arg(long, default_value_t = 5.0)]
+    train_hop_s: f64,
+    /// Also evaluate on this split of the manifest and store the result in the artifact.
+    #[arg(long)]
+    evaluate_split: Option<String>,
+    /// Version string recorded in the artifact.
+    #[arg(long)]
+    model_version: Option<String>,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Artifact directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Split of the manifest to evaluate on.
+    #[arg(long, default_value = "test")]
+    split: String,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Artifact directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Species listed per window and per file.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Audio files to classify.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// One manifest row; columns other than these are ignored.
+#[derive(Deserialize)]
+struct ManifestRow {
+    path: String,
+    species: String,
+    split: String,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Train(args) => run_train(args),
+        Command::Evaluate(args) => run_evaluate(args),
+        Command::Predict(args) => run_predict(args),
+    }
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    let train_windows = WindowConfig {
+        hop_s: args.train_hop_s,
+        ..WindowConfig::default()
+    };
+    let recordings = extract(&rows, &args.data, &train_windows)?;
+    let (train_set, validation_set) =
+        split_by_recording(recordings, args.validation_fraction, args.seed)?;
+    let config = TrainConfig {
+        architecture: args.architecture.clone(),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        l2: args.l2,
+        class_weighting: !args.no_class_weights,
+        stopping: match args.patience {
+            Some(patience) => Stopping::EarlyStopping { patience },
+            None => Stopping::FixedEpochs,
+        },
+        seed: args.seed,
+    };
+    let windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
+    eprintln!(
+        "training {} on {} recordings ({windows} windows), validating on {}",
+        config.architecture,
+        train_set.len(),
+        validation_set.len()
+    );
+    let bar = progress_bar(
+        config.epochs as u64,
+        "{elapsed_precise} [{bar:30}] epoch {pos}/{len} {msg}",
+    );
+    let started = Instant::now();
+    let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
+    let mut trained = train(&train_set, validation, &config, |r: &EpochReport| {
+        bar.set_position(r.epoch as u64);
+        bar.set_message(epoch_message(r));
+    })
+    .context("training failed")?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(last) = trained.artifact.meta().history.last() {
+        eprintln!(
+            "trained {} epochs in {seconds:.1} s; {}",
+            last.epoch,
+            epoch_message(last)
+        );
+    }
+    if let Some(split) = &args.evaluate_split {
+        let rows = read_manifest(&args.data.manifest, split)?;
+        let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+        let evaluation = evaluate(&trained.classifier, &recordings)?;
+        eprintln!(
+            "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
+            evaluation.window.accuracy,
+            evaluation.window.macro_avg.f1,
+            evaluation.recording.accuracy
+        );
+        trained.artifact.set_metrics(split.clone(), evaluation);
+    }
+    if let Some(version) = args.model_version {
+        trained.artifact.set_version(version);
+    }
+    trained
+        .artifact
+        .save_dir(&args.out)
+        .with_context(|| format!("writing the artifact to {}", args.out.display()))?;
+    eprintln!("model written to {}", args.out.display());
+    Ok(())
+}
+
+fn epoch_message(r: &EpochReport) -> String {
+    let mut msg = format!("loss {:.4}", r.loss);
+    if let (Some(acc), Some(rec)) = (r.validation_accuracy, r.validation_recording_accuracy) {
+        msg.push_str(&format!(" val acc {acc:.3} (recordings {rec:.3})"));
+    }
+    msg
+}
+
+fn run_evaluate(args: EvaluateArgs) -> Result<()> {
+    let classifier = load_classifier(&args.model)?;
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+    let evaluation = evaluate(&classifier, &recordings).context("evaluation failed")?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &evaluation)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// One line of `predict` output.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum PredictLine<'a> {
+    Window {
+        file: &'a str,
+        start_s: f64,
+        end_s: f64,
+        top: Vec<birdsong_model::Prediction>,
+    },
+    File {
+        file: &'a str,
+        duration_s: f64,
+        windows: usize,
+        top: Vec<birdsong_model::Prediction>,
+        model_version: Option<&'a str>,
+    },
+    Error {
+        file: &'a str,
+        error: String,
+    },
+}
+
+fn run_predict(args: PredictArgs) -> Result<()> {
+    let classifier = load_classifier(&args.model)?;
+    let config = WindowConfig::default();
+    let analyses: Vec<(String, Result<Analysis, String>)> =
+        parallel_map(&args.files, None, |path| {
+            (
+                path.display().to_string(),
+                analyze_file(path, &config).map_err(|e| e.to_string()),
+            )
+        });
+    // All windows of all files in one batch.
+    let features: Vec<_> = analyses
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .flat_map(|a| a.windows.iter().map(|w| w.features))
+        .collect();
+    let probabilities = classifier.predict(&features)?;
+    let mut out = std::io::stdout().lock();
+    let mut next = 0;
+    let mut failures = 0;
+    let version = classifier.info().version.as_deref();
+    for (file, analysis) in &analyses {
+        let analysis = match analysis {
+            Ok(a) => a,
+            Err(error) => {
+                failures += 1;
+                print_line(
+                    &mut out,
+                    &PredictLine::Error {
+                        file,
+                        error: error.clone(),
+                    },
+                )?;
+                continue;
+            }
+        };
+        let probs = &probabilities[next..next + analysis.windows.len()];
+        next += analysis.windows.len();
+        for (window, p) in analysis.windows.iter().zip(probs) {
+            print_line(
+                &mut out,
+                &PredictLine::Window {
+                    file,
+                    start_s: window.start_s,
+                    end_s: window.end_s,
+                    top: classifier.top_k(p, args.top_k),
+                },
+            )?;
+        }
+        let summary = classifier.summarize(probs, args.top_k);
+        print_line(
+            &mut out,
+            &PredictLine::File {
+                file,
+                duration_s: analysis.info.duration_s,
+                windows: analysis.windows.len(),
+                top: summary.map(|s| s.top).unwrap_or_default(),
+                model_version: version,
+            },
+        )?;
+    }
+    if failures == analyses.len() {
+        bail!("none of the {failures} files could be analysed");
+    }
+    Ok(())
+}
+
+fn print_line(out: &mut impl Write, line: &PredictLine<'_>) -> Result<()> {
+    serde_json::to_writer(&mut *out, line)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn load_classifier(dir: &Path) -> Result<Classifier> {
+    let artifact = Artifact::load_dir(dir, FEATURE_VERSION, FEATURE_COUNT)
+        .with_context(|| format!("loading the model in {}", dir.display()))?;
+    Classifier::from_artifact(&artifact)
+        .with_context(|| format!("loading the model in {}", dir.display()))
+}
+
+fn read_manifest(path: &Path, split: &str) -> Result<Vec<ManifestRow>> {
+    let mut reader = csv::Reader::from_path(path)
+        .with_context(|| format!("opening manifest {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, row) in reader.deserialize::<ManifestRow>().enumerate() {
+        let row = row.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
+        if row.split == split {
+            rows.push(row);
+        }
+    }
+    if rows.is_empty() {
+        bail!("{} has no rows with split {split:?}", path.display());
+    }
+    Ok(rows)
+}
+
+/// Extracts the windows of every manifest row, in parallel, failing on the first file
+/// that cannot be analysed (a silently smaller dataset would skew every number).
+fn extract(rows: &[ManifestRow], data: &DataArgs, config: &WindowConfig) -> Result<Vec<Recording>> {
+    let bar = progress_bar(
+        rows.len() as u64,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} files analysed",
+    );
+    let results = parallel_map(rows, data.threads, |row| {
+        let path = data.audio_root.join(&row.path);
+        let analysis =
+            analyze_file(&path, config).with_context(|| format!("analysing {}", path.display()));
+        bar.inc(1);
+        analysis.map(|a| Recording {
+            id: row.path.clone(),
+            label: row.species.clone(),
+            windows: a.windows.into_iter().map(|w| w.features).collect(),
+        })
+    });
+    bar.finish_and_clear();
+    let recordings = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut per_species: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &recordings {
+        *per_species.entry(r.label.as_str()).or_default() += r.windows.len();
+    }
+    eprintln!(
+        "{} recordings, windows per species: {per_species:?}",
+        recordings.len()
+    );
+    Ok(recordings)
+}
+
+/// Maps `f` over `items` on scoped threads (work-stealing by index), keeping input order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: Option<usize>,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .clamp(1, items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if let Ok(mut slots) = results.lock() {
+                        slots[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn progress_bar(len: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

@@ -1,0 +1,187 @@
+//! The networks: their configuration (what goes into `model.json`) and the burn modules.
+//!
+//! Architectures are looked up by name so that an artifact says which one it holds and a
+//! newer build can add architectures without breaking old artifacts. The reference
+//! architecture is `"mlp"`: 95 → 512 → 256 → 128 → classes with ReLU and dropout
+//! 0.5 / 0.4 / 0.3, the network the Python pipeline used.
+//!
+//! Weights are initialised here from our own seeded generator (Glorot uniform kernels,
+//! zero biases, as Keras does) rather than burn's backend RNG: burn seeds the ndarray
+//! backend through one process-wide generator, which two trainings running in parallel
+//! (tests, a retrainer) would share, and then the same seed would no longer give the same
+//! weights.
+
+use burn::module::{Module, Param, ParamId};
+use burn::nn::Linear;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{ModelError, Result};
+
+/// Name of the reference architecture.
+pub const MLP: &str = "mlp";
+
+/// Every architecture this build can build, by name.
+pub const ARCHITECTURES: &[&str] = &[MLP];
+
+/// Shape of a network: stored in the artifact and enough to rebuild the module before its
+/// weights are loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Architecture name (one of [`ARCHITECTURES`]).
+    pub architecture: String,
+    /// Features per window.
+    pub input_size: usize,
+    /// Width of each hidden layer, input side first.
+    pub hidden: Vec<usize>,
+    /// Dropout rate after each hidden layer (training only).
+    pub dropout: Vec<f32>,
+    /// Number of output classes.
+    pub num_classes: usize,
+}
+
+impl NetworkConfig {
+    /// The configuration of the architecture called `name`.
+    pub fn named(name: &str, input_size: usize, num_classes: usize) -> Result<Self> {
+        let (hidden, dropout) = match name {
+            MLP => (vec![512, 256, 128], vec![0.5, 0.4, 0.3]),
+            other => {
+                return Err(ModelError::InvalidConfig(format!(
+                    "unknown architecture {other:?}; known: {ARCHITECTURES:?}"
+                )));
+            }
+        };
+        let config = Self {
+            architecture: name.to_string(),
+            input_size,
+            hidden,
+            dropout,
+            num_classes,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the configuration is buildable (also run on configurations read from disk).
+    pub fn validate(&self) -> Result<()> {
+        if !ARCHITECTURES.contains(&self.architecture.as_str()) {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "architecture {:?} is not known to this build (known: {ARCHITECTURES:?})",
+                self.architecture
+            )));
+        }
+        if self.input_size == 0 || self.num_classes < 2 {
+            return Err(ModelError::InvalidConfig(format!(
+                "a network needs inputs and at least two classes (input {}, classes {})",
+                self.input_size, self.num_classes
+            )));
+        }
+        if self.hidden.len() != self.dropout.len()
+            || self.hidden.contains(&0)
+            || self.dropout.iter().any(|p| !(0.0..1.0).contains(p))
+        {
+            return Err(ModelError::InvalidConfig(format!(
+                "hidden layers {:?} and dropout rates {:?} do not match",
+                self.hidden, self.dropout
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds the network with freshly initialised weights (Glorot uniform, zero biases)
+    /// drawn from `seed`, on `device`.
+    pub(crate) fn init(&self, seed: u64, device: &Device) -> Network {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut ids = 0u64;
+        let mut layer = |d_in: usize, d_out: usize, rng: &mut StdRng| {
+            let limit = (6.0 / (d_in + d_out) as f64).sqrt() as f32;
+            let weights: Vec<f32> = (0..d_in * d_out)
+                .map(|_| rng.random_range(-limit..limit))
+                .collect();
+            let weight = Tensor::<2>::from_data(TensorData::new(weights, [d_in, d_out]), device);
+            let bias = Tensor::<1>::zeros([d_out], device);
+            // Fixed parameter ids keep the weights file byte-identical for a given seed.
+            let weight = Param::initialized(ParamId::from(ids), weight).set_require_grad(true);
+            let bias = Param::initialized(ParamId::from(ids + 1), bias).set_require_grad(true);
+            ids += 2;
+            Linear {
+                weight,
+                bias: Some(bias),
+            }
+        };
+        let mut hidden = Vec::with_capacity(self.hidden.len());
+        let mut width = self.input_size;
+        for &h in &self.hidden {
+            hidden.push(layer(width, h, &mut rng));
+            width = h;
+        }
+        let output = layer(width, self.num_classes, &mut rng);
+        Network { hidden, output }
+    }
+}
+
+/// A feed-forward network: hidden ReLU layers and a linear output producing logits.
+#[derive(Module, Debug)]
+pub(crate) struct Network {
+    hidden: Vec<Linear>,
+    output: Linear,
+}
+
+impl Network {
+    /// Logits for a batch of standardised inputs `[batch, input_size]` (no dropout).
+    pub(crate) fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        for layer in &self.hidden {
+            x = relu(layer.forward(x));
+        }
+        self.output.forward(x)
+    }
+
+    /// Logits with dropout: `masks[i]` multiplies the activations of hidden layer `i`
+    /// (already scaled by `1 / (1 - rate)`, "inverted dropout").
+    pub(crate) fn forward_train(&self, mut x: Tensor<2>, masks: Vec<Tensor<2>>) -> Tensor<2> {
+        for (layer, mask) in self.hidden.iter().zip(masks) {
+            x = relu(layer.forward(x)).mul(mask);
+        }
+        self.output.forward(x)
+    }
+
+    /// Sum of the squared kernel weights (biases excluded), the L2 penalty as Keras'
+    /// `kernel_regularizer=l2(..)` defines it.
+    pub(crate) fn l2_sum(&self) -> Tensor<1> {
+        self.hidden
+            .iter()
+            .chain(std::iter::once(&self.output))
+            .map(|layer| layer.weight.val().square().sum())
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| Tensor::zeros([1], &self.output.weight.val().device()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlp_is_the_reference_shape() {
+        let c = NetworkConfig::named("mlp", 95, 3).unwrap();
+        assert_eq!(c.hidden, vec![512, 256, 128]);
+        assert_eq!(c.dropout, vec![0.5, 0.4, 0.3]);
+        assert!(NetworkConfig::named("transformer", 95, 3).is_err());
+        assert!(NetworkConfig::named("mlp", 95, 1).is_err());
+    }
+
+    #[test]
+    fn forward_gives_one_logit_per_class() {
+        let device = crate::device::cpu();
+        let net = NetworkConfig::named("mlp", 7, 4).unwrap().init(1, &device);
+        let out = net.forward(Tensor::<2>::zeros([5, 7], &device));
+        assert_eq!(out.dims(), [5, 4]);
+        assert_eq!(
+            net.num_params(),
+            7 * 512 + 512 + 512 * 256 + 256 + 256 * 128 + 128 + 128 * 4 + 4
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The artifact round-trips and refuses what a worker must not load.
+
+mod common;
+
+use std::path::PathBuf;
+
+use birdsong_model::{
+    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, FILE_NAMES, META_FILE, ModelError,
+    TrainConfig, WEIGHTS_FILE, evaluate, train,
+};
+
+fn trained() -> (birdsong_model::TrainedModel, Vec<birdsong_model::Recording>) {
+    let data = common::corpus(70, 3, 5);
+    let config = TrainConfig {
+        seed: 9,
+        epochs: 3,
+        ..TrainConfig::default()
+    };
+    (train(&data, None, &config, |_| {}).unwrap(), data)
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("birdsong-model-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn round_trip_gives_identical_predictions() {
+    let (mut trained, data) = trained();
+    let evaluation = evaluate(&trained.classifier, &data).unwrap();
+    trained.artifact.set_metrics("test", evaluation.clone());
+    trained.artifact.set_version("v7");
+    let dir = scratch_dir("round-trip");
+    trained.artifact.save_dir(&dir).unwrap();
+    for name in FILE_NAMES {
+        assert!(dir.join(name).is_file(), "{name} missing");
+    }
+
+    let loaded = Artifact::load_dir(&dir, FEATURE_VERSION, FEATURE_COUNT).unwrap();
+    assert_eq!(loaded, trained.artifact);
+    assert_eq!(loaded.meta().metrics["test"], evaluation);
+    let classifier = Classifier::from_artifact(&loaded).unwrap();
+    assert_eq!(classifier.info().version.as_deref(), Some("v7"));
+    assert_eq!(classifier.info().architecture, "mlp");
+    assert_eq!(classifier.classes(), trained.classifier.classes());
+    let windows: Vec<_> = data
+        .iter()
+        .flat_map(|r| r.windows.iter().copied())
+        .collect();
+    assert_eq!(
+        classifier.predict(&windows).unwrap(),
+        trained.classifier.predict(&windows).unwrap()
+    );
+
+    // The in-memory path the worker uses gives the same artifact.
+    let files = trained.artifact.to_files().unwrap();
+    let weights = &files.iter().find(|(n, _)| *n == WEIGHTS_FILE).unwrap().1;
+    let meta = &files.iter().find(|(n, _)| *n == META_FILE).unwrap().1;
+    let from_memory = Artifact::from_files(weights, meta, FEATURE_VERSION, FEATURE_COUNT).unwrap();
+    assert_eq!(from_memory, trained.artifact);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn refuses_mismatched_or_corrupted_artifacts() {
+    let (trained, _) = trained();
+    let files = trained.artifact.to_files().unwrap();
+    let (weights, meta) = (&files[0].1, &files[1].1);
+
+    let err = Artifact::from_files(weights, meta, "other-features-v9", FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+    assert!(err.to_string().contains("other-features-v9"));
+
+    let err = Artifact::from_files(weights, meta, FEATURE_VERSION, FEATURE_COUNT + 1).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+
+    let mut corrupted = weights.clone();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x01;
+    let err = Artifact::from_files(&corrupted, meta, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err}");
+    let err =
+        Artifact::from_files(&weights[..10], meta, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err}");
+
+    let mut json: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    json["format_version"] = serde_json::json!(99);
+    let future = serde_json::to_vec(&json).unwrap();
+    let err = Artifact::from_files(weights, &future, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+
+    let mut json: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    json["classes"].as_array_mut().unwrap().pop();
+    let inconsistent = serde_json::to_vec(&json).unwrap();
+    let err =
+        Artifact::from_files(weights, &inconsistent, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+
+    let err =
+        Artifact::from_files(weights, b"{not json", FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidMetadata(_)), "{err}");
+
+    // A missing file on disk is an I/O error naming the file.
+    let dir = scratch_dir("missing");
+    trained.artifact.save_dir(&dir).unwrap();
+    std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
+    let err = Artifact::load_dir(&dir, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Io { .. }) && err.to_string().contains(WEIGHTS_FILE),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn rejects_wrong_input_size_at_inference() {
+    let (trained, _) = trained();
+    let err = trained
+        .classifier
+        .predict_rows(vec![0.0; 10], 10)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::InputSize {
+                expected: 95,
+                actual: 10
+            }
+        ),
+        "{err}"
+    );
+    assert!(trained.classifier.predict(&[]).unwrap().is_empty());
+}

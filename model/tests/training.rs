@@ -1,0 +1,158 @@
+//! Training end to end on synthetic species: it learns, it is deterministic, it reports.
+
+mod common;
+
+use birdsong_model::{
+    Classifier, EpochReport, ModelError, Recording, Stopping, TrainConfig, evaluate,
+    split_by_recording, train,
+};
+
+fn quick_config(seed: u64, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        seed,
+        epochs,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn learns_clearly_different_species() {
+    let train_set = common::corpus(10, 8, 12);
+    let test_set = common::corpus(20, 4, 12);
+    let mut reports: Vec<EpochReport> = Vec::new();
+    let (fit, val) = split_by_recording(train_set, 0.25, 3).unwrap();
+    let trained = train(&fit, Some(&val), &quick_config(5, 15), |r| {
+        reports.push(r.clone())
+    })
+    .unwrap();
+
+    // The callback saw every epoch, with validation figures, and the loss went down.
+    assert_eq!(reports.len(), 15);
+    assert!(reports.iter().all(|r| r.validation_accuracy.is_some()));
+    assert!(
+        reports[14].loss < reports[0].loss * 0.5,
+        "loss did not fall: {} -> {}",
+        reports[0].loss,
+        reports[14].loss
+    );
+
+    let evaluation = evaluate(&trained.classifier, &test_set).unwrap();
+    assert!(
+        evaluation.window.accuracy > 0.95,
+        "window accuracy {}",
+        evaluation.window.accuracy
+    );
+    assert_eq!(evaluation.recording.accuracy, 1.0);
+    assert!(evaluation.window.macro_avg.f1 > 0.95);
+    assert!(
+        evaluation.window.log_loss < 0.3,
+        "log loss {}",
+        evaluation.window.log_loss
+    );
+    assert_eq!(evaluation.recording.count, 12);
+
+    // The artifact says what it was trained and validated on.
+    let meta = trained.artifact.meta();
+    assert_eq!(meta.classes, common::SPECIES);
+    assert_eq!(meta.training_data.recordings, fit.len());
+    assert_eq!(
+        meta.validation_data.as_ref().map(|d| d.recordings),
+        Some(val.len())
+    );
+    assert_eq!(meta.history.len(), 15);
+    assert!(meta.metrics.contains_key("validation"));
+
+    // Top-k and the recording summary agree with the probabilities.
+    let probs = trained.classifier.predict(&test_set[0].windows).unwrap();
+    assert!(
+        probs
+            .iter()
+            .all(|p| (p.iter().sum::<f32>() - 1.0).abs() < 1e-4)
+    );
+    let top = trained.classifier.top_k(&probs[0], 2);
+    assert_eq!(top.len(), 2);
+    assert!(top[0].probability >= top[1].probability);
+    let summary = trained.classifier.summarize(&probs, 1).unwrap();
+    assert_eq!(summary.windows, 12);
+    assert_eq!(summary.top[0].species, test_set[0].label);
+}
+
+#[test]
+fn same_seed_same_weights_other_seed_other_weights() {
+    let data = common::corpus(30, 3, 6);
+    let a = train(&data, None, &quick_config(42, 2), |_| {}).unwrap();
+    let b = train(&data, None, &quick_config(42, 2), |_| {}).unwrap();
+    let c = train(&data, None, &quick_config(43, 2), |_| {}).unwrap();
+    assert_eq!(a.artifact.weights(), b.artifact.weights());
+    assert_eq!(
+        a.artifact.meta().weights_sha256,
+        b.artifact.meta().weights_sha256
+    );
+    assert_eq!(a.artifact.meta().history, b.artifact.meta().history);
+    assert_ne!(a.artifact.weights(), c.artifact.weights());
+    let windows = &data[0].windows;
+    assert_eq!(
+        a.classifier.predict(windows).unwrap(),
+        b.classifier.predict(windows).unwrap()
+    );
+}
+
+#[test]
+fn early_stopping_stops_and_needs_validation() {
+    let data = common::corpus(40, 4, 6);
+    let config = TrainConfig {
+        stopping: Stopping::EarlyStopping { patience: 1 },
+        ..quick_config(1, 200)
+    };
+    let err = train(&data, None, &config, |_| {}).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidConfig(_)), "{err}");
+    let (fit, val) = split_by_recording(data, 0.25, 1).unwrap();
+    let trained = train(&fit, Some(&val), &config, |_| {}).unwrap();
+    // Validation loss on separable clusters cannot improve for 200 epochs straight.
+    assert!(trained.artifact.meta().history.len() < 200);
+}
+
+#[test]
+fn refuses_unusable_training_sets() {
+    let one_class: Vec<Recording> = common::corpus(50, 2, 3)
+        .into_iter()
+        .filter(|r| r.label == common::SPECIES[0])
+        .collect();
+    assert!(matches!(
+        train(&one_class, None, &quick_config(1, 1), |_| {}),
+        Err(ModelError::InvalidDataset(_))
+    ));
+    let data = common::corpus(50, 2, 3);
+    let mut stranger = data[0].clone();
+    stranger.label = "Unknown warbler".into();
+    assert!(matches!(
+        train(
+            &data,
+            Some(&[stranger.clone()]),
+            &quick_config(1, 1),
+            |_| {}
+        ),
+        Err(ModelError::UnknownLabel(_))
+    ));
+    let trained = train(&data, None, &quick_config(1, 1), |_| {}).unwrap();
+    assert!(matches!(
+        evaluate(&trained.classifier, &[stranger]),
+        Err(ModelError::UnknownLabel(_))
+    ));
+}
+
+#[test]
+fn classifier_is_usable_from_many_threads() {
+    let data = common::corpus(60, 2, 4);
+    let trained = train(&data, None, &quick_config(3, 1), |_| {}).unwrap();
+    let classifier: std::sync::Arc<Classifier> = std::sync::Arc::new(trained.classifier);
+    let expected = classifier.predict(&data[0].windows).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let c = classifier.clone();
+            let windows = &data[0].windows;
+            let expected = &expected;
+            s.spawn(move || assert_eq!(&c.predict(windows).unwrap(), expected));
+        }
+    });
+}
