@@ -18,7 +18,7 @@ const PIP_FMAX: f64 = 4000.0;
 /// `piptrack` threshold relative to the frame maximum.
 const PIP_THRESHOLD: f32 = 0.1;
 /// Tuning histogram resolution (librosa `resolution=0.01`).
-const TUNING_BINS: usize = 100;
+pub const TUNING_BINS: usize = 100;
 
 /// Bin range `[lo, hi)` where `fmin <= f < fmax` (the piptrack mask).
 pub fn piptrack_range(sr: f64) -> (usize, usize) {
@@ -31,16 +31,23 @@ pub fn piptrack_range(sr: f64) -> (usize, usize) {
 
 /// Appends the `(pitch, magnitude)` of every `piptrack` peak of one frame of
 /// the power spectrum `s` (librosa treats the power spectrogram as `S`).
-pub fn piptrack_frame(s: &[f32], range: (usize, usize), sr: f64, peaks: &mut Vec<(f32, f32)>) {
-    let mut max = 0f32;
-    for &v in s {
-        max = max.max(v);
-    }
+/// `max` is the frame's largest value (from [`crate::stft::Stft::frame`]).
+pub fn piptrack_frame(
+    s: &[f32],
+    max: f32,
+    range: (usize, usize),
+    sr: f64,
+    peaks: &mut Vec<(f32, f32)>,
+) {
     let reference = PIP_THRESHOLD * max;
     let x = |k: usize| if s[k] > reference { s[k] } else { 0.0 };
     let scale = sr / N_FFT as f64;
     for k in range.0..range.1 {
-        let xk = x(k);
+        // Fast path: a bin at or below the threshold is zeroed, never a peak.
+        if s[k] <= reference {
+            continue;
+        }
+        let xk = s[k];
         if !(xk > x(k - 1) && xk >= x(k + 1)) {
             continue;
         }

@@ -7,6 +7,8 @@
 //! grown to the window size. One STFT per window feeds all spectral
 //! features; the time-domain ones (ZCR, RMS, the trim) use prefix sums.
 
+use std::sync::OnceLock;
+
 use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
 
 use crate::chroma::{self, N_CHROMA};
@@ -14,7 +16,7 @@ use crate::error::AudioError;
 use crate::mel::{self, MelBank, N_MELS, TOP_DB};
 use crate::mfcc::{self, N_MFCC};
 use crate::spectral::{self, Shape};
-use crate::stft::{N_BINS, Stft, n_frames};
+use crate::stft::{HOP, N_BINS, Stft, n_frames};
 use crate::trim;
 
 /// Number of features.
@@ -217,19 +219,40 @@ impl Stats {
     }
 }
 
+/// Everything that depends only on the analysis rate, built once per
+/// process and shared by all extractors (a worker analyses many short files).
+struct Tables {
+    freqs: Vec<f64>,
+    mel: MelBank,
+    dct: Vec<f32>,
+    pip_range: (usize, usize),
+    /// One chroma filter bank per tuning histogram bin, built on first use.
+    chroma: [OnceLock<Box<[f32]>>; chroma::TUNING_BINS + 1],
+}
+
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let sr = f64::from(crate::ANALYSIS_SAMPLE_RATE);
+        Tables {
+            freqs: mel::fft_frequencies(sr),
+            mel: MelBank::new(sr),
+            dct: mfcc::dct_matrix(),
+            pip_range: chroma::piptrack_range(sr),
+            chroma: [const { OnceLock::new() }; chroma::TUNING_BINS + 1],
+        }
+    })
+}
+
 /// Computes feature vectors and mel spectrograms at the analysis rate,
 /// reusing plans, filter banks and buffers across calls. Not `Sync` by
 /// intent (it is scratch space); create one per thread. It is `Send`.
 pub struct FeatureExtractor {
     sr: f64,
     stft: Stft,
-    freqs: Vec<f64>,
-    mel: MelBank,
-    dct: Vec<f32>,
-    pip_range: (usize, usize),
-    chroma_banks: Vec<Option<Box<[f32]>>>,
+    tables: &'static Tables,
     // Buffers.
-    prefix: Vec<f64>,
+    blocks: Vec<f64>,
     power: Vec<f32>,
     mag: Vec<f32>,
     mel_db: Vec<f32>,
@@ -255,12 +278,8 @@ impl FeatureExtractor {
         FeatureExtractor {
             sr,
             stft: Stft::new(),
-            freqs: mel::fft_frequencies(sr),
-            mel: MelBank::new(sr),
-            dct: mfcc::dct_matrix(),
-            pip_range: chroma::piptrack_range(sr),
-            chroma_banks: vec![None; 101],
-            prefix: Vec::new(),
+            tables: tables(),
+            blocks: Vec::new(),
             power: Vec::new(),
             mag: vec![0.0; N_BINS],
             mel_db: Vec::new(),
@@ -277,14 +296,14 @@ impl FeatureExtractor {
     /// The 95 features of `y` (mono, 22 050 Hz), after trimming silence:
     /// the definition of `features_reference.py`.
     pub fn features(&mut self, y: &[f32]) -> Result<FeatureVector, AudioError> {
-        spectral::square_prefix(y, &mut self.prefix);
-        let (start, end) = trim::trim_bounds(&self.prefix, y.len());
+        spectral::block_squares(y, &mut self.blocks);
+        let (start, end) = trim::trim_bounds(&self.blocks, y.len());
         if end <= start {
             return Err(AudioError::EmptyAfterTrim);
         }
         let y = &y[start..end];
-        let n = y.len();
-        let frames = n_frames(n);
+        let frames = n_frames(y.len());
+        let tables = self.tables;
 
         // One STFT: power spectrogram kept (chroma needs the tuning first),
         // mel bands, spectral shape and piptrack peaks per frame.
@@ -295,11 +314,11 @@ impl FeatureExtractor {
         let mut mel_max = f32::NEG_INFINITY;
         for t in 0..frames {
             let p = &mut self.power[t * N_BINS..(t + 1) * N_BINS];
-            self.stft.frame(y, t, p, &mut self.mag);
-            self.shapes.push(spectral::shape(&self.mag, &self.freqs));
-            chroma::piptrack_frame(p, self.pip_range, self.sr, &mut self.peaks);
+            let pmax = self.stft.frame(y, t, p, &mut self.mag);
+            self.shapes.push(spectral::shape(&self.mag, &tables.freqs));
+            chroma::piptrack_frame(p, pmax, tables.pip_range, self.sr, &mut self.peaks);
             let m = &mut self.mel_db[t * N_MELS..(t + 1) * N_MELS];
-            self.mel.apply(p, m);
+            tables.mel.apply(p, m);
             for v in m.iter_mut() {
                 mel_max = mel_max.max(*v);
                 *v = mel::power_to_db(*v);
@@ -319,7 +338,7 @@ impl FeatureExtractor {
         }
         self.mfcc.resize(frames * N_MFCC, 0.0);
         let db = ArrayView2::from_shape((frames, N_MELS), &self.mel_db[..]).map_err(shape_err)?;
-        let dct = ArrayView2::from_shape((N_MFCC, N_MELS), &self.dct[..]).map_err(shape_err)?;
+        let dct = ArrayView2::from_shape((N_MFCC, N_MELS), &tables.dct[..]).map_err(shape_err)?;
         let mut mfcc =
             ArrayViewMut2::from_shape((frames, N_MFCC), &mut self.mfcc[..]).map_err(shape_err)?;
         general_mat_mul(1.0, &db, &dct.t(), 0.0, &mut mfcc);
@@ -350,19 +369,21 @@ impl FeatureExtractor {
         for &z in &self.zcr {
             zcr.push(z);
         }
-        let prefix = &self.prefix[start..=end];
+        // The trimmed signal's blocks: it starts on a block boundary and ends
+        // on one or at the end of `y`.
+        let blocks = &self.blocks[start / HOP..end.div_ceil(HOP)];
         let mut rms = Stats::default();
         for t in 0..frames {
             rms.push(f64::from(
-                (spectral::frame_mean_square(prefix, n, t) as f32).sqrt(),
+                (spectral::frame_mean_square(blocks, t) as f32).sqrt(),
             ));
         }
 
         // Chroma with the estimated tuning.
         let idx = chroma::estimate_tuning_index(&mut self.peaks, &mut self.scratch_f32);
         let sr = self.sr;
-        let bank = self.chroma_banks[idx]
-            .get_or_insert_with(|| chroma::chroma_bank(sr, chroma::tuning_of_index(idx)).into());
+        let bank = tables.chroma[idx.min(chroma::TUNING_BINS)]
+            .get_or_init(|| chroma::chroma_bank(sr, chroma::tuning_of_index(idx)).into());
         self.raw_chroma.resize(frames * N_CHROMA, 0.0);
         let power = ArrayView2::from_shape((frames, N_BINS), &self.power[..]).map_err(shape_err)?;
         let bank = ArrayView2::from_shape((N_CHROMA, N_BINS), &bank[..]).map_err(shape_err)?;
@@ -419,7 +440,7 @@ impl FeatureExtractor {
         for t in 0..frames {
             self.stft
                 .frame(y, t, &mut self.power[..N_BINS], &mut self.mag);
-            self.mel.apply(&self.power[..N_BINS], &mut column);
+            self.tables.mel.apply(&self.power[..N_BINS], &mut column);
             for (m, &v) in column.iter().enumerate() {
                 max = max.max(v);
                 out[[m, t]] = mel::power_to_db(v);

@@ -102,8 +102,17 @@ impl MelBank {
     pub fn apply(&self, power: &[f32], out: &mut [f32]) {
         for ((o, &s), w) in out.iter_mut().zip(&self.start).zip(&self.weights) {
             let p = &power[s..s + w.len()];
-            let mut acc = 0f32;
-            for (a, b) in p.iter().zip(w) {
+            // Four lanes break the dependency chain of the dot product.
+            let mut lanes = [0f32; 4];
+            let (pc, wc) = (p.chunks_exact(4), w.chunks_exact(4));
+            let (pr, wr) = (pc.remainder(), wc.remainder());
+            for (a, b) in pc.zip(wc) {
+                for i in 0..4 {
+                    lanes[i] += a[i] * b[i];
+                }
+            }
+            let mut acc = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+            for (a, b) in pr.iter().zip(wr) {
                 acc += a * b;
             }
             *o = acc;

@@ -28,37 +28,76 @@ pub struct Shape {
 /// sum reaches 85 % of the total (bin 0 for a silent column).
 pub fn shape(mag: &[f32], freqs: &[f64]) -> Shape {
     debug_assert_eq!(mag.len(), N_BINS);
-    let mut l1 = 0f64;
-    let mut m1 = 0f64;
-    let mut m2 = 0f64;
-    for (&m, &f) in mag.iter().zip(freqs) {
-        let m = f64::from(m);
-        l1 += m;
-        m1 += m * f;
-        m2 += m * f * f;
+    // Eight lanes per sum (three independent sums): vectorised, and short
+    // dependency chains. Block sums of the magnitudes are kept for the roll-off.
+    const L: usize = 8;
+    let mut l1 = [0f64; L];
+    let mut m1 = [0f64; L];
+    let mut m2 = [0f64; L];
+    let mut blocks = [0f64; N_BINS / L + 1];
+    let mc = mag.chunks_exact(L);
+    let fc = freqs.chunks_exact(L);
+    let (mr, fr) = (mc.remainder(), fc.remainder());
+    for ((m, f), b) in mc.zip(fc).zip(blocks.iter_mut()) {
+        let mut bs = 0f64;
+        for i in 0..L {
+            let v = f64::from(m[i]);
+            l1[i] += v;
+            m1[i] += v * f[i];
+            m2[i] += v * f[i] * f[i];
+            bs += v;
+        }
+        *b = bs;
     }
-    let (centroid, bandwidth) = if l1 < f64::from(f32::MIN_POSITIVE) {
+    let mut tail = 0f64;
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for (&m, &f) in mr.iter().zip(fr) {
+        let v = f64::from(m);
+        tail += v;
+        s1 += v * f;
+        s2 += v * f * f;
+    }
+    let n_blocks = N_BINS / L;
+    blocks[n_blocks] = tail;
+    let total = l1.iter().sum::<f64>() + tail;
+    let m1 = m1.iter().sum::<f64>() + s1;
+    let m2 = m2.iter().sum::<f64>() + s2;
+    let (centroid, bandwidth) = if total < f64::from(f32::MIN_POSITIVE) {
         (0.0, 0.0)
     } else {
-        let c = m1 / l1;
+        let c = m1 / total;
         // sum(S_norm * (f - c)^2) = E[f^2] - c^2, clamped against rounding.
-        let var = (m2 / l1 - c * c).max(0.0);
+        let var = (m2 / total - c * c).max(0.0);
         (c, var.sqrt())
     };
-    // Roll-off with librosa's float32 cumulative sum.
-    let mut total = 0f32;
-    for &m in mag {
-        total += m;
-    }
-    let threshold = ROLL_PERCENT * total;
-    let mut acc = 0f32;
+    // Roll-off: the first bin whose cumulative sum reaches 85 % of the total
+    // (bin 0 for a silent frame, where 0 >= 0). Whole blocks are skipped
+    // while they stay below the threshold.
+    let threshold = f64::from(ROLL_PERCENT) * total;
+    let mut acc = 0f64;
     let mut bin = N_BINS - 1;
-    for (k, &m) in mag.iter().enumerate() {
-        acc += m;
-        if acc >= threshold {
-            bin = k;
-            break;
+    'scan: for (b, &bs) in blocks.iter().enumerate() {
+        if acc + bs < threshold && b < n_blocks {
+            acc += bs;
+            continue;
         }
+        let end = ((b + 1) * L).min(N_BINS);
+        for (k, &m) in mag.iter().enumerate().take(end).skip(b * L) {
+            acc += f64::from(m);
+            if acc >= threshold {
+                bin = k;
+                break 'scan;
+            }
+        }
+    }
+    // librosa accumulates in float32, whose rounding (~1e-6 of the total)
+    // decides near-ties differently from our float64 sums. When the
+    // threshold falls that close to a bin edge, redo the scan in float32
+    // exactly as numpy's sequential cumsum does (rare, so cheap on average).
+    let margin = ROLLOFF_TIE_MARGIN * total;
+    let below = acc - f64::from(mag[bin]);
+    if (acc - threshold).abs() < margin || (threshold - below).abs() < margin {
+        bin = rolloff_f32(mag);
     }
     Shape {
         centroid,
@@ -67,19 +106,39 @@ pub fn shape(mag: &[f32], freqs: &[f64]) -> Shape {
     }
 }
 
+/// Relative distance to the threshold below which the roll-off is
+/// recomputed with librosa's float32 arithmetic.
+const ROLLOFF_TIE_MARGIN: f64 = 2e-5;
+
+/// The roll-off bin with numpy's float32 sequential cumulative sum.
+fn rolloff_f32(mag: &[f32]) -> usize {
+    let mut total = 0f32;
+    for &m in mag {
+        total += m;
+    }
+    let threshold = ROLL_PERCENT * total;
+    let mut acc = 0f32;
+    for (k, &m) in mag.iter().enumerate() {
+        acc += m;
+        if acc >= threshold {
+            return k;
+        }
+    }
+    mag.len() - 1
+}
+
 /// Per-frame zero-crossing rate of `y` with librosa's edge padding, written
 /// to `out` (`1 + len / HOP` frames). `counts` is scratch space.
 pub fn zero_crossing_rate(y: &[f32], counts: &mut Vec<u32>, out: &mut Vec<f64>) {
     let n = y.len();
     // counts[i] = crossings between samples j-1 and j for j in 1..=i.
     counts.clear();
-    counts.reserve(n.max(1));
-    counts.push(0);
+    counts.resize(n.max(1), 0);
     let sb = |x: f32| x < -ZC_THRESHOLD;
     let mut c = 0u32;
-    for w in y.windows(2) {
+    for (w, slot) in y.windows(2).zip(counts[1..].iter_mut()) {
         c += u32::from(sb(w[0]) != sb(w[1]));
-        counts.push(c);
+        *slot = c;
     }
     out.clear();
     let frames = crate::stft::n_frames(n);
@@ -98,28 +157,39 @@ pub fn zero_crossing_rate(y: &[f32], counts: &mut Vec<u32>, out: &mut Vec<f64>) 
     }
 }
 
-/// Prefix sums of squares, `p[i] = sum(y[..i]^2)` in float64.
-pub fn square_prefix(y: &[f32], p: &mut Vec<f64>) {
-    p.clear();
-    p.reserve(y.len() + 1);
-    let mut acc = 0f64;
-    p.push(0.0);
-    for &x in y {
-        acc += f64::from(x) * f64::from(x);
-        p.push(acc);
+/// Sums of squares of consecutive blocks of `HOP` samples (the last block
+/// may be partial), in float64. A centred frame is four blocks, so frame
+/// energies need no second pass over the samples; a trimmed signal starts
+/// and ends on block boundaries (or at the signal's end), so its blocks are
+/// a sub-slice of these.
+pub fn block_squares(y: &[f32], out: &mut Vec<f64>) {
+    out.clear();
+    for block in y.chunks(HOP) {
+        let mut lanes = [0f64; 8];
+        let chunks = block.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..8 {
+                lanes[i] += f64::from(c[i]) * f64::from(c[i]);
+            }
+        }
+        let mut s: f64 = lanes.iter().sum();
+        for &x in rest {
+            s += f64::from(x) * f64::from(x);
+        }
+        out.push(s);
     }
 }
 
-/// Mean square of centred frame `t` of a signal of `n` samples whose prefix
-/// sums of squares (from its first sample) are `p` (zero padding outside).
+/// Mean square of centred frame `t` (2048 samples, zero padded) of a signal
+/// whose block sums of squares are `blocks`.
 #[inline]
-pub fn frame_mean_square(p: &[f64], n: usize, t: usize) -> f64 {
-    let s = (t * HOP) as isize;
-    let half = (N_FFT / 2) as isize;
-    let lo = (s - half).max(0) as usize;
-    let hi = ((s + half).max(0) as usize).min(n);
+pub fn frame_mean_square(blocks: &[f64], t: usize) -> f64 {
+    const BLOCKS_BEFORE: usize = N_FFT / 2 / HOP;
+    let lo = t.saturating_sub(BLOCKS_BEFORE);
+    let hi = (t + BLOCKS_BEFORE).min(blocks.len());
     if hi <= lo {
         return 0.0;
     }
-    ((p[hi] - p[lo]) / N_FFT as f64).max(0.0)
+    blocks[lo..hi].iter().sum::<f64>() / N_FFT as f64
 }

@@ -6,7 +6,7 @@
 //! `1 + n / hop` frames. The FFT plan, window and buffers are created once and
 //! reused for every frame of every window.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
@@ -23,10 +23,13 @@ pub fn n_frames(n: usize) -> usize {
     1 + n / HOP
 }
 
+/// A shared forward FFT plan.
+type Plan = Arc<dyn RealToComplex<f32>>;
+
 /// A reusable real-input STFT with a periodic Hann window.
 pub struct Stft {
     fft: Arc<dyn RealToComplex<f32>>,
-    window: Vec<f32>,
+    window: Arc<[f32]>,
     input: Vec<f32>,
     spectrum: Vec<Complex<f32>>,
     scratch: Vec<Complex<f32>>,
@@ -39,15 +42,23 @@ impl Default for Stft {
 }
 
 impl Stft {
-    /// Plans the FFT and computes the window.
+    /// Buffers for a new STFT; the FFT plan and the window are computed once
+    /// per process and shared.
     pub fn new() -> Self {
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
-        // scipy.signal.get_window("hann", N, fftbins=True): periodic Hann.
-        let window = (0..N_FFT)
-            .map(|n| {
-                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos()) as f32
+        static PLAN: OnceLock<(Plan, Arc<[f32]>)> = OnceLock::new();
+        let (fft, window) = PLAN
+            .get_or_init(|| {
+                let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
+                // scipy.signal.get_window("hann", N, fftbins=True): periodic Hann.
+                let window = (0..N_FFT)
+                    .map(|n| {
+                        let x = 2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64;
+                        (0.5 - 0.5 * x.cos()) as f32
+                    })
+                    .collect();
+                (fft, window)
             })
-            .collect();
+            .clone();
         let input = fft.make_input_vec();
         let spectrum = fft.make_output_vec();
         let scratch = fft.make_scratch_vec();
@@ -61,18 +72,21 @@ impl Stft {
     }
 
     /// Computes frame `t` of the centred STFT of `y` and writes the power
-    /// `|X|^2` and magnitude `|X|` of its `N_BINS` bins.
-    pub fn frame(&mut self, y: &[f32], t: usize, power: &mut [f32], magnitude: &mut [f32]) {
+    /// `|X|^2` and magnitude `|X|` of its `N_BINS` bins. Returns the largest
+    /// power of the frame (piptrack's reference).
+    pub fn frame(&mut self, y: &[f32], t: usize, power: &mut [f32], magnitude: &mut [f32]) -> f32 {
         let n = y.len() as isize;
         let start = (t * HOP) as isize - (N_FFT / 2) as isize;
         let lo = start.max(0);
         let hi = (start + N_FFT as isize).min(n);
-        self.input.fill(0.0);
-        if hi > lo {
-            let off = (lo - start) as usize;
+        let off = (lo - start).max(0) as usize;
+        let len = (hi - lo).max(0) as usize;
+        self.input[..off].fill(0.0);
+        self.input[off + len..].fill(0.0);
+        if len > 0 {
             let src = &y[lo as usize..hi as usize];
-            let dst = &mut self.input[off..off + src.len()];
-            let win = &self.window[off..off + src.len()];
+            let dst = &mut self.input[off..off + len];
+            let win = &self.window[off..off + len];
             for ((d, s), w) in dst.iter_mut().zip(src).zip(win) {
                 *d = s * w;
             }
@@ -82,6 +96,8 @@ impl Stft {
         let _ =
             self.fft
                 .process_with_scratch(&mut self.input, &mut self.spectrum, &mut self.scratch);
+        let power = &mut power[..N_BINS];
+        let magnitude = &mut magnitude[..N_BINS];
         for ((c, p), m) in self
             .spectrum
             .iter()
@@ -93,5 +109,25 @@ impl Stft {
             *m = mg;
             *p = mg * mg;
         }
+        max_lanes(power)
     }
+}
+
+/// Maximum of non-negative values with eight independent lanes, so the
+/// compiler vectorises it (a plain fold is one long dependency chain).
+#[inline]
+pub fn max_lanes(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    let mut m = 0f32;
+    for &x in lanes.iter().chain(rest) {
+        m = if x > m { x } else { m };
+    }
+    m
 }

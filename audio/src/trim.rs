@@ -17,15 +17,17 @@ pub const TOP_DB: f64 = 23.0;
 const POWER_FLOOR: f64 = 1e-10;
 
 /// Returns `[start, end)` of the non-silent part of a signal of `n` samples
-/// whose prefix sums of squares are `p` (see [`crate::spectral::square_prefix`]).
-pub fn trim_bounds(p: &[f64], n: usize) -> (usize, usize) {
+/// whose block sums of squares are `blocks` (see
+/// [`crate::spectral::block_squares`]). `start` is a multiple of `HOP`; `end`
+/// too, or `n`.
+pub fn trim_bounds(blocks: &[f64], n: usize) -> (usize, usize) {
     if n == 0 {
         return (0, 0);
     }
     let frames = n_frames(n);
     // librosa computes the RMS in float32 and squares it again.
     let power = |t: usize| {
-        let rms = (frame_mean_square(p, n, t) as f32).sqrt();
+        let rms = (frame_mean_square(blocks, t) as f32).sqrt();
         f64::from(rms * rms)
     };
     let mut max = 0f64;
