@@ -112,6 +112,7 @@ pub struct Decoder {
     track_id: u32,
     info: AudioInfo,
     header_frames: Option<u64>,
+    open_ended: bool,
     frames_decoded: u64,
     planar: Vec<Vec<f32>>,
     finished: bool,
@@ -136,7 +137,8 @@ fn map_open_error(err: SymError) -> AudioError {
 impl Decoder {
     /// Opens a media source: probes the format from its content, picks the
     /// first audio track and builds its decoder. Reads only the headers.
-    pub fn open(source: Box<dyn MediaSource>) -> Result<Self, AudioError> {
+    pub fn open(mut source: Box<dyn MediaSource>) -> Result<Self, AudioError> {
+        let wav_channels = sniff_wav_channels(&mut source);
         let mss = MediaSourceStream::new(source, Default::default());
         let format = symphonia::default::get_probe()
             .probe(
@@ -145,7 +147,15 @@ impl Decoder {
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(map_open_error)?;
+            .map_err(|e| match (e, wav_channels) {
+                (SymError::DecodeError(m), Some(0)) if m.contains("channel count") => {
+                    AudioError::ZeroChannels
+                }
+                (SymError::DecodeError(m), Some(n)) if m.contains("channel count") => {
+                    AudioError::TooManyChannels(usize::from(n))
+                }
+                (e, _) => map_open_error(e),
+            })?;
         let track = format
             .default_track(TrackType::Audio)
             .or_else(|| format.first_track(TrackType::Audio))
@@ -158,6 +168,11 @@ impl Decoder {
             .clone();
         let track_id = track.id;
         let header_frames = track.num_frames;
+        // Without an announced length (a WAV written by a recorder that never
+        // finalised its header says 0xFFFFFFFF bytes; MP3 without a Xing
+        // header), the real length is wherever the data ends, so reaching
+        // the end of the file mid-packet is the normal end, not truncation.
+        let open_ended = header_frames.is_none();
         let mut opts = AudioDecoderOptions::default();
         opts.gapless = true;
         let decoder = symphonia::default::get_codecs()
@@ -199,6 +214,7 @@ impl Decoder {
             track_id,
             info,
             header_frames,
+            open_ended,
             frames_decoded: 0,
             planar: Vec::new(),
             finished: false,
@@ -239,6 +255,29 @@ impl Decoder {
         }
     }
 
+    /// At the end of the stream: a header that announced more audio than
+    /// there was means the file was cut short (a truncated MP3 just ends,
+    /// frame by frame, without any decoding error).
+    fn check_complete(&self) -> Result<bool, AudioError> {
+        if let Some(announced) = self.header_frames {
+            let sr = u64::from(self.info.sample_rate);
+            // Encoders' frame counts are often slightly off (one xeno-canto
+            // MP3 announces 0.1 s more than any decoder finds, libsndfile
+            // included): a shortfall under half a second is accepted.
+            let slack = (sr / 2).max(2304);
+            if self.frames_decoded.saturating_add(slack) < announced {
+                return Err(AudioError::Truncated {
+                    at_s: self.decoded_seconds(),
+                    detail: format!(
+                        "the header announces {:.1} s",
+                        announced as f64 / sr.max(1) as f64
+                    ),
+                });
+            }
+        }
+        Ok(false)
+    }
+
     /// Decodes the next packet of the audio track and appends its samples,
     /// averaged over channels, to `out`. Returns `Ok(false)` at the end of
     /// the stream. Undecodable packets are skipped, up to a limit.
@@ -252,10 +291,13 @@ impl Decoder {
                 Ok(Some(p)) => p,
                 Ok(None) | Err(SymError::ResetRequired) => {
                     self.finished = true;
-                    return Ok(false);
+                    return self.check_complete();
                 }
                 Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     self.finished = true;
+                    if self.open_ended {
+                        return Ok(false);
+                    }
                     return Err(self.broken("the file ends in the middle of the data".to_owned()));
                 }
                 Err(SymError::IoError(e)) => return Err(AudioError::Io(e)),
@@ -296,7 +338,17 @@ impl Decoder {
                         continue;
                     }
                     buf.copy_to_vecs_planar::<f32>(&mut self.planar);
+                    let start = out.len();
                     downmix(&self.planar[..nch.min(self.planar.len())], frames, out);
+                    // Float formats can carry NaN or infinity; no feature is
+                    // defined on them (librosa refuses such buffers too).
+                    if !out[start..].iter().all(|x| x.is_finite()) {
+                        self.finished = true;
+                        return Err(AudioError::Corrupt(format!(
+                            "non-finite sample values at {:.1} s",
+                            self.decoded_seconds()
+                        )));
+                    }
                     self.frames_decoded += frames as u64;
                     return Ok(true);
                 }
@@ -345,6 +397,27 @@ impl Decoder {
         }
         Ok(self.info)
     }
+}
+
+/// The channel count of a WAV `fmt ` chunk, read from the first bytes
+/// (symphonia reports 0 and "too many" channels alike); rewinds the source.
+fn sniff_wav_channels(source: &mut Box<dyn MediaSource>) -> Option<u16> {
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match source.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    source.seek(SeekFrom::Start(0)).ok()?;
+    let head = &head[..n];
+    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return None;
+    }
+    let pos = head.windows(4).position(|w| w == b"fmt ")?;
+    let ch = head.get(pos + 10..pos + 12)?;
+    Some(u16::from_le_bytes([ch[0], ch[1]]))
 }
 
 fn check_rate(rate: u32) -> Result<(), AudioError> {

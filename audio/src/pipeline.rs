@@ -280,6 +280,12 @@ impl WindowStream {
         self.next_with(|ex, a, b, y| Ok((a, b, ex.mel_spectrogram_db(y))))
     }
 
+    /// Resampled samples currently held: at most about one window plus one
+    /// decoded chunk, whatever the length of the recording.
+    pub fn buffered_samples(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The info with the decoded duration (call after the last window).
     pub fn final_info(&self) -> AudioInfo {
         let mut info = self.decoder.info().clone();
