@@ -88,14 +88,45 @@ impl MonoResampler {
                 .map_err(|_| AudioError::InvalidSampleRate(rate_in))?;
             Kind::Sinc(Box::new(r))
         };
-        let (delay, out_max) = match &kind {
-            Kind::Passthrough => (0, 0),
-            Kind::Sinc(r) => (r.output_delay(), r.output_frames_max()),
+        let out_max = match &kind {
+            Kind::Passthrough => 0,
+            Kind::Sinc(r) => r.output_frames_max(),
         };
+        // Alignment. rubato 0.16's SincFixedIn puts output m at input time
+        // (m + 1) / ratio - 1 + 1 / F (F = filter phases), measured with an
+        // impulse; its `output_delay()` (taps * ratio / 2) does not apply.
+        // We want output n at input n / ratio: prepend P zeros and skip D
+        // outputs with (D + 1) / ratio = P + 1 - 1 / F, P and D whole, which
+        // has an exact solution on the polyphase grid.
+        let mut pending = Vec::new();
+        let mut delay = 0usize;
+        if let Kind::Sinc(_) = &kind {
+            let g = gcd(u64::from(rate_in), u64::from(rate_out));
+            let period = u64::from(rate_in) / g;
+            let phases = u64::from(rate_out) / g;
+            if phases as usize <= MAX_PHASES {
+                // (P + 1) * phases = 1 + (D + 1) * period, D >= 0.
+                let mut p1 = 1u64;
+                while !((p1 * phases) % period == 1 % period && p1 * phases > period) {
+                    p1 += 1;
+                }
+                pending.resize((p1 - 1) as usize, 0.0);
+                delay = ((p1 * phases - 1) / period - 1) as usize;
+            } else {
+                // Cubic interpolation between 256 phases: nearest whole sample.
+                let f = 256.0;
+                let mut p = 0usize;
+                while ratio * (p as f64 + 1.0 - 1.0 / f) - 1.0 < -0.5 {
+                    p += 1;
+                }
+                pending.resize(p, 0.0);
+                delay = (ratio * (p as f64 + 1.0 - 1.0 / f) - 1.0).round().max(0.0) as usize;
+            }
+        }
         Ok(MonoResampler {
             kind,
             ratio,
-            pending: Vec::new(),
+            pending,
             chunk_out: vec![0.0; out_max],
             delay_left: delay,
             total_in: 0,
@@ -195,5 +226,74 @@ impl MonoResampler {
             out.push(0.0);
             self.total_out += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(rate: u32, freq: f64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                (0.5 * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin())
+                    as f32
+            })
+            .collect()
+    }
+
+    fn run(rate_in: u32, input: &[f32], piece: usize) -> Vec<f32> {
+        let mut r = MonoResampler::new(rate_in, 22_050).unwrap();
+        let mut out = Vec::new();
+        for chunk in input.chunks(piece) {
+            r.push(chunk, &mut out);
+        }
+        r.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn output_length_is_librosas() {
+        for rate in [
+            8_000u32, 16_000, 22_050, 32_000, 44_100, 48_000, 96_000, 192_000, 384_000, 44_056,
+        ] {
+            for n in [1usize, 999, 44_100, 100_003] {
+                let out = run(rate, &vec![0.1; n], 1152);
+                let expected = (n as f64 * 22_050.0 / f64::from(rate)).ceil() as usize;
+                assert_eq!(out.len(), expected, "{rate} Hz, {n} samples");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sine_comes_out_aligned_and_undistorted() {
+        // 1 kHz is far inside the pass band: the output must be the same sine
+        // sampled at 22 050 Hz, with no delay (a shift of 0.01 sample would be
+        // an error of 1.4e-3) and unit gain.
+        for rate in [16_000u32, 32_000, 44_100, 48_000, 96_000, 384_000] {
+            let input = sine(rate, 1000.0, rate as usize);
+            let out = run(rate, &input, 4000);
+            let expected = sine(22_050, 1000.0, out.len());
+            let mid = &out[2000..out.len() - 2000];
+            let err = mid
+                .iter()
+                .zip(&expected[2000..])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "{rate} Hz: max error {err}");
+        }
+    }
+
+    #[test]
+    fn content_above_the_new_nyquist_is_removed() {
+        // 15 kHz at 48 kHz would alias to 7.05 kHz: it must be attenuated.
+        let out = run(48_000, &sine(48_000, 15_000.0, 48_000), 4096);
+        let rms = (out[2000..out.len() - 2000]
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            / (out.len() - 4000) as f32)
+            .sqrt();
+        assert!(rms < 1e-3, "alias rms {rms}");
     }
 }

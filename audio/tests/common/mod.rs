@@ -84,10 +84,12 @@ pub fn chirp(seconds: f64, rate: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
             let t = i as f64 / f64::from(rate);
-            let f = 2000.0 + 1500.0 * (2.0 * std::f64::consts::PI * 0.5 * t).sin();
+            // Instantaneous frequency 2000 + 1500 sin(pi t) Hz (phase integrated).
+            let pi = std::f64::consts::PI;
+            let phase = 2.0 * pi * (2000.0 * t - 1500.0 / pi * (pi * t).cos());
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let noise = (f64::from(state >> 8) / f64::from(1u32 << 24) - 0.5) * 0.01;
-            (0.5 * (2.0 * std::f64::consts::PI * f * t).sin() + noise) as f32
+            (0.5 * phase.sin() + noise) as f32
         })
         .collect()
 }
