@@ -1,1 +1,25 @@
-//! placeholder
+//! What every birdsong role shares: configuration, logging, the message
+//! types and the clients for the three services the system runs on.
+//!
+//! * [`config`]: `BIRDSONG_*` environment variables parsed once into a typed
+//!   [`Config`](config::Config).
+//! * [`telemetry`]: `tracing` set-up, text or JSON.
+//! * [`db`]: PostgreSQL pool and migrations (the schema lives in
+//!   `migrations/` at the repository root).
+//! * [`queue`]: RabbitMQ topology and confirmed publishing.
+//! * [`messages`]: the versioned JSON messages on the queues.
+//! * [`store`]: the S3 object store, content-addressed for audio.
+//! * [`jobs`]: submitting recordings as queued tasks, crash-safely.
+//!
+//! The audio and model libraries do not depend on this crate: they are pure
+//! computation, and this crate is pure plumbing.
+
+pub mod config;
+pub mod db;
+pub mod jobs;
+pub mod messages;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;

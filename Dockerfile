@@ -1,0 +1,35 @@
+# Multi-stage build: dependencies are compiled in their own layer, so a change
+# to birdsong's code rebuilds only birdsong's crates.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# 1. Manifests only, with empty crate roots: builds and caches dependencies.
+COPY Cargo.toml Cargo.lock ./
+COPY common/Cargo.toml common/
+COPY audio/Cargo.toml audio/
+COPY model/Cargo.toml model/
+COPY s3local/Cargo.toml s3local/
+COPY testkit/Cargo.toml testkit/
+COPY producer/Cargo.toml producer/
+COPY worker/Cargo.toml worker/
+COPY retrainer/Cargo.toml retrainer/
+COPY api/Cargo.toml api/
+RUN for d in common audio model s3local testkit; do mkdir -p $d/src && echo "" > $d/src/lib.rs; done \
+ && for d in producer worker retrainer api; do mkdir -p $d/src && echo "fn main() {}" > $d/src/main.rs; done \
+ && mkdir -p migrations \
+ && cargo build --release --workspace --bins 2>/dev/null || true
+# 2. The real sources.
+COPY . .
+RUN touch common/src/lib.rs audio/src/lib.rs model/src/lib.rs s3local/src/lib.rs \
+ && cargo build --release --workspace --bins \
+ && mkdir /out \
+ && find target/release -maxdepth 1 -type f -executable -name 'birdsong-*' -exec cp {} /out/ \;
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /var/lib/birdsong birdsong
+COPY --from=build /out/ /usr/local/bin/
+USER birdsong
+ENTRYPOINT []
+CMD ["birdsong-worker"]

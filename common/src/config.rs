@@ -1,0 +1,542 @@
+//! Configuration from the environment.
+//!
+//! Every role reads the same `BIRDSONG_*` variables, parsed once at start-up
+//! into a typed [`Config`]. Defaults point at the services of a developer
+//! machine (PostgreSQL and RabbitMQ on localhost, the `birdsong-s3` object
+//! store on port 9000), so any binary runs with no flags at all. A value that
+//! does not parse stops the process at once with a message naming the
+//! variable, rather than failing later in some unrelated place.
+//!
+//! [`SETTINGS`] is the single list of variables: parsing, the README's table
+//! and the check that `docker-compose.yml` only sets known variables all
+//! derive from it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One configuration variable: its name, default and meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+const fn s(name: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        help,
+    }
+}
+
+/// Every variable birdsong reads, with its default.
+pub const SETTINGS: &[Setting] = &[
+    s(
+        "BIRDSONG_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/birdsong",
+        "PostgreSQL connection URL; the database is created if missing",
+    ),
+    s(
+        "BIRDSONG_DATABASE_MAX_CONNECTIONS",
+        "10",
+        "connection pool size per process",
+    ),
+    s(
+        "BIRDSONG_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        "RabbitMQ connection URL",
+    ),
+    s(
+        "BIRDSONG_QUEUE_PREFIX",
+        "",
+        "prefix for every queue and exchange name (isolates deployments and test runs on one broker)",
+    ),
+    s(
+        "BIRDSONG_CLASSIFY_QUEUE",
+        "classify",
+        "queue of classification tasks",
+    ),
+    s(
+        "BIRDSONG_RETRAIN_QUEUE",
+        "retrain",
+        "queue of retrain requests",
+    ),
+    s(
+        "BIRDSONG_MODEL_EXCHANGE",
+        "model.events",
+        "fanout exchange announcing promoted models",
+    ),
+    s(
+        "BIRDSONG_DELIVERY_LIMIT",
+        "5",
+        "deliveries of one message before it is dead-lettered",
+    ),
+    s(
+        "BIRDSONG_S3_ENDPOINT",
+        "http://127.0.0.1:9000",
+        "S3-protocol endpoint (MinIO, birdsong-s3 or AWS)",
+    ),
+    s("BIRDSONG_S3_REGION", "us-east-1", "S3 region"),
+    s(
+        "BIRDSONG_S3_LISTEN",
+        "127.0.0.1:9000",
+        "where the bundled birdsong-s3 server listens (single-machine stack only)",
+    ),
+    s(
+        "BIRDSONG_S3_BUCKET",
+        "birdsong",
+        "bucket for audio and models",
+    ),
+    s("BIRDSONG_S3_ACCESS_KEY", "birdsong", "S3 access key id"),
+    s("BIRDSONG_S3_SECRET_KEY", "birdsong-secret", "S3 secret key"),
+    s(
+        "BIRDSONG_S3_PATH_STYLE",
+        "true",
+        "path-style bucket addressing (needed for MinIO and birdsong-s3)",
+    ),
+    s(
+        "BIRDSONG_S3_TIMEOUT_SECS",
+        "60",
+        "timeout of one object store operation",
+    ),
+    s(
+        "BIRDSONG_WORKER_PREFETCH",
+        "4",
+        "unacknowledged classify messages one worker holds",
+    ),
+    s(
+        "BIRDSONG_WORKER_THREADS",
+        "0",
+        "threads for decoding, features and inference (0: one per core)",
+    ),
+    s(
+        "BIRDSONG_WINDOW_SECONDS",
+        "5",
+        "length of an analysis window in seconds",
+    ),
+    s(
+        "BIRDSONG_WINDOW_HOP_SECONDS",
+        "5",
+        "step between window starts (less than the length for overlap)",
+    ),
+    s(
+        "BIRDSONG_MAX_FILE_BYTES",
+        "2147483648",
+        "largest audio file accepted, in bytes",
+    ),
+    s(
+        "BIRDSONG_METRICS_LISTEN",
+        "127.0.0.1:9464",
+        "where workers serve Prometheus metrics (empty: off)",
+    ),
+    s(
+        "BIRDSONG_API_LISTEN",
+        "127.0.0.1:8080",
+        "API listen address",
+    ),
+    s(
+        "BIRDSONG_API_KEYS",
+        "",
+        "comma-separated API keys accepted for writes (empty: writes refused)",
+    ),
+    s(
+        "BIRDSONG_API_OPEN_READS",
+        "true",
+        "whether reads are allowed without a key",
+    ),
+    s(
+        "BIRDSONG_LOG",
+        "info",
+        "log filter (tracing EnvFilter syntax, e.g. info,birdsong_worker=debug)",
+    ),
+    s(
+        "BIRDSONG_LOG_FORMAT",
+        "text",
+        "log output: text (human-readable) or json",
+    ),
+];
+
+/// A variable whose value could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?} for {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Log output style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where PostgreSQL is.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// Names of the broker objects. All carry the deployment's prefix, so that
+/// two deployments (or two test runs) can share one broker.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub amqp_url: String,
+    pub classify: String,
+    pub retrain: String,
+    pub model_exchange: String,
+    pub delivery_limit: u32,
+}
+
+impl QueueConfig {
+    /// The dead-letter queue paired with `queue`.
+    pub fn dead_letter(queue: &str) -> String {
+        format!("{queue}.dead")
+    }
+}
+
+/// Where objects live.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub path_style: bool,
+    pub timeout: Duration,
+}
+
+/// Worker tuning.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub prefetch: u16,
+    /// Zero means one thread per core.
+    pub threads: usize,
+    pub window_seconds: f64,
+    pub hop_seconds: f64,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub keys: Vec<String>,
+    pub open_reads: bool,
+}
+
+/// The whole configuration of a birdsong process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub queues: QueueConfig,
+    pub s3: S3Config,
+    pub worker: WorkerConfig,
+    pub api: ApiConfig,
+    pub max_file_bytes: u64,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads from an explicit map (tests, or a process that builds its own).
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Parses every setting through `lookup`, falling back to the defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let r = Reader { lookup: &lookup };
+        let prefix = r.string("BIRDSONG_QUEUE_PREFIX");
+        let name = |var: &'static str| -> Result<String, ConfigError> {
+            let value = r.string(var);
+            if value.is_empty() || value.len() > 200 {
+                return Err(r.invalid(var, value, "must be 1 to 200 characters"));
+            }
+            Ok(format!("{prefix}{value}"))
+        };
+        let window_seconds: f64 = r.parse("BIRDSONG_WINDOW_SECONDS")?;
+        if !(window_seconds.is_finite() && (0.5..=600.0).contains(&window_seconds)) {
+            return Err(r.invalid(
+                "BIRDSONG_WINDOW_SECONDS",
+                window_seconds.to_string(),
+                "must be between 0.5 and 600 seconds",
+            ));
+        }
+        let hop_seconds: f64 = r.parse("BIRDSONG_WINDOW_HOP_SECONDS")?;
+        if !(hop_seconds.is_finite() && hop_seconds >= 0.1 && hop_seconds <= window_seconds) {
+            return Err(r.invalid(
+                "BIRDSONG_WINDOW_HOP_SECONDS",
+                hop_seconds.to_string(),
+                "must be at least 0.1 and at most the window length",
+            ));
+        }
+        let metrics = r.string("BIRDSONG_METRICS_LISTEN");
+        let metrics_listen = if metrics.is_empty() {
+            None
+        } else {
+            Some(r.parse("BIRDSONG_METRICS_LISTEN")?)
+        };
+        let log_format = match r.string("BIRDSONG_LOG_FORMAT").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(r.invalid(
+                    "BIRDSONG_LOG_FORMAT",
+                    other.to_string(),
+                    "must be text or json",
+                ));
+            }
+        };
+        let delivery_limit: u32 = r.parse("BIRDSONG_DELIVERY_LIMIT")?;
+        if delivery_limit == 0 {
+            return Err(r.invalid("BIRDSONG_DELIVERY_LIMIT", "0".into(), "must be at least 1"));
+        }
+        let prefetch: u16 = r.parse("BIRDSONG_WORKER_PREFETCH")?;
+        if prefetch == 0 {
+            return Err(r.invalid("BIRDSONG_WORKER_PREFETCH", "0".into(), "must be at least 1"));
+        }
+        let endpoint = r.string("BIRDSONG_S3_ENDPOINT");
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(r.invalid(
+                "BIRDSONG_S3_ENDPOINT",
+                endpoint,
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let database_url = r.string("BIRDSONG_DATABASE_URL");
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(r.invalid(
+                "BIRDSONG_DATABASE_URL",
+                database_url,
+                "must be a postgres:// URL",
+            ));
+        }
+        let amqp_url = r.string("BIRDSONG_AMQP_URL");
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(r.invalid("BIRDSONG_AMQP_URL", amqp_url, "must be an amqp:// URL"));
+        }
+        let bucket = r.string("BIRDSONG_S3_BUCKET");
+        if !valid_bucket_name(&bucket) {
+            return Err(r.invalid(
+                "BIRDSONG_S3_BUCKET",
+                bucket,
+                "must be 3-63 lowercase letters, digits, dots or hyphens",
+            ));
+        }
+        let timeout_secs: u64 = r.parse("BIRDSONG_S3_TIMEOUT_SECS")?;
+        if timeout_secs == 0 {
+            return Err(r.invalid("BIRDSONG_S3_TIMEOUT_SECS", "0".into(), "must be at least 1"));
+        }
+        Ok(Config {
+            database: DatabaseConfig {
+                url: database_url,
+                max_connections: r.parse("BIRDSONG_DATABASE_MAX_CONNECTIONS")?,
+            },
+            queues: QueueConfig {
+                amqp_url,
+                classify: name("BIRDSONG_CLASSIFY_QUEUE")?,
+                retrain: name("BIRDSONG_RETRAIN_QUEUE")?,
+                model_exchange: name("BIRDSONG_MODEL_EXCHANGE")?,
+                delivery_limit,
+            },
+            s3: S3Config {
+                endpoint,
+                region: r.string("BIRDSONG_S3_REGION"),
+                bucket,
+                access_key: r.string("BIRDSONG_S3_ACCESS_KEY"),
+                secret_key: r.string("BIRDSONG_S3_SECRET_KEY"),
+                path_style: r.parse_bool("BIRDSONG_S3_PATH_STYLE")?,
+                timeout: Duration::from_secs(timeout_secs),
+            },
+            worker: WorkerConfig {
+                prefetch,
+                threads: r.parse("BIRDSONG_WORKER_THREADS")?,
+                window_seconds,
+                hop_seconds,
+                metrics_listen,
+            },
+            api: ApiConfig {
+                listen: r.parse("BIRDSONG_API_LISTEN")?,
+                keys: r
+                    .string("BIRDSONG_API_KEYS")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                open_reads: r.parse_bool("BIRDSONG_API_OPEN_READS")?,
+            },
+            max_file_bytes: r.parse("BIRDSONG_MAX_FILE_BYTES")?,
+            log_filter: r.string("BIRDSONG_LOG"),
+            log_format,
+        })
+    }
+
+    /// Number of CPU threads the worker should use.
+    pub fn cpu_threads(&self) -> usize {
+        if self.worker.threads > 0 {
+            self.worker.threads
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+/// S3 bucket naming rules (the subset every implementation accepts).
+fn valid_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    lookup: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn setting(&self, name: &'static str) -> &'static Setting {
+        // Every name used in this module is in SETTINGS; the unit test
+        // `every_read_variable_is_declared` keeps it that way.
+        SETTINGS
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or(&SETTINGS[0])
+    }
+
+    fn string(&self, name: &'static str) -> String {
+        (self.lookup)(name).unwrap_or_else(|| self.setting(name).default.to_string())
+    }
+
+    fn invalid(&self, variable: &'static str, value: String, reason: &str) -> ConfigError {
+        ConfigError {
+            variable,
+            value,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.string(name);
+        raw.trim()
+            .parse()
+            .map_err(|e: T::Err| self.invalid(name, raw.clone(), &e.to_string()))
+    }
+
+    fn parse_bool(&self, name: &'static str) -> Result<bool, ConfigError> {
+        let raw = self.string(name);
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(self.invalid(name, raw, "must be true or false")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let c = with(&[]).expect("defaults must be valid");
+        assert_eq!(c.queues.classify, "classify");
+        assert_eq!(c.s3.bucket, "birdsong");
+        assert_eq!(c.worker.window_seconds, 5.0);
+        assert!(c.api.keys.is_empty());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn prefix_applies_to_every_broker_name() {
+        let c = with(&[("BIRDSONG_QUEUE_PREFIX", "t1.")]).unwrap();
+        assert_eq!(c.queues.classify, "t1.classify");
+        assert_eq!(c.queues.retrain, "t1.retrain");
+        assert_eq!(c.queues.model_exchange, "t1.model.events");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("BIRDSONG_WORKER_PREFETCH", "lots"),
+            ("BIRDSONG_WORKER_PREFETCH", "0"),
+            ("BIRDSONG_DATABASE_MAX_CONNECTIONS", "-1"),
+            ("BIRDSONG_API_LISTEN", "localhost"),
+            ("BIRDSONG_S3_PATH_STYLE", "maybe"),
+            ("BIRDSONG_S3_ENDPOINT", "ftp://x"),
+            ("BIRDSONG_S3_BUCKET", "Bad_Bucket"),
+            ("BIRDSONG_LOG_FORMAT", "xml"),
+            ("BIRDSONG_WINDOW_SECONDS", "NaN"),
+            ("BIRDSONG_WINDOW_HOP_SECONDS", "9"),
+            ("BIRDSONG_DATABASE_URL", "mysql://x"),
+            ("BIRDSONG_AMQP_URL", "http://x"),
+            ("BIRDSONG_DELIVERY_LIMIT", "0"),
+            ("BIRDSONG_MAX_FILE_BYTES", "1e9"),
+        ];
+        for (var, value) in cases {
+            let err = with(&[(var, value)]).expect_err(var);
+            assert_eq!(err.variable, var);
+            let msg = err.to_string();
+            assert!(msg.contains(var) && msg.contains(value), "{msg}");
+        }
+    }
+
+    #[test]
+    fn api_keys_are_split_and_trimmed() {
+        let c = with(&[("BIRDSONG_API_KEYS", " a, b ,,c")]).unwrap();
+        assert_eq!(c.api.keys, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn every_read_variable_is_declared() {
+        let full = include_str!("config.rs");
+        // Only the code above the tests reads variables.
+        let source = full.split("#[cfg(test)]").next().unwrap_or(full);
+        let declared: std::collections::HashSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        assert_eq!(
+            declared.len(),
+            SETTINGS.len(),
+            "a variable is declared twice"
+        );
+        let mut rest = source;
+        let mut found = 0;
+        while let Some(i) = rest.find("\"BIRDSONG_") {
+            let tail = &rest[i + 1..];
+            let end = tail.find('"').unwrap_or(tail.len());
+            let name = &tail[..end];
+            assert!(
+                declared.contains(name),
+                "{name} is read but not in SETTINGS"
+            );
+            found += 1;
+            rest = &tail[end..];
+        }
+        assert!(found > SETTINGS.len());
+    }
+}

@@ -1,0 +1,218 @@
+//! RabbitMQ plumbing: connection, topology and confirmed publishing.
+//!
+//! The topology is declared idempotently by every role at start, so that
+//! whichever process comes up first creates it and the rest agree with it:
+//!
+//! * `classify` and `retrain` are durable **quorum** queues with a delivery
+//!   limit. A message that keeps failing (a worker crash loop, a poison
+//!   message) is dead-lettered to `<queue>.dead` after that many deliveries
+//!   instead of blocking the queue forever.
+//! * `model.events` is a durable fanout exchange; every worker binds its own
+//!   queue to it to hear about promoted models.
+//!
+//! Publishing always uses publisher confirms: [`Publisher::publish`] returns
+//! only once the broker has taken responsibility for the message, which is
+//! what lets the producer record "queued" truthfully.
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::config::QueueConfig;
+use crate::messages::{Message, MessageError, encode};
+
+/// A broker failure. All of these are worth retrying after a reconnect.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("RabbitMQ {operation} failed: {source}")]
+    Broker {
+        operation: String,
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ did not confirm the message published to {routing_key}")]
+    Nacked { routing_key: String },
+    #[error(transparent)]
+    Message(#[from] MessageError),
+}
+
+fn broker(operation: impl Into<String>) -> impl FnOnce(lapin::Error) -> QueueError {
+    let operation = operation.into();
+    move |source| QueueError::Broker { operation, source }
+}
+
+/// Connects to the broker. The connection name shows in the management UI.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url, props)
+        .await
+        .map_err(|source| QueueError::Connect {
+            url: redact(url),
+            source,
+        })
+}
+
+/// The URL without its password, for error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// Arguments of a work queue: quorum type, delivery limit, dead-lettering.
+fn work_queue_args(queue: &str, delivery_limit: u32) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long("quorum"));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(delivery_limit)),
+    );
+    args.insert("x-dead-letter-exchange".into(), long(""));
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        long(&QueueConfig::dead_letter(queue)),
+    );
+    args
+}
+
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long("quorum"));
+    args
+}
+
+/// Declares the queues and exchange the system uses. Idempotent: declaring
+/// an existing queue with the same arguments is a no-op on the broker.
+pub async fn declare_topology(channel: &Channel, cfg: &QueueConfig) -> Result<(), QueueError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for queue in [&cfg.classify, &cfg.retrain] {
+        let dead = QueueConfig::dead_letter(queue);
+        channel
+            .queue_declare(dead.as_str().into(), durable, quorum_args())
+            .await
+            .map_err(broker(format!("declaring {dead}")))?;
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                durable,
+                work_queue_args(queue, cfg.delivery_limit),
+            )
+            .await
+            .map_err(broker(format!("declaring {queue}")))?;
+    }
+    channel
+        .exchange_declare(
+            cfg.model_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker(format!("declaring {}", cfg.model_exchange)))?;
+    Ok(())
+}
+
+/// A channel in confirm mode. Publishing waits for the broker's ack.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `conn`.
+    pub async fn new(conn: &Connection) -> Result<Self, QueueError> {
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(broker("opening a channel"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(broker("enabling publisher confirms"))?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel (for declaring topology on the same channel).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes a persistent JSON message to a queue through the default
+    /// exchange and waits for the broker to confirm it. `mandatory` makes an
+    /// unroutable message (a queue that does not exist) an error rather than
+    /// a silent drop.
+    pub async fn publish<M: Message>(&self, queue: &str, msg: &M) -> Result<(), QueueError> {
+        self.publish_raw("", queue, &encode(msg)?, true).await
+    }
+
+    /// Publishes a message to a fanout exchange (no routing key).
+    pub async fn broadcast<M: Message>(&self, exchange: &str, msg: &M) -> Result<(), QueueError> {
+        self.publish_raw(exchange, "", &encode(msg)?, false).await
+    }
+
+    /// Publishes raw bytes; used by tests that need malformed messages.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        mandatory: bool,
+    ) -> Result<(), QueueError> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"));
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .map_err(broker(format!("publishing to {routing_key}")))?
+            .await
+            .map_err(broker(format!("confirming a message to {routing_key}")))?;
+        if confirm.is_ack() && confirm.take_message().is_none() {
+            Ok(())
+        } else {
+            Err(QueueError::Nacked {
+                routing_key: routing_key.to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(
+            super::redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(super::redact("amqp://host"), "amqp://host");
+    }
+}

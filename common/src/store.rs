@@ -1,0 +1,345 @@
+//! The object store: audio by content hash, model artifacts by version.
+//!
+//! Audio lives under `audio/<sha256>`, so one recording uploaded twice is
+//! stored (and classified) once; [`ObjectStore::put_if_absent`] checks for the
+//! object before sending any bytes. Model artifacts live under
+//! `models/<version>/<file>`. The client is aws-sdk-s3 with a configurable
+//! endpoint and path-style addressing, so the same code talks to MinIO, the
+//! bundled `birdsong-s3` server and AWS.
+
+use std::path::Path;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::config::S3Config;
+
+/// An object store failure, classified so that callers know whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("object {key} not found in bucket {bucket}")]
+    NotFound { bucket: String, key: String },
+    /// The store could not be reached, timed out or answered with a server
+    /// error: worth retrying later.
+    #[error("object store unavailable during {operation} {key}: {message}")]
+    Unavailable {
+        operation: &'static str,
+        key: String,
+        message: String,
+    },
+    /// The store refused the request (credentials, bucket, policy): retrying
+    /// the same request will not help.
+    #[error("object store refused {operation} {key}: {message}")]
+    Refused {
+        operation: &'static str,
+        key: String,
+        message: String,
+    },
+    /// A local file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// The key of a recording's bytes.
+pub fn audio_key(sha256: &str) -> String {
+    format!("audio/{sha256}")
+}
+
+/// The key of one file of a model artifact.
+pub fn model_key(version: &str, file: &str) -> String {
+    format!("models/{version}/{file}")
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Whether `s` is a lower-case hex SHA-256 digest (64 characters).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A handle on one bucket. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    client: Client,
+    bucket: String,
+}
+
+impl ObjectStore {
+    /// Builds a client for the configured endpoint. Does not contact the
+    /// store; [`ObjectStore::ensure_bucket`] does.
+    pub fn new(cfg: &S3Config) -> Self {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&cfg.endpoint)
+            .region(Region::new(cfg.region.clone()))
+            .credentials_provider(Credentials::new(
+                &cfg.access_key,
+                &cfg.secret_key,
+                None,
+                None,
+                "birdsong-config",
+            ))
+            .force_path_style(cfg.path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .operation_timeout(cfg.timeout)
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            bucket: cfg.bucket.clone(),
+        }
+    }
+
+    /// The bucket this store writes to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket if it does not exist (idempotent; safe from
+    /// several processes at once).
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(classify("head_bucket", &self.bucket, e)),
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("BucketAlreadyOwnedByYou") | Some("BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("create_bucket", &self.bucket, e)),
+        }
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(classify("head", key, e)),
+        }
+    }
+
+    /// Stores `bytes` under `key`, replacing any object there.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("put", key, e))
+    }
+
+    /// Streams a local file to `key` without reading it into memory.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StoreError::Local {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("put", key, e))
+    }
+
+    /// Stores `bytes` under `key` unless an object is already there.
+    /// Returns whether it uploaded. Used for content-addressed keys, where
+    /// an existing object is by construction the same bytes.
+    pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        if self.head(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(key, bytes).await?;
+        Ok(true)
+    }
+
+    /// Stores a recording under its content key. Returns the SHA-256 and
+    /// whether it was uploaded (false: the same bytes were already stored).
+    pub async fn put_audio(&self, bytes: Bytes) -> Result<(String, bool), StoreError> {
+        let sha = sha256_hex(&bytes);
+        let uploaded = self.put_if_absent(&audio_key(&sha), bytes).await?;
+        Ok((sha, uploaded))
+    }
+
+    /// Reads a whole object into memory.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StoreError::NotFound {
+                        bucket: self.bucket.clone(),
+                        key: key.to_string(),
+                    }
+                } else {
+                    classify("get", key, e)
+                }
+            })?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                operation: "get",
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(data.into_bytes())
+    }
+
+    /// Streams an object into a local file (for recordings too large to hold
+    /// in memory). Returns the number of bytes written.
+    pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StoreError::NotFound {
+                        bucket: self.bucket.clone(),
+                        key: key.to_string(),
+                    }
+                } else {
+                    classify("get", key, e)
+                }
+            })?;
+        let local = |source| StoreError::Local {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(path).await.map_err(local)?;
+        let mut body = out.body;
+        let mut written = 0u64;
+        while let Some(chunk) =
+            body.next()
+                .await
+                .transpose()
+                .map_err(|e| StoreError::Unavailable {
+                    operation: "get",
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })?
+        {
+            file.write_all(&chunk).await.map_err(local)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(written)
+    }
+
+    /// Removes an object (no error if it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("delete", key, e))
+    }
+}
+
+fn status<E>(e: &SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    status(e) == Some(404) || matches!(e.code(), Some("NoSuchKey") | Some("NotFound"))
+}
+
+fn classify<E>(operation: &'static str, key: &str, e: SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = match e.code() {
+        Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
+        None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+    };
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => matches!(status(&e), Some(s) if s >= 500 || s == 429 || s == 408),
+    };
+    if transient {
+        StoreError::Unavailable {
+            operation,
+            key: key.to_string(),
+            message,
+        }
+    } else {
+        StoreError::Refused {
+            operation,
+            key: key.to_string(),
+            message,
+        }
+    }
+}

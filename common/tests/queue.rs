@@ -1,0 +1,135 @@
+//! The broker topology against a real RabbitMQ: confirmed publishing,
+//! consumption with manual acks, and dead-lettering past the delivery limit.
+
+use std::time::Duration;
+
+use birdsong_common::config::QueueConfig;
+use birdsong_common::messages::{ClassifyTask, decode};
+use birdsong_common::queue::{Publisher, declare_topology};
+use birdsong_testkit::TestEnv;
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use uuid::Uuid;
+
+fn task() -> ClassifyTask {
+    ClassifyTask::new(Uuid::new_v4(), Uuid::new_v4(), "c".repeat(64))
+}
+
+#[tokio::test]
+async fn confirmed_message_is_consumed_and_acked() {
+    let env = TestEnv::start().await.expect("test environment");
+    let q = &env.config.queues;
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let sent = task();
+    publisher.publish(&q.classify, &sent).await.unwrap();
+
+    let channel = env.amqp.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            q.classify.as_str().into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("stream open")
+        .expect("delivery");
+    let got: ClassifyTask = decode(&delivery.data).unwrap();
+    assert_eq!(got, sent);
+    assert_eq!(delivery.properties.delivery_mode(), &Some(2), "persistent");
+    delivery.acker.ack(Default::default()).await.unwrap();
+    channel.close(200, "done".into()).await.unwrap();
+
+    // Acked: nothing left, nothing dead-lettered.
+    let check = env.amqp.create_channel().await.unwrap();
+    let left = check
+        .basic_get(q.classify.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap();
+    assert!(left.is_none(), "the acked message must be gone");
+}
+
+#[tokio::test]
+async fn message_past_the_delivery_limit_is_dead_lettered() {
+    let env = TestEnv::start().await.expect("test environment");
+    let q = &env.config.queues;
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let sent = task();
+    publisher.publish(&q.classify, &sent).await.unwrap();
+
+    let channel = env.amqp.create_channel().await.unwrap();
+    let mut deliveries = 0u32;
+    // Keep rejecting with requeue, as a worker that crashes on the message
+    // would, until the broker stops handing it out.
+    for _ in 0..50 {
+        match channel
+            .basic_get(
+                q.classify.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap()
+        {
+            Some(msg) => {
+                deliveries += 1;
+                msg.delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await
+                    .unwrap();
+            }
+            None if deliveries > 0 => break,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(
+        deliveries >= q.delivery_limit && deliveries <= q.delivery_limit + 1,
+        "delivered {deliveries} times with a limit of {}",
+        q.delivery_limit
+    );
+
+    let dead = QueueConfig::dead_letter(&q.classify);
+    let mut found = None;
+    for _ in 0..100 {
+        if let Some(msg) = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            found = Some(msg.delivery.data.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = found.expect("the message must be in the dead-letter queue");
+    assert_eq!(decode::<ClassifyTask>(&body).unwrap(), sent);
+}
+
+#[tokio::test]
+async fn topology_declaration_is_idempotent() {
+    let env = TestEnv::start().await.expect("test environment");
+    let channel = env.amqp.create_channel().await.unwrap();
+    // A second (and third) declaration with the same arguments succeeds.
+    declare_topology(&channel, &env.config.queues)
+        .await
+        .unwrap();
+    declare_topology(&channel, &env.config.queues)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn publishing_to_a_missing_queue_is_an_error_not_a_silent_drop() {
+    let env = TestEnv::start().await.expect("test environment");
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let err = publisher
+        .publish(&format!("test-{}.no-such-queue", env.id), &task())
+        .await
+        .expect_err("unroutable message");
+    assert!(err.to_string().contains("no-such-queue"), "{err}");
+}

@@ -1,0 +1,259 @@
+//! Isolated environments on the real services, one per test.
+//!
+//! Integration tests talk to the real PostgreSQL, RabbitMQ and an S3-protocol
+//! server over the network, like production does. To keep concurrent tests
+//! (and concurrent CI runs on one machine) from seeing each other's data,
+//! [`TestEnv::start`] gives each test:
+//!
+//! * a fresh database with a random name, migrated, dropped again when the
+//!   environment is dropped;
+//! * a random prefix for every queue and exchange name, with the topology
+//!   declared, deleted again on drop;
+//! * a fresh bucket on an S3 server: the one named by
+//!   `BIRDSONG_TEST_S3_ENDPOINT` when set (e.g. MinIO from docker compose),
+//!   otherwise an in-process `birdsong-s3` server on a random port over a
+//!   temporary directory.
+//!
+//! Database and broker addresses come from the usual `BIRDSONG_DATABASE_URL`
+//! and `BIRDSONG_AMQP_URL` (defaults: the local services). Set
+//! `BIRDSONG_TEST_KEEP=1` to keep a failed test's database for inspection.
+
+pub mod audio;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use birdsong_common::Config;
+use birdsong_common::queue;
+use birdsong_common::store::ObjectStore;
+use birdsong_s3local::{Credentials, S3Server};
+use sqlx::PgPool;
+
+/// One test's private slice of the services.
+pub struct TestEnv {
+    /// Configuration pointing at this environment's database, queues and
+    /// bucket; hand it to the role under test.
+    pub config: Config,
+    /// The environment variables equivalent to `config`, for tests that
+    /// start a role as a child process.
+    pub vars: HashMap<String, String>,
+    pub pool: PgPool,
+    pub store: ObjectStore,
+    pub amqp: lapin::Connection,
+    /// Unique id of this environment (part of every name).
+    pub id: String,
+    s3_server: Option<S3Server>,
+    _s3_dir: Option<tempfile::TempDir>,
+    admin_url: String,
+    database: String,
+}
+
+impl TestEnv {
+    /// Creates the environment. Fails with a message saying which service
+    /// did not answer and how to start it.
+    pub async fn start() -> anyhow::Result<Self> {
+        let base = Config::from_env().context("reading BIRDSONG_* variables")?;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let database = format!("birdsong_test_{id}");
+        let admin_url = base.database.url.clone();
+        let db_url = with_database(&admin_url, &database);
+
+        let mut vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("BIRDSONG_"))
+            .collect();
+        vars.insert("BIRDSONG_DATABASE_URL".into(), db_url.clone());
+        vars.insert("BIRDSONG_QUEUE_PREFIX".into(), format!("test-{id}."));
+        vars.insert("BIRDSONG_S3_BUCKET".into(), format!("test-{id}"));
+        vars.insert("BIRDSONG_METRICS_LISTEN".into(), String::new());
+
+        let (s3_server, s3_dir) = match std::env::var("BIRDSONG_TEST_S3_ENDPOINT") {
+            Ok(endpoint) if !endpoint.is_empty() => {
+                vars.insert("BIRDSONG_S3_ENDPOINT".into(), endpoint);
+                (None, None)
+            }
+            _ => {
+                let dir = tempfile::tempdir().context("creating the object store directory")?;
+                let server = S3Server::start(
+                    dir.path(),
+                    "127.0.0.1:0",
+                    Credentials {
+                        access_key: base.s3.access_key.clone(),
+                        secret_key: base.s3.secret_key.clone(),
+                    },
+                )
+                .await
+                .context("starting the in-process S3 server")?;
+                vars.insert("BIRDSONG_S3_ENDPOINT".into(), server.endpoint());
+                (Some(server), Some(dir))
+            }
+        };
+        let config = Config::from_map(&vars).context("building the test configuration")?;
+
+        let pool = birdsong_common::db::prepare(&config.database)
+            .await
+            .context(
+                "PostgreSQL did not answer. Start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 or `docker compose up -d postgres`",
+            )?;
+        let amqp = queue::connect(&config.queues.amqp_url, &format!("test-{id}"))
+            .await
+            .context(
+                "RabbitMQ did not answer. Start it with `rabbitmq-server -detached` \
+                 or `docker compose up -d rabbitmq`",
+            )?;
+        let channel = amqp.create_channel().await.context("opening a channel")?;
+        queue::declare_topology(&channel, &config.queues)
+            .await
+            .context("declaring the test topology")?;
+        let store = ObjectStore::new(&config.s3);
+        store
+            .ensure_bucket()
+            .await
+            .context("creating the test bucket")?;
+        Ok(Self {
+            config,
+            vars,
+            pool,
+            store,
+            amqp,
+            id,
+            s3_server,
+            _s3_dir: s3_dir,
+            admin_url,
+            database,
+        })
+    }
+
+    /// Where the in-process S3 server keeps its files, if one is used.
+    pub fn s3_dir(&self) -> Option<PathBuf> {
+        self._s3_dir.as_ref().map(|d| d.path().to_path_buf())
+    }
+
+    /// Stops the in-process S3 server (to simulate an outage); returns
+    /// whether there was one to stop.
+    pub async fn stop_s3(&mut self) -> bool {
+        match self.s3_server.take() {
+            Some(server) => {
+                server.shutdown().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Restarts the in-process S3 server on the same address and directory.
+    pub async fn restart_s3(&mut self) -> anyhow::Result<()> {
+        let dir = self.s3_dir().context("no in-process S3 server")?;
+        let addr = self
+            .config
+            .s3
+            .endpoint
+            .trim_start_matches("http://")
+            .to_string();
+        let server = S3Server::start(
+            &dir,
+            &addr,
+            Credentials {
+                access_key: self.config.s3.access_key.clone(),
+                secret_key: self.config.s3.secret_key.clone(),
+            },
+        )
+        .await?;
+        self.s3_server = Some(server);
+        Ok(())
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::env::var("BIRDSONG_TEST_KEEP").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "keeping test database {} (BIRDSONG_TEST_KEEP=1)",
+                self.database
+            );
+            return;
+        }
+        let admin_url = self.admin_url.clone();
+        let database = self.database.clone();
+        let amqp_url = self.config.queues.amqp_url.clone();
+        let q = self.config.queues.clone();
+        // The test's runtime may be shutting down (or blocked in this very
+        // drop): clean up on a runtime and connections of our own, on a
+        // thread of our own, and wait for it. `WITH (FORCE)` closes the
+        // test's own pool connections.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(conn) = queue::connect(&amqp_url, "test-cleanup").await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        for name in [&q.classify, &q.retrain] {
+                            for n in [
+                                name.clone(),
+                                birdsong_common::config::QueueConfig::dead_letter(name),
+                            ] {
+                                let _ =
+                                    ch.queue_delete(n.as_str().into(), Default::default()).await;
+                            }
+                        }
+                        let _ = ch
+                            .exchange_delete(q.model_exchange.as_str().into(), Default::default())
+                            .await;
+                    }
+                    let _ = conn.close(200, "done".into()).await;
+                }
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(
+                    &with_database(&admin_url, "postgres"),
+                )
+                .await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u@h:5432/birdsong", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
+    }
+}
