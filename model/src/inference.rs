@@ -41,6 +41,24 @@ pub struct RecordingSummary {
     pub top: Vec<Prediction>,
 }
 
+/// Predictions for one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowPrediction {
+    /// Probability of each class, in [`Classifier::classes`] order.
+    pub probabilities: Vec<f32>,
+    /// The `k` most probable classes, most probable first.
+    pub top: Vec<Prediction>,
+}
+
+/// Predictions for one recording: each window's, and the recording's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingPrediction {
+    /// One entry per input window, in input order.
+    pub windows: Vec<WindowPrediction>,
+    /// Mean over the windows; `None` for a recording without windows.
+    pub summary: Option<RecordingSummary>,
+}
+
 /// What a loaded model is, for logs, result rows and health endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -203,6 +221,34 @@ impl Classifier {
             top: self.top_k(&probabilities, k),
             probabilities,
         })
+    }
+
+    /// Classifies several recordings at once: all their windows go through the network
+    /// together (what a worker holding a batch of files wants), and come back split per
+    /// recording with top-`k` species per window and a per-recording summary.
+    pub fn classify_recordings(
+        &self,
+        recordings: &[&[FeatureVector]],
+        k: usize,
+    ) -> Result<Vec<RecordingPrediction>> {
+        let all: Vec<FeatureVector> = recordings.iter().flat_map(|r| r.iter().copied()).collect();
+        let mut probabilities = self.predict(&all)?.into_iter();
+        Ok(recordings
+            .iter()
+            .map(|r| {
+                let probs: Vec<Vec<f32>> = probabilities.by_ref().take(r.len()).collect();
+                RecordingPrediction {
+                    summary: self.summarize(&probs, k),
+                    windows: probs
+                        .into_iter()
+                        .map(|p| WindowPrediction {
+                            top: self.top_k(&p, k),
+                            probabilities: p,
+                        })
+                        .collect(),
+                }
+            })
+            .collect())
     }
 
     /// Index of the most probable class of a probability vector.

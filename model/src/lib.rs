@@ -58,7 +58,9 @@ pub use dataset::{DataSummary, Recording, class_list, split_by_recording};
 pub use error::{ModelError, Result};
 pub use evaluate::{Evaluation, evaluate};
 pub use features::{FEATURE_COUNT, FEATURE_VERSION, FeatureVector};
-pub use inference::{Classifier, ModelInfo, Prediction, RecordingSummary};
+pub use inference::{
+    Classifier, ModelInfo, Prediction, RecordingPrediction, RecordingSummary, WindowPrediction,
+};
 pub use metrics::Metrics;
 pub use network::{ARCHITECTURES, MLP, NetworkConfig};
 pub use train::{EpochReport, Stopping, TrainConfig, TrainedModel, train, train_on};

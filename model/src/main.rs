@@ -45,6 +45,25 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Classify audio files; prints one JSON line per window and one per file.
     Predict(PredictArgs),
+    /// Write the windows' features of one split as CSV (recording, label and the 95
+    /// named features), to train other tools on exactly the same inputs. Keep it out of
+    /// the repository when the audio is licensed.
+    Features(FeaturesArgs),
+}
+
+#[derive(Args)]
+struct FeaturesArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Split of the manifest to export.
+    #[arg(long)]
+    split: String,
+    /// Hop between windows in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    hop_s: f64,
+    /// CSV file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -150,7 +169,31 @@ fn main() -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Evaluate(args) => run_evaluate(args),
         Command::Predict(args) => run_predict(args),
+        Command::Features(args) => run_features(args),
     }
+}
+
+fn run_features(args: FeaturesArgs) -> Result<()> {
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    let config = WindowConfig {
+        hop_s: args.hop_s,
+        ..WindowConfig::default()
+    };
+    let recordings = extract(&rows, &args.data, &config)?;
+    let mut writer = csv::Writer::from_path(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut header = vec!["recording".to_string(), "label".to_string()];
+    header.extend(birdsong_audio::FEATURE_NAMES.iter().map(|n| n.to_string()));
+    writer.write_record(&header)?;
+    for r in &recordings {
+        for w in &r.windows {
+            let mut record = vec![r.id.clone(), r.label.clone()];
+            record.extend(w.iter().map(|v| v.to_string()));
+            writer.write_record(&record)?;
+        }
+    }
+    writer.flush()?;
+    Ok(())
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
@@ -277,21 +320,23 @@ fn run_predict(args: PredictArgs) -> Result<()> {
                 analyze_file(path, &config).map_err(|e| e.to_string()),
             )
         });
-    // All windows of all files in one batch.
-    let features: Vec<_> = analyses
+    // All windows of all files in one forward pass.
+    let features: Vec<Vec<birdsong_model::FeatureVector>> = analyses
         .iter()
         .filter_map(|(_, a)| a.as_ref().ok())
-        .flat_map(|a| a.windows.iter().map(|w| w.features))
+        .map(|a| a.windows.iter().map(|w| w.features).collect())
         .collect();
-    let probabilities = classifier.predict(&features)?;
+    let batch: Vec<&[birdsong_model::FeatureVector]> = features.iter().map(Vec::as_slice).collect();
+    let mut predictions = classifier
+        .classify_recordings(&batch, args.top_k)?
+        .into_iter();
     let mut out = std::io::stdout().lock();
-    let mut next = 0;
     let mut failures = 0;
     let version = classifier.info().version.as_deref();
     for (file, analysis) in &analyses {
-        let analysis = match analysis {
-            Ok(a) => a,
-            Err(error) => {
+        let (analysis, prediction) = match (analysis, predictions.next()) {
+            (Ok(a), Some(p)) => (a, p),
+            (Err(error), _) => {
                 failures += 1;
                 print_line(
                     &mut out,
@@ -302,28 +347,26 @@ fn run_predict(args: PredictArgs) -> Result<()> {
                 )?;
                 continue;
             }
+            (Ok(_), None) => bail!("internal error: fewer predictions than analysed files"),
         };
-        let probs = &probabilities[next..next + analysis.windows.len()];
-        next += analysis.windows.len();
-        for (window, p) in analysis.windows.iter().zip(probs) {
+        for (window, p) in analysis.windows.iter().zip(prediction.windows) {
             print_line(
                 &mut out,
                 &PredictLine::Window {
                     file,
                     start_s: window.start_s,
                     end_s: window.end_s,
-                    top: classifier.top_k(p, args.top_k),
+                    top: p.top,
                 },
             )?;
         }
-        let summary = classifier.summarize(probs, args.top_k);
         print_line(
             &mut out,
             &PredictLine::File {
                 file,
                 duration_s: analysis.info.duration_s,
                 windows: analysis.windows.len(),
-                top: summary.map(|s| s.top).unwrap_or_default(),
+                top: prediction.summary.map(|s| s.top).unwrap_or_default(),
                 model_version: version,
             },
         )?;

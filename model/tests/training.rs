@@ -75,6 +75,31 @@ fn learns_clearly_different_species() {
     let summary = trained.classifier.summarize(&probs, 1).unwrap();
     assert_eq!(summary.windows, 12);
     assert_eq!(summary.top[0].species, test_set[0].label);
+
+    // Many recordings in one pass give the same answers as one at a time.
+    let batch: Vec<&[_]> = vec![&test_set[0].windows, &[], &test_set[5].windows];
+    let together = trained.classifier.classify_recordings(&batch, 2).unwrap();
+    assert_eq!(together.len(), 3);
+    assert!(together[1].windows.is_empty() && together[1].summary.is_none());
+    let batch_summary = together[0].summary.as_ref().unwrap();
+    assert_eq!(batch_summary.top[0].species, summary.top[0].species);
+    for (a, b) in batch_summary
+        .probabilities
+        .iter()
+        .zip(&summary.probabilities)
+    {
+        assert!((a - b).abs() < 1e-6);
+    }
+    let alone = trained.classifier.predict(&test_set[5].windows).unwrap();
+    let from_batch: Vec<Vec<f32>> = together[2]
+        .windows
+        .iter()
+        .map(|w| w.probabilities.clone())
+        .collect();
+    for (a, b) in alone.iter().flatten().zip(from_batch.iter().flatten()) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    assert_eq!(together[2].windows[0].top.len(), 2);
 }
 
 #[test]
