@@ -1,5 +1,7 @@
 //! Throughput of each stage, side by side in one run, in seconds of audio
-//! per second of one core's time (the process is single-threaded).
+//! per second of one core's time (the process is single-threaded). Both the
+//! thread's on-CPU time (`/proc/thread-self/schedstat`, robust when other
+//! builds share the machine) and wall-clock time are reported.
 //!
 //! ```text
 //! cargo bench -p birdsong-audio --bench throughput            # all stages
@@ -29,17 +31,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time<F: FnMut()>(runs: usize, mut f: F) -> f64 {
+/// On-CPU time of this thread in seconds (`/proc/thread-self/schedstat`,
+/// nanoseconds): per-core cost even when other processes share the cores.
+fn thread_cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(f64::NAN, |ns| ns as f64 * 1e-9)
+}
+
+/// Median wall-clock and median on-CPU seconds of `runs` passes.
+fn time<F: FnMut()>(runs: usize, mut f: F) -> (f64, f64) {
     f(); // warm-up
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..runs {
+        let (t, c) = (Instant::now(), thread_cpu_s());
+        f();
+        cpu.push(thread_cpu_s() - c);
+        wall.push(t.elapsed().as_secs_f64());
+    }
+    (median(wall), median(cpu))
 }
 
 fn decode(bytes: &[u8], resample: bool) -> (Vec<f32>, f64) {
@@ -67,7 +79,8 @@ fn decode(bytes: &[u8], resample: bool) -> (Vec<f32>, f64) {
 struct Row {
     corpus: &'static str,
     stage: &'static str,
-    seconds: f64,
+    /// (wall, cpu) medians.
+    seconds: (f64, f64),
     audio_s: f64,
 }
 
@@ -90,9 +103,8 @@ fn memory() {
     }
     let el = t.elapsed().as_secs_f64();
     println!(
-        "2-hour 44.1 kHz stereo WAV (synthesised on the fly): {n} windows in {el:.1} s \
-         ({:.0} s audio/s); peak RSS before {:?} kB, after {:?} kB",
-        hours * 3600.0 / el,
+        "2-hour 44.1 kHz stereo WAV (synthesised on the fly): {n} windows in {el:.1} s wall; \
+         peak RSS before {:?} kB, after {:?} kB",
         before,
         peak_rss_kb()
     );
@@ -105,18 +117,17 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "profile") {
-        // A long features-only loop for `perf record`.
+        // A features-only loop (400 windows of 5 s) for `perf record`.
         let pcm = common::chirp(5.0, ANALYSIS_SAMPLE_RATE);
         let mut ex = FeatureExtractor::new();
-        let t = Instant::now();
-        let mut n = 0;
-        while t.elapsed().as_secs_f64() < 10.0 {
+        let (t, c) = (Instant::now(), thread_cpu_s());
+        for _ in 0..400 {
             std::hint::black_box(ex.features(&pcm).ok());
-            n += 1;
         }
         println!(
-            "{:.0} s audio/s",
-            n as f64 * 5.0 / t.elapsed().as_secs_f64()
+            "features: {:.0} s audio per CPU s ({:.0} per wall s)",
+            2000.0 / (thread_cpu_s() - c),
+            2000.0 / t.elapsed().as_secs_f64()
         );
         return;
     }
@@ -225,23 +236,27 @@ fn main() {
             audio_s,
         });
         println!(
-            "{name}: {} files, {audio_s:.1} s of audio; whole/decode-only = {:.2}x, \
-             whole/(decode+resample) = {:.2}x, features/STFT = {:.2}x",
+            "{name}: {} files, {audio_s:.1} s of audio; CPU-time ratios: whole/decode-only = \
+             {:.2}x, whole/(decode+resample) = {:.2}x, features/STFT = {:.2}x",
             files.len(),
-            t_all / t_dec,
-            t_all / t_rs,
-            t_feat / t_stft
+            t_all.1 / t_dec.1,
+            t_all.1 / t_rs.1,
+            t_feat.1 / t_stft.1
         );
     }
-    println!("\n| corpus | stage | median time (s) | audio s / s |");
-    println!("|---|---|---:|---:|");
+    println!(
+        "\n| corpus | stage | median CPU s | audio s per CPU s (per core) | median wall s | audio s per wall s |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.4} | {:.0} |",
+            "| {} | {} | {:.4} | {:.0} | {:.4} | {:.0} |",
             r.corpus,
             r.stage,
-            r.seconds,
-            r.audio_s / r.seconds
+            r.seconds.1,
+            r.audio_s / r.seconds.1,
+            r.seconds.0,
+            r.audio_s / r.seconds.0
         );
     }
 }

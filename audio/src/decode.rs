@@ -139,23 +139,35 @@ impl Decoder {
     /// first audio track and builds its decoder. Reads only the headers.
     pub fn open(mut source: Box<dyn MediaSource>) -> Result<Self, AudioError> {
         let wav_channels = sniff_wav_channels(&mut source);
+        // Checked before symphonia sees the header: its WAV reader multiplies
+        // the channel count in 16 bits (65 535 channels overflow; found by
+        // the fuzz target).
+        match wav_channels {
+            Some(0) => return Err(AudioError::ZeroChannels),
+            Some(n) if usize::from(n) > MAX_CHANNELS => {
+                return Err(AudioError::TooManyChannels(usize::from(n)));
+            }
+            _ => {}
+        }
         let mss = MediaSourceStream::new(source, Default::default());
-        let format = symphonia::default::get_probe()
-            .probe(
+        let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            symphonia::default::get_probe().probe(
                 &Hint::new(),
                 mss,
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(|e| match (e, wav_channels) {
-                (SymError::DecodeError(m), Some(0)) if m.contains("channel count") => {
-                    AudioError::ZeroChannels
-                }
-                (SymError::DecodeError(m), Some(n)) if m.contains("channel count") => {
-                    AudioError::TooManyChannels(usize::from(n))
-                }
-                (e, _) => map_open_error(e),
-            })?;
+        }))
+        .map_err(|_| AudioError::Corrupt("the headers could not be parsed".to_owned()))?;
+        let format = probed.map_err(|e| match (e, wav_channels) {
+            (SymError::DecodeError(m), Some(0)) if m.contains("channel count") => {
+                AudioError::ZeroChannels
+            }
+            (SymError::DecodeError(m), Some(n)) if m.contains("channel count") => {
+                AudioError::TooManyChannels(usize::from(n))
+            }
+            (e, _) => map_open_error(e),
+        })?;
         let track = format
             .default_track(TrackType::Audio)
             .or_else(|| format.first_track(TrackType::Audio))
@@ -309,9 +321,27 @@ impl Decoder {
             if packet.track_id != self.track_id {
                 continue;
             }
-            match self.decoder.decode(&packet) {
-                Ok(buf) => {
-                    let spec = buf.spec();
+            // A decoder bug must not take the worker down: a panic on hostile
+            // data (symphonia is not fuzzed for every codec) fails the file.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.decoder.decode(&packet).map(|buf| {
+                    let spec = buf.spec().clone();
+                    let frames = buf.frames();
+                    if frames > 0 {
+                        buf.copy_to_vecs_planar::<f32>(&mut self.planar);
+                    }
+                    (spec, frames)
+                })
+            }));
+            let decoded = match decoded {
+                Ok(r) => r,
+                Err(_) => {
+                    self.finished = true;
+                    return Err(self.broken("the decoder failed on this data".to_owned()));
+                }
+            };
+            match decoded {
+                Ok((spec, frames)) => {
                     let rate = spec.rate();
                     let nch = spec.channels().count();
                     if self.info.sample_rate == 0 {
@@ -333,11 +363,9 @@ impl Decoder {
                     if self.info.channels == 0 {
                         self.info.channels = u16::try_from(nch).unwrap_or(u16::MAX);
                     }
-                    let frames = buf.frames();
                     if frames == 0 {
                         continue;
                     }
-                    buf.copy_to_vecs_planar::<f32>(&mut self.planar);
                     let start = out.len();
                     downmix(&self.planar[..nch.min(self.planar.len())], frames, out);
                     // Float formats can carry NaN or infinity; no feature is

@@ -16,7 +16,7 @@ use crate::error::AudioError;
 use crate::mel::{self, MelBank, N_MELS, TOP_DB};
 use crate::mfcc::{self, N_MFCC};
 use crate::spectral::{self, Shape};
-use crate::stft::{HOP, N_BINS, Stft, n_frames};
+use crate::stft::{self, HOP, N_BINS, Stft, n_frames};
 use crate::trim;
 
 /// Number of features.
@@ -319,16 +319,17 @@ impl FeatureExtractor {
             chroma::piptrack_frame(p, pmax, tables.pip_range, self.sr, &mut self.peaks);
             let m = &mut self.mel_db[t * N_MELS..(t + 1) * N_MELS];
             tables.mel.apply(p, m);
-            for v in m.iter_mut() {
-                mel_max = mel_max.max(*v);
-                *v = mel::power_to_db(*v);
-            }
+            mel_max = mel_max.max(stft::max_lanes(m));
+            mel::power_to_db_slice(m);
         }
 
         let mut out = [0f32; FEATURE_COUNT];
 
         // MFCC: dB with ref 1.0 and top_db 80, DCT-II, statistics per coefficient.
-        let db_max = mel::power_to_db(mel_max);
+        // The same conversion as the values, so the maximum maps to exactly 0 dB.
+        let mut db_max = [mel_max];
+        mel::power_to_db_slice(&mut db_max);
+        let db_max = db_max[0];
         let floor = db_max - TOP_DB;
         let mut mel_stats = Stats::default();
         for v in self.mel_db.iter_mut() {
@@ -436,17 +437,20 @@ impl FeatureExtractor {
         let mut out = ndarray::Array2::<f32>::zeros((N_MELS, frames));
         self.power.resize(N_BINS, 0.0);
         let mut column = [0f32; N_MELS];
-        let mut max = f32::NEG_INFINITY;
+        let mut max = 0f32;
         for t in 0..frames {
             self.stft
                 .frame(y, t, &mut self.power[..N_BINS], &mut self.mag);
             self.tables.mel.apply(&self.power[..N_BINS], &mut column);
+            max = max.max(stft::max_lanes(&column));
+            mel::power_to_db_slice(&mut column);
             for (m, &v) in column.iter().enumerate() {
-                max = max.max(v);
-                out[[m, t]] = mel::power_to_db(v);
+                out[[m, t]] = v;
             }
         }
-        let db_max = mel::power_to_db(max);
+        let mut db_max = [max];
+        mel::power_to_db_slice(&mut db_max);
+        let db_max = db_max[0];
         out.mapv_inplace(|v| (v - db_max).max(-TOP_DB));
         out
     }

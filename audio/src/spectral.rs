@@ -129,31 +129,52 @@ fn rolloff_f32(mag: &[f32]) -> usize {
 
 /// Per-frame zero-crossing rate of `y` with librosa's edge padding, written
 /// to `out` (`1 + len / HOP` frames). `counts` is scratch space.
+///
+/// A crossing at sample `j` (sign of `y[j]` differs from `y[j-1]`, values
+/// within 1e-10 of zero counting as positive) belongs to block `(j-1) / HOP`.
+/// Frame `t` (edge padding adds no crossings) counts the crossings at
+/// `j` in `[HOP*t - 1023, HOP*t + 1023]`: blocks `t-2 ..= t+1` minus the one
+/// at `j = HOP*(t+2)`. Block counts are a single vectorisable pass.
 pub fn zero_crossing_rate(y: &[f32], counts: &mut Vec<u32>, out: &mut Vec<f64>) {
     let n = y.len();
-    // counts[i] = crossings between samples j-1 and j for j in 1..=i.
+    let sb = |x: f32| u32::from(x < -ZC_THRESHOLD);
     counts.clear();
-    counts.resize(n.max(1), 0);
-    let sb = |x: f32| x < -ZC_THRESHOLD;
-    let mut c = 0u32;
-    for (w, slot) in y.windows(2).zip(counts[1..].iter_mut()) {
-        c += u32::from(sb(w[0]) != sb(w[1]));
-        *slot = c;
+    if n > 1 {
+        // Block b holds crossings at j in [HOP*b + 1, HOP*b + HOP].
+        let mut start = 1;
+        while start < n {
+            let end = (start + HOP).min(n);
+            let mut c = 0u32;
+            for w in y[start - 1..end].windows(2) {
+                c += sb(w[0]) ^ sb(w[1]);
+            }
+            counts.push(c);
+            start = end;
+        }
     }
+    let crossing_at = |j: usize| -> u32 {
+        if j >= 1 && j < n {
+            sb(y[j]) ^ sb(y[j - 1])
+        } else {
+            0
+        }
+    };
     out.clear();
     let frames = crate::stft::n_frames(n);
-    let half = (N_FFT / 2) as isize;
+    const BLOCKS_BEFORE: usize = N_FFT / 2 / HOP;
     for t in 0..frames {
-        let s = (t * HOP) as isize;
-        // Crossing positions j (sample indices of y) in [s - half + 1, s + half - 1] ∩ [1, n-1].
-        let lo = (s - half + 1).max(1);
-        let hi = (s + half - 1).min(n as isize - 1);
-        let count = if hi >= lo {
-            counts[hi as usize] - counts[lo as usize - 1]
+        let lo = t.saturating_sub(BLOCKS_BEFORE);
+        let hi = (t + BLOCKS_BEFORE).min(counts.len());
+        let mut c: u32 = if hi > lo {
+            counts[lo..hi].iter().sum()
         } else {
             0
         };
-        out.push(f64::from(count) / N_FFT as f64);
+        // The window ends at j = HOP*t + 1023: drop j = HOP*(t+2) if counted.
+        if t + BLOCKS_BEFORE <= counts.len() {
+            c -= crossing_at(HOP * (t + BLOCKS_BEFORE));
+        }
+        out.push(f64::from(c) / N_FFT as f64);
     }
 }
 
@@ -192,4 +213,67 @@ pub fn frame_mean_square(blocks: &[f64], t: usize) -> f64 {
         return 0.0;
     }
     blocks[lo..hi].iter().sum::<f64>() / N_FFT as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librosa's definition, spelled out: edge-pad by 1024, frame, count
+    /// sign changes between consecutive samples of each frame.
+    fn zcr_naive(y: &[f32]) -> Vec<f64> {
+        let n = y.len() as isize;
+        let at = |i: isize| y[i.clamp(0, n - 1) as usize];
+        let sb = |x: f32| !(-ZC_THRESHOLD..=ZC_THRESHOLD).contains(&x) && x < 0.0;
+        (0..crate::stft::n_frames(y.len()))
+            .map(|t| {
+                let s = (t * HOP) as isize - 1024;
+                let c = (1..N_FFT as isize)
+                    .filter(|&j| sb(at(s + j)) != sb(at(s + j - 1)))
+                    .count();
+                c as f64 / N_FFT as f64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zero_crossing_rate_matches_the_definition() {
+        let mut state = 7u32;
+        for len in [1usize, 2, 511, 512, 513, 1500, 2048, 5000, 12_345] {
+            let y: Vec<f32> = (0..len)
+                .map(|i| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    match i % 17 {
+                        0 => 0.0,
+                        1 => -1e-11, // within the threshold: counts as positive
+                        _ => (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5,
+                    }
+                })
+                .collect();
+            let (mut counts, mut out) = (Vec::new(), Vec::new());
+            zero_crossing_rate(&y, &mut counts, &mut out);
+            assert_eq!(out, zcr_naive(&y), "length {len}");
+        }
+    }
+
+    #[test]
+    fn frame_energy_from_blocks_matches_direct_sum() {
+        let y: Vec<f32> = (0..7000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut blocks = Vec::new();
+        block_squares(&y, &mut blocks);
+        for t in 0..crate::stft::n_frames(y.len()) {
+            let s = (t * HOP) as isize - 1024;
+            let direct: f64 = (s..s + N_FFT as isize)
+                .filter(|&i| i >= 0 && (i as usize) < y.len())
+                .map(|i| f64::from(y[i as usize]).powi(2))
+                .sum::<f64>()
+                / N_FFT as f64;
+            assert!(
+                (frame_mean_square(&blocks, t) - direct).abs() < 1e-12,
+                "frame {t}"
+            );
+        }
+    }
 }

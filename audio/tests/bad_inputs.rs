@@ -201,6 +201,20 @@ fn zero_channels_is_reported() {
 }
 
 #[test]
+fn absurd_channel_count_is_refused_before_parsing() {
+    // Found by the fuzz target: 65 535 channels overflowed symphonia's
+    // 16-bit block-align computation (a panic in debug builds).
+    let wav = raw_wav(22_050, u16::MAX, 16, 1000, 1036, &[0u8; 1000]);
+    let e = analyze_bytes(wav, &cfg()).unwrap_err();
+    assert!(matches!(e, AudioError::TooManyChannels(65_535)), "{e:?}");
+    let wav = raw_wav(22_050, 65, 16, 1000, 1036, &[0u8; 1000]);
+    assert!(matches!(
+        analyze_bytes(wav, &cfg()),
+        Err(AudioError::TooManyChannels(65))
+    ));
+}
+
+#[test]
 fn header_only_wav_is_too_short() {
     let wav = raw_wav(22_050, 1, 16, 0, 36, &[]);
     let e = analyze_bytes(wav, &cfg()).unwrap_err();
@@ -312,4 +326,19 @@ fn reader_and_bytes_agree() {
     for (x, y) in a.windows.iter().zip(&b.windows) {
         assert_eq!(x.features, y.features);
     }
+}
+
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    // Inputs that once crashed the fuzz target, kept as files.
+    let dir = common::fixtures_dir().join("fuzz");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let _ = probe_reader(Cursor::new(bytes.clone()));
+        let _ = analyze_bytes(bytes.clone(), &cfg());
+        let _ = birdsong_audio::clip_features_bytes(bytes);
+        n += 1;
+    }
+    assert!(n >= 1);
 }
