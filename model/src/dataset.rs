@@ -127,6 +127,50 @@ pub fn split_by_recording(
     Ok((train, validation))
 }
 
+/// Splits recordings into `k` stratified folds for cross-validation: returns `k`
+/// (train, held-out) pairs in which every recording is held out exactly once.
+///
+/// Each label's recordings (sorted by id, then shuffled with `seed`) are dealt round-robin
+/// over the folds, so every fold sees every label that has at least `k` recordings.
+pub fn k_folds(
+    recordings: &[Recording],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<(Vec<Recording>, Vec<Recording>)>> {
+    if k < 2 || k > recordings.len() {
+        return Err(ModelError::InvalidConfig(format!(
+            "{k} folds for {} recordings: need 2 <= folds <= recordings",
+            recordings.len()
+        )));
+    }
+    let mut by_label: BTreeMap<&str, Vec<&Recording>> = BTreeMap::new();
+    for r in recordings {
+        by_label.entry(r.label.as_str()).or_default().push(r);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fold_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut next = 0usize;
+    for (_, mut group) in by_label {
+        group.sort_by(|a, b| a.id.cmp(&b.id));
+        group.shuffle(&mut rng);
+        for r in group {
+            fold_of.insert(r.id.as_str(), next % k);
+            next += 1;
+        }
+    }
+    Ok((0..k)
+        .map(|fold| {
+            let (held, kept): (Vec<&Recording>, Vec<&Recording>) = recordings
+                .iter()
+                .partition(|r| fold_of.get(r.id.as_str()) == Some(&fold));
+            (
+                kept.into_iter().cloned().collect(),
+                held.into_iter().cloned().collect(),
+            )
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +209,29 @@ mod tests {
         let (_, val4) = split_by_recording(corpus(), 0.2, 9).unwrap();
         // different seeds pick different recordings (for at least one of two seeds)
         assert!(val3 != val || val4 != val);
+    }
+
+    #[test]
+    fn folds_hold_out_every_recording_once() {
+        let data = corpus();
+        let folds = k_folds(&data, 3, 5).unwrap();
+        assert_eq!(folds.len(), 3);
+        let mut held: Vec<String> = folds
+            .iter()
+            .flat_map(|(_, h)| h.iter().map(|r| r.id.clone()))
+            .collect();
+        held.sort();
+        let mut all: Vec<String> = data.iter().map(|r| r.id.clone()).collect();
+        all.sort();
+        assert_eq!(held, all);
+        for (train, test) in &folds {
+            assert_eq!(train.len() + test.len(), data.len());
+            assert!(test.iter().all(|t| train.iter().all(|r| r.id != t.id)));
+            // 10 A and 4 B dealt round-robin: every fold holds out some of each
+            assert!(test.iter().any(|r| r.label == "A") && test.iter().any(|r| r.label == "B"));
+        }
+        assert!(k_folds(&data, 1, 5).is_err());
+        assert_eq!(k_folds(&data, 3, 5).unwrap(), folds);
     }
 
     #[test]

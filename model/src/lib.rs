@@ -54,7 +54,7 @@ pub mod scaler;
 pub mod train;
 
 pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE, WEIGHTS_FILE};
-pub use dataset::{DataSummary, Recording, class_list, split_by_recording};
+pub use dataset::{DataSummary, Recording, class_list, k_folds, split_by_recording};
 pub use error::{ModelError, Result};
 pub use evaluate::{Evaluation, evaluate};
 pub use features::{FEATURE_COUNT, FEATURE_VERSION, FeatureVector};

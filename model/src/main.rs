@@ -45,6 +45,9 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Classify audio files; prints one JSON line per window and one per file.
     Predict(PredictArgs),
+    /// Estimate a recipe's quality by k-fold cross-validation over recordings of one
+    /// split (to compare recipes without touching the test split); prints JSON.
+    CrossValidate(CrossValidateArgs),
     /// Write the windows' features of one split as CSV (recording, label and the 95
     /// named features), to train other tools on exactly the same inputs. Keep it out of
     /// the repository when the audio is licensed.
@@ -89,6 +92,27 @@ struct TrainArgs {
     /// Split of the manifest to train on.
     #[arg(long, default_value = "train")]
     split: String,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Share of the training recordings held out (by recording, stratified) to report
+    /// validation figures during training. 0 trains on all of them.
+    #[arg(long, default_value_t = 0.0)]
+    validation_fraction: f64,
+    /// Stop when validation loss has not improved for this many epochs (needs
+    /// --validation-fraction > 0). Off by default: see the crate docs on the stopping rule.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Also evaluate on this split of the manifest and store the result in the artifact.
+    #[arg(long)]
+    evaluate_split: Option<String>,
+    /// Version string recorded in the artifact.
+    #[arg(long)]
+    model_version: Option<String>,
+}
+
+/// How to train: shared by `train` and `cross-validate`.
+#[derive(Args)]
+struct RecipeArgs {
     /// Seed of the validation split, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -104,31 +128,61 @@ struct TrainArgs {
     /// L2 penalty on kernel weights.
     #[arg(long, default_value_t = 1e-3)]
     l2: f64,
+    /// Standard deviation of Gaussian noise added to standardised training inputs.
+    #[arg(long, default_value_t = 0.0)]
+    input_noise: f32,
     /// Network architecture.
     #[arg(long, default_value = birdsong_model::MLP)]
     architecture: String,
+    /// Weight windows so that every recording counts the same, however long.
+    #[arg(long)]
+    balance_recordings: bool,
     /// Turn off balanced class weights.
     #[arg(long)]
     no_class_weights: bool,
-    /// Share of the training recordings held out (by recording, stratified) to report
-    /// validation figures during training. 0 trains on all of them.
-    #[arg(long, default_value_t = 0.0)]
-    validation_fraction: f64,
-    /// Stop when validation loss has not improved for this many epochs (needs
-    /// --validation-fraction > 0). Off by default: see the crate docs on the stopping rule.
-    #[arg(long)]
-    patience: Option<usize>,
     /// Hop between training windows in seconds; below the 5 s window length, windows
     /// overlap and the network sees more (shifted) examples. Evaluation always uses the
     /// standard non-overlapping windows.
     #[arg(long, default_value_t = 5.0)]
     train_hop_s: f64,
-    /// Also evaluate on this split of the manifest and store the result in the artifact.
-    #[arg(long)]
-    evaluate_split: Option<String>,
-    /// Version string recorded in the artifact.
-    #[arg(long)]
-    model_version: Option<String>,
+}
+
+impl RecipeArgs {
+    fn config(&self, stopping: Stopping) -> TrainConfig {
+        TrainConfig {
+            architecture: self.architecture.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            l2: self.l2,
+            class_weighting: !self.no_class_weights,
+            balance_recordings: self.balance_recordings,
+            input_noise: self.input_noise,
+            stopping,
+            seed: self.seed,
+        }
+    }
+
+    fn windows(&self) -> WindowConfig {
+        WindowConfig {
+            hop_s: self.train_hop_s,
+            ..WindowConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct CrossValidateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Split of the manifest to cross-validate on.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Number of folds (by recording, stratified by species).
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
 }
 
 #[derive(Args)]
@@ -169,6 +223,7 @@ fn main() -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Evaluate(args) => run_evaluate(args),
         Command::Predict(args) => run_predict(args),
+        Command::CrossValidate(args) => run_cross_validate(args),
         Command::Features(args) => run_features(args),
     }
 }
@@ -198,26 +253,13 @@ fn run_features(args: FeaturesArgs) -> Result<()> {
 
 fn run_train(args: TrainArgs) -> Result<()> {
     let rows = read_manifest(&args.data.manifest, &args.split)?;
-    let train_windows = WindowConfig {
-        hop_s: args.train_hop_s,
-        ..WindowConfig::default()
-    };
-    let recordings = extract(&rows, &args.data, &train_windows)?;
+    let recordings = extract(&rows, &args.data, &args.recipe.windows())?;
     let (train_set, validation_set) =
-        split_by_recording(recordings, args.validation_fraction, args.seed)?;
-    let config = TrainConfig {
-        architecture: args.architecture.clone(),
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        learning_rate: args.learning_rate,
-        l2: args.l2,
-        class_weighting: !args.no_class_weights,
-        stopping: match args.patience {
-            Some(patience) => Stopping::EarlyStopping { patience },
-            None => Stopping::FixedEpochs,
-        },
-        seed: args.seed,
-    };
+        split_by_recording(recordings, args.validation_fraction, args.recipe.seed)?;
+    let config = args.recipe.config(match args.patience {
+        Some(patience) => Stopping::EarlyStopping { patience },
+        None => Stopping::FixedEpochs,
+    });
     let windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
     eprintln!(
         "training {} on {} recordings ({windows} windows), validating on {}",
@@ -265,6 +307,68 @@ fn run_train(args: TrainArgs) -> Result<()> {
         .save_dir(&args.out)
         .with_context(|| format!("writing the artifact to {}", args.out.display()))?;
     eprintln!("model written to {}", args.out.display());
+    Ok(())
+}
+
+/// Figures of one cross-validation fold.
+#[derive(Serialize)]
+struct FoldResult {
+    fold: usize,
+    held_out_recordings: usize,
+    window_accuracy: f64,
+    window_macro_f1: f64,
+    recording_accuracy: f64,
+}
+
+fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    // Training folds use the recipe's windows; held-out folds the standard ones.
+    let train_windows = extract(&rows, &args.data, &args.recipe.windows())?;
+    let standard = if args.recipe.train_hop_s == WindowConfig::default().hop_s {
+        train_windows.clone()
+    } else {
+        extract(&rows, &args.data, &WindowConfig::default())?
+    };
+    let config = args.recipe.config(Stopping::FixedEpochs);
+    let folds = birdsong_model::k_folds(&standard, args.folds, args.recipe.seed)?;
+    let bar = progress_bar(
+        args.folds as u64,
+        "{elapsed_precise} [{bar:30}] fold {pos}/{len}",
+    );
+    let mut results = Vec::new();
+    for (fold, (_, held_out)) in folds.iter().enumerate() {
+        let train_set: Vec<Recording> = train_windows
+            .iter()
+            .filter(|r| held_out.iter().all(|h| h.id != r.id))
+            .cloned()
+            .collect();
+        let trained = train(&train_set, None, &config, |_| {}).context("training failed")?;
+        let e = evaluate(&trained.classifier, held_out)?;
+        results.push(FoldResult {
+            fold,
+            held_out_recordings: held_out.len(),
+            window_accuracy: e.window.accuracy,
+            window_macro_f1: e.window.macro_avg.f1,
+            recording_accuracy: e.recording.accuracy,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mean =
+        |f: fn(&FoldResult) -> f64| results.iter().map(f).sum::<f64>() / results.len() as f64;
+    let summary = serde_json::json!({
+        "config": config,
+        "train_hop_s": args.recipe.train_hop_s,
+        "folds": results,
+        "mean": {
+            "window_accuracy": mean(|r| r.window_accuracy),
+            "window_macro_f1": mean(|r| r.window_macro_f1),
+            "recording_accuracy": mean(|r| r.recording_accuracy),
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &summary)?;
+    writeln!(out)?;
     Ok(())
 }
 

@@ -72,6 +72,16 @@ pub struct TrainConfig {
     /// Weight each window's loss by `n / (classes × n_class)` so that every class counts
     /// the same however many windows it has.
     pub class_weighting: bool,
+    /// Weight each window by `1 / windows of its recording`, so that every recording
+    /// counts the same however long it is (a 3-minute recording would otherwise outweigh
+    /// thirty 5-second ones and the network would learn that recording's background).
+    /// Combined with `class_weighting`, classes are balanced on these weights.
+    #[serde(default)]
+    pub balance_recordings: bool,
+    /// Standard deviation of Gaussian noise added to the standardised inputs of each
+    /// training batch (0 = none): a cheap augmentation against memorising recordings.
+    #[serde(default)]
+    pub input_noise: f32,
     /// Stopping rule.
     pub stopping: Stopping,
     /// Seed of weight initialisation, shuffling and dropout.
@@ -89,6 +99,8 @@ impl Default for TrainConfig {
             learning_rate: 1e-3,
             l2: 1e-3,
             class_weighting: true,
+            balance_recordings: false,
+            input_noise: 0.0,
             stopping: Stopping::FixedEpochs,
             seed: 0,
         }
@@ -181,19 +193,21 @@ pub fn train_on(
     let width = FEATURE_COUNT;
     let mut x: Vec<f32> = Vec::new();
     let mut y: Vec<usize> = Vec::new();
-    for r in &train_set {
+    let mut recording_of: Vec<usize> = Vec::new();
+    for (index, r) in train_set.iter().enumerate() {
         let label = classes
             .binary_search(&r.label)
             .map_err(|_| ModelError::UnknownLabel(r.label.clone()))?;
         for w in &r.windows {
             x.extend_from_slice(w);
             y.push(label);
+            recording_of.push(index);
         }
     }
     let scaler = Scaler::fit(&x, width)?;
     scaler.transform_in_place(&mut x);
     let k = classes.len();
-    let class_weights = class_weights(&y, k, config.class_weighting);
+    let sample_weights = sample_weights(&y, &recording_of, k, config);
 
     let network_config = NetworkConfig::named(&config.architecture, width, k)?;
     let ad_device = device.clone().autodiff();
@@ -233,7 +247,10 @@ pub fn train_on(
             let mut target = vec![0f32; b * k];
             for (row, &i) in batch.iter().enumerate() {
                 xb.extend_from_slice(&x[i * width..(i + 1) * width]);
-                target[row * k + y[i]] = class_weights[y[i]];
+                target[row * k + y[i]] = sample_weights[i];
+            }
+            if config.input_noise > 0.0 {
+                add_gaussian_noise(&mut rng, &mut xb, config.input_noise);
             }
             let xb = Tensor::<2>::from_data(TensorData::new(xb, [b, width]), &ad_device);
             let target = Tensor::<2>::from_data(TensorData::new(target, [b, k]), &ad_device);
@@ -342,6 +359,12 @@ fn validate_config(config: &TrainConfig, has_validation: bool) -> Result<()> {
             config.learning_rate, config.l2
         )));
     }
+    if !(config.input_noise >= 0.0 && config.input_noise.is_finite()) {
+        return Err(ModelError::InvalidConfig(format!(
+            "input noise {} must be a non-negative number",
+            config.input_noise
+        )));
+    }
     if let Stopping::EarlyStopping { patience } = config.stopping {
         if !has_validation {
             return Err(ModelError::InvalidConfig(
@@ -357,25 +380,59 @@ fn validate_config(config: &TrainConfig, has_validation: bool) -> Result<()> {
     Ok(())
 }
 
-/// Per-class loss weights: `n / (k × n_c)` ("balanced"), or all 1.
-fn class_weights(labels: &[usize], k: usize, balanced: bool) -> Vec<f32> {
-    if !balanced {
-        return vec![1.0; k];
+/// Loss weight of every training window.
+///
+/// Starts from 1 per window, or `1 / windows of its recording` with
+/// [`TrainConfig::balance_recordings`]; with [`TrainConfig::class_weighting`] each class's
+/// weights are then scaled so that every class carries `n / k` ("balanced", scikit-learn's
+/// `n / (k × n_c)` when windows weigh 1). Without class weighting the weights are
+/// rescaled to a mean of 1, so the loss keeps its usual scale.
+fn sample_weights(
+    labels: &[usize],
+    recording_of: &[usize],
+    k: usize,
+    config: &TrainConfig,
+) -> Vec<f32> {
+    let n = labels.len();
+    let mut weights = vec![1f64; n];
+    if config.balance_recordings {
+        let mut windows = std::collections::HashMap::<usize, usize>::new();
+        for &r in recording_of {
+            *windows.entry(r).or_default() += 1;
+        }
+        for (w, r) in weights.iter_mut().zip(recording_of) {
+            *w = 1.0 / windows[r] as f64;
+        }
     }
-    let mut counts = vec![0usize; k];
-    for &l in labels {
-        counts[l] += 1;
+    if config.class_weighting {
+        let mut mass = vec![0f64; k];
+        for (&l, &w) in labels.iter().zip(&weights) {
+            mass[l] += w;
+        }
+        for (w, &l) in weights.iter_mut().zip(labels) {
+            *w *= n as f64 / (k as f64 * mass[l]);
+        }
+    } else {
+        let total: f64 = weights.iter().sum();
+        for w in &mut weights {
+            *w *= n as f64 / total;
+        }
     }
-    counts
-        .iter()
-        .map(|&c| {
-            if c == 0 {
-                0.0
-            } else {
-                labels.len() as f32 / (k * c) as f32
-            }
-        })
-        .collect()
+    weights.into_iter().map(|w| w as f32).collect()
+}
+
+/// Adds N(0, sigma²) noise to every value (Box-Muller over the seeded generator).
+fn add_gaussian_noise(rng: &mut StdRng, values: &mut [f32], sigma: f32) {
+    for pair in values.chunks_mut(2) {
+        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+        let u2: f32 = rng.random();
+        let r = sigma * (-2.0 * u1.ln()).sqrt();
+        let theta = std::f32::consts::TAU * u2;
+        pair[0] += r * theta.cos();
+        if let Some(second) = pair.get_mut(1) {
+            *second += r * theta.sin();
+        }
+    }
 }
 
 /// An inverted-dropout mask: each unit kept with probability `1 - p` and scaled by
@@ -394,11 +451,64 @@ mod tests {
 
     #[test]
     fn balanced_weights_equalise_classes() {
-        let w = class_weights(&[0, 0, 0, 1], 2, true);
-        assert!((w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[1] - 2.0).abs() < 1e-6);
-        // each class's total weight is n / k
-        assert!((w[0] * 3.0 - w[1]).abs() < 1e-6);
-        assert_eq!(class_weights(&[0, 1], 2, false), vec![1.0, 1.0]);
+        let config = TrainConfig::default();
+        let w = sample_weights(&[0, 0, 0, 1], &[0, 0, 1, 2], 2, &config);
+        // scikit-learn's "balanced": n / (k × n_c) = 4 / 6 and 4 / 2
+        assert!((w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[3] - 2.0).abs() < 1e-6);
+        let plain = TrainConfig {
+            class_weighting: false,
+            ..config.clone()
+        };
+        assert_eq!(sample_weights(&[0, 1], &[0, 1], 2, &plain), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn recording_balance_makes_recordings_count_equally() {
+        // class 0: one recording of 3 windows and one of 1; class 1: one of 2 windows.
+        let labels = [0, 0, 0, 0, 1, 1];
+        let recordings = [0, 0, 0, 1, 2, 2];
+        let config = TrainConfig {
+            balance_recordings: true,
+            class_weighting: false,
+            ..TrainConfig::default()
+        };
+        let w = sample_weights(&labels, &recordings, 2, &config);
+        let per_recording = |r: usize| -> f32 {
+            w.iter()
+                .zip(&recordings)
+                .filter(|(_, x)| **x == r)
+                .map(|(w, _)| w)
+                .sum()
+        };
+        assert!((per_recording(0) - per_recording(1)).abs() < 1e-6);
+        assert!((per_recording(1) - per_recording(2)).abs() < 1e-6);
+        assert!((w.iter().sum::<f32>() - 6.0).abs() < 1e-5);
+        // with class weighting too, each class carries n / k = 3
+        let both = TrainConfig {
+            class_weighting: true,
+            ..config
+        };
+        let w = sample_weights(&labels, &recordings, 2, &both);
+        assert!((w[..4].iter().sum::<f32>() - 3.0).abs() < 1e-5);
+        assert!((w[4..].iter().sum::<f32>() - 3.0).abs() < 1e-5);
+        assert!((w[0] * 3.0 - w[3]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gaussian_noise_has_the_requested_spread() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut v = vec![0f32; 20_001];
+        add_gaussian_noise(&mut rng, &mut v, 0.5);
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let sd = (v
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        assert!(mean.abs() < 0.02, "mean {mean}");
+        assert!((sd - 0.5).abs() < 0.02, "sd {sd}");
     }
 
     #[test]
