@@ -32,6 +32,7 @@ pub fn piptrack_range(sr: f64) -> (usize, usize) {
 /// Appends the `(pitch, magnitude)` of every `piptrack` peak of one frame of
 /// the power spectrum `s` (librosa treats the power spectrogram as `S`).
 /// `max` is the frame's largest value (from [`crate::stft::Stft::frame`]).
+#[inline(always)]
 pub fn piptrack_frame(
     s: &[f32],
     max: f32,

@@ -26,6 +26,7 @@ pub struct Shape {
 /// stays zero, so centroid and bandwidth are 0) and accumulates the roll-off's
 /// cumulative sum in float32; the roll-off is the first bin whose cumulative
 /// sum reaches 85 % of the total (bin 0 for a silent column).
+#[inline(always)]
 pub fn shape(mag: &[f32], freqs: &[f64]) -> Shape {
     debug_assert_eq!(mag.len(), N_BINS);
     // Eight lanes per sum (three independent sums): vectorised, and short

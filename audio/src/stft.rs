@@ -74,6 +74,7 @@ impl Stft {
     /// Computes frame `t` of the centred STFT of `y` and writes the power
     /// `|X|^2` and magnitude `|X|` of its `N_BINS` bins. Returns the largest
     /// power of the frame (piptrack's reference).
+    #[inline(always)]
     pub fn frame(&mut self, y: &[f32], t: usize, power: &mut [f32], magnitude: &mut [f32]) -> f32 {
         let n = y.len() as isize;
         let start = (t * HOP) as isize - (N_FFT / 2) as isize;
@@ -115,7 +116,7 @@ impl Stft {
 
 /// Maximum of non-negative values with eight independent lanes, so the
 /// compiler vectorises it (a plain fold is one long dependency chain).
-#[inline]
+#[inline(always)]
 pub fn max_lanes(v: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = v.chunks_exact(8);
