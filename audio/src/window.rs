@@ -17,6 +17,9 @@ pub const MIN_RECORDING_S: f64 = 0.1;
 /// per second), and a bound keeps memory predictable on any input.
 pub const MAX_WINDOW_S: f64 = 120.0;
 
+/// Smallest hop between windows.
+pub const MIN_HOP_S: f64 = 0.1;
+
 /// Window length, hop and the shortest final window kept.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowConfig {
@@ -58,16 +61,18 @@ fn samples(s: f64) -> usize {
 impl WindowConfig {
     /// Checks the configuration and converts it to samples.
     pub fn plan(&self) -> Result<WindowPlan, AudioError> {
-        let ok = |v: f64| v.is_finite() && v > 0.0;
-        if !ok(self.length_s) || self.length_s > MAX_WINDOW_S {
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
+        if !within(self.length_s, MIN_RECORDING_S, MAX_WINDOW_S) {
             return Err(AudioError::InvalidConfig(format!(
-                "window length must be in (0, {MAX_WINDOW_S}] s, got {}",
+                "window length must be in [{MIN_RECORDING_S}, {MAX_WINDOW_S}] s, got {}",
                 self.length_s
             )));
         }
-        if !ok(self.hop_s) || self.hop_s > 3600.0 {
+        // A tiny hop would multiply the work without bound (every window is
+        // analysed in full).
+        if !within(self.hop_s, MIN_HOP_S, 3600.0) {
             return Err(AudioError::InvalidConfig(format!(
-                "hop must be in (0, 3600] s, got {}",
+                "hop must be in [{MIN_HOP_S}, 3600] s, got {}",
                 self.hop_s
             )));
         }
