@@ -83,7 +83,9 @@ fn hop_longer_than_window_leaves_gaps() {
 fn invalid_configs_are_rejected() {
     for (l, h, m) in [
         (0.0, 5.0, 1.0),
+        (0.01, 5.0, 1.0),
         (5.0, 0.0, 1.0),
+        (5.0, 0.001, 1.0),
         (f64::NAN, 5.0, 1.0),
         (5.0, 5.0, -1.0),
         (1e6, 5.0, 1.0),
