@@ -1,11 +1,12 @@
 //! The 95-value feature vector of one stretch of audio, and the reusable
 //! extractor that computes it.
 //!
-//! [`FeatureExtractor`] owns everything that does not depend on the signal
-//! (FFT plan, window, mel and DCT matrices, cached chroma banks) and every
-//! buffer, so analysing a window allocates nothing once the buffers have
-//! grown to the window size. One STFT per window feeds all spectral
-//! features; the time-domain ones (ZCR, RMS, the trim) use prefix sums.
+//! What does not depend on the signal (FFT plan, window, mel and DCT
+//! matrices, the chroma banks) is built once per process and shared;
+//! [`FeatureExtractor`] owns the buffers, so analysing a window allocates
+//! nothing once they have grown to the window size. One STFT per window
+//! feeds all spectral features; the time-domain ones (ZCR, RMS, the trim)
+//! use per-block sums (a centred frame is four 512-sample blocks).
 
 use std::sync::OnceLock;
 
@@ -256,8 +257,9 @@ fn tables() -> &'static Tables {
 }
 
 /// Computes feature vectors and mel spectrograms at the analysis rate,
-/// reusing plans, filter banks and buffers across calls. Not `Sync` by
-/// intent (it is scratch space); create one per thread. It is `Send`.
+/// reusing plans, filter banks and buffers across calls. It is scratch
+/// space (every method takes `&mut self`): keep one per thread. It is
+/// `Send`, and cheap to create (the shared tables are built once).
 pub struct FeatureExtractor {
     sr: f64,
     stft: Stft,

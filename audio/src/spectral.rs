@@ -1,6 +1,6 @@
 //! Spectral shape per frame (centroid, bandwidth, 85 % roll-off) from the
 //! magnitude spectrum, and the two time-domain features (zero-crossing rate,
-//! RMS) computed from prefix sums instead of re-framing the signal.
+//! RMS) computed from per-block sums instead of re-framing the signal.
 
 use crate::stft::{HOP, N_BINS, N_FFT};
 
