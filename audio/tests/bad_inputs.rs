@@ -342,3 +342,35 @@ fn fuzz_regressions_do_not_panic() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn pcm_8_and_32_bit_integer_wavs_decode() {
+    let signal = common::chirp(2.0, 22_050);
+    let float = analyze_bytes(common::wav_bytes(&signal, 22_050, 1, true), &cfg()).unwrap();
+    // 32-bit signed integer PCM: as precise as float for this signal.
+    let data32: Vec<u8> = signal
+        .iter()
+        .flat_map(|s| ((f64::from(*s) * 2_147_483_647.0) as i32).to_le_bytes())
+        .collect();
+    let len = data32.len() as u32;
+    let a32 = analyze_bytes(raw_wav(22_050, 1, 32, len, 36 + len, &data32), &cfg()).unwrap();
+    assert_eq!(a32.info.codec, "pcm_s32le");
+    for (x, y) in a32.windows[0]
+        .features
+        .iter()
+        .zip(&float.windows[0].features)
+    {
+        assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+    }
+    // 8-bit unsigned PCM: coarse (48 dB of range), but the same sound.
+    let data8: Vec<u8> = signal
+        .iter()
+        .map(|s| (f64::from(*s) * 127.0 + 128.0).round() as u8)
+        .collect();
+    let len = data8.len() as u32;
+    let a8 = analyze_bytes(raw_wav(22_050, 1, 8, len, 36 + len, &data8), &cfg()).unwrap();
+    assert_eq!(a8.info.codec, "pcm_u8");
+    assert!((a8.info.duration_s - 2.0).abs() < 1e-9);
+    let (c8, cf) = (a8.windows[0].features[80], float.windows[0].features[80]);
+    assert!((c8 - cf).abs() < 0.1 * cf, "centroid {c8} vs {cf}");
+}
