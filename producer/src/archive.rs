@@ -187,8 +187,7 @@ fn tar_entries<R: Read>(
         Ok(entries) => entries,
         Err(e) => return w.reject(archive.shown.into(), Reason::Unreadable(e.to_string())),
     };
-    let mut seen = 0usize;
-    for entry in entries {
+    for (seen, entry) in entries.enumerate() {
         let mut entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
@@ -204,7 +203,6 @@ fn tar_entries<R: Read>(
                 return w.reject(archive.shown.into(), reason);
             }
         };
-        seen += 1;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         if kind.is_dir() || kind.is_pax_global_extensions() {
