@@ -195,6 +195,10 @@ struct EvaluateArgs {
     /// Split of the manifest to evaluate on.
     #[arg(long, default_value = "test")]
     split: String,
+    /// Hop between windows in seconds. Below 5 s windows overlap: window-level figures
+    /// are then over more (overlapping) windows, recording-level ones average more views.
+    #[arg(long, default_value_t = 5.0)]
+    hop_s: f64,
 }
 
 #[derive(Args)]
@@ -383,7 +387,11 @@ fn epoch_message(r: &EpochReport) -> String {
 fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     let classifier = load_classifier(&args.model)?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
-    let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+    let config = WindowConfig {
+        hop_s: args.hop_s,
+        ..WindowConfig::default()
+    };
+    let recordings = extract(&rows, &args.data, &config)?;
     let evaluation = evaluate(&classifier, &recordings).context("evaluation failed")?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &evaluation)?;
