@@ -183,6 +183,13 @@ struct CrossValidateArgs {
     /// Number of folds (by recording, stratified by species).
     #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// Early-stop each fold's training on this share of its training recordings, with
+    /// --patience epochs (to measure what early stopping costs or gains).
+    #[arg(long, requires = "patience")]
+    validation_fraction: Option<f64>,
+    /// Patience for early stopping (see --validation-fraction).
+    #[arg(long, requires = "validation_fraction")]
+    patience: Option<usize>,
 }
 
 #[derive(Args)]
@@ -322,6 +329,7 @@ struct FoldResult {
     window_accuracy: f64,
     window_macro_f1: f64,
     recording_accuracy: f64,
+    epochs: usize,
 }
 
 fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
@@ -333,7 +341,10 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     } else {
         extract(&rows, &args.data, &WindowConfig::default())?
     };
-    let config = args.recipe.config(Stopping::FixedEpochs);
+    let config = args.recipe.config(match args.patience {
+        Some(patience) => Stopping::EarlyStopping { patience },
+        None => Stopping::FixedEpochs,
+    });
     let folds = birdsong_model::k_folds(&standard, args.folds, args.recipe.seed)?;
     let bar = progress_bar(
         args.folds as u64,
@@ -346,7 +357,15 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
             .filter(|r| held_out.iter().all(|h| h.id != r.id))
             .cloned()
             .collect();
-        let trained = train(&train_set, None, &config, |_| {}).context("training failed")?;
+        let trained = match args.validation_fraction {
+            Some(fraction) => {
+                let (fit, validation) = split_by_recording(train_set, fraction, args.recipe.seed)?;
+                train(&fit, Some(&validation), &config, |_| {})
+            }
+            None => train(&train_set, None, &config, |_| {}),
+        }
+        .context("training failed")?;
+        let epochs = trained.artifact.meta().history.len();
         let e = evaluate(&trained.classifier, held_out)?;
         results.push(FoldResult {
             fold,
@@ -354,6 +373,7 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
             window_accuracy: e.window.accuracy,
             window_macro_f1: e.window.macro_avg.f1,
             recording_accuracy: e.recording.accuracy,
+            epochs,
         });
         bar.inc(1);
     }
