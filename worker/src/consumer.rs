@@ -1,0 +1,291 @@
+//! Consuming the `classify` queue: prefetch, dispositions, reconnection and
+//! graceful shutdown.
+//!
+//! Each delivery runs as its own tokio task (at most `prefetch` at once, the
+//! broker sees to that); the CPU-heavy parts inside it are bounded by the
+//! pipeline's CPU semaphore. A message is acknowledged only after its rows
+//! are committed. What happens otherwise:
+//!
+//! | outcome | disposition |
+//! |---|---|
+//! | done, awaiting a model, already finished | ack |
+//! | bad audio (permanent) | task marked failed with the reason, ack |
+//! | malformed message, unknown task | reject → dead-letter queue, reason logged |
+//! | service unavailable (transient) | retried here with back-off, then requeued |
+//! | still failing on the last allowed delivery | task marked failed with the reason, dead-lettered |
+//!
+//! If the broker connection drops, the loop reconnects with back-off; the
+//! broker redelivers whatever was not acknowledged, and the pipeline's
+//! upserts make the second run harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use birdsong_common::Config;
+use birdsong_common::messages::{ClassifyTask, ModelEvent, decode};
+use birdsong_common::queue;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::pipeline::{Outcome, Pipeline};
+
+/// In-process attempts for a transient failure before handing the message back.
+const LOCAL_ATTEMPTS: u32 = 3;
+
+/// Consumes until `shutdown` turns true, reconnecting after failures.
+pub async fn consume_forever(
+    pipeline: Arc<Pipeline>,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match consume(&pipeline, config, shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost the broker; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
+async fn consume(
+    pipeline: &Arc<Pipeline>,
+    config: &Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let q = &config.queues;
+    let conn = queue::connect(&q.amqp_url, &pipeline.worker_name).await?;
+    let channel = conn.create_channel().await?;
+    queue::declare_topology(&channel, q).await?;
+    channel
+        .basic_qos(config.worker.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            q.classify.as_str().into(),
+            pipeline.worker_name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    // Model events: a private queue bound to the fanout exchange.
+    let events_channel = conn.create_channel().await?;
+    let events_queue = events_channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    events_channel
+        .queue_bind(
+            events_queue.name().clone(),
+            q.model_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut events = events_channel
+        .basic_consume(
+            events_queue.name().clone(),
+            format!("{}-events", pipeline.worker_name).as_str().into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    // Events sent while we were away are gone; the database is the truth.
+    sync_model(pipeline).await;
+    tracing::info!(queue = %q.classify, prefetch = config.worker.prefetch, "consuming");
+
+    let limit = q.delivery_limit;
+    let mut inflight = JoinSet::new();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    let p = pipeline.clone();
+                    inflight.spawn(async move { handle(&p, delivery, limit).await });
+                }
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("classify consumer failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the classify consumer")),
+            },
+            event = events.next() => match event {
+                Some(Ok(d)) => match decode::<ModelEvent>(&d.data) {
+                    Ok(ev) => {
+                        tracing::info!(version = %ev.version, kind = ?ev.kind, "model event");
+                        sync_model(pipeline).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed model event"),
+                },
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("model events consumer failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the model events consumer")),
+            },
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+        }
+    };
+    if result.is_ok() {
+        tracing::info!(
+            in_flight = inflight.len(),
+            "shutting down: finishing in-flight tasks"
+        );
+        let _ = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
+    }
+    // Finish what was started either way: the rows get committed, and the
+    // messages are acked (or, if the connection is gone, redelivered and
+    // absorbed by the upserts).
+    while inflight.join_next().await.is_some() {}
+    if result.is_ok() {
+        let _ = conn.close(200, "worker shutting down".into()).await;
+    }
+    result
+}
+
+async fn sync_model(pipeline: &Pipeline) {
+    match pipeline.models.sync().await {
+        Ok(m) => pipeline
+            .metrics
+            .set_model(m.as_ref().map(|m| m.version.as_str())),
+        Err(e) => tracing::warn!(error = %e, "could not check for a new model"),
+    }
+}
+
+/// How many times the broker delivered this message before (quorum queues
+/// count returns in `x-delivery-count`).
+fn previous_deliveries(delivery: &Delivery) -> u32 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+async fn handle(pipeline: &Pipeline, delivery: Delivery, limit: u32) {
+    let msg: ClassifyTask = match decode(&delivery.data) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(reason = %e, "malformed classify message; dead-lettering it");
+            pipeline.metrics.failure("malformed_message");
+            dispose(&delivery, Disposition::DeadLetter).await;
+            return;
+        }
+    };
+    let previous = previous_deliveries(&delivery);
+    let mut attempt = 1;
+    let result = loop {
+        match pipeline.process(&msg).await {
+            Err(e) if e.is_transient() && attempt < LOCAL_ATTEMPTS => {
+                pipeline.metrics.retry();
+                pipeline.metrics.failure(e.kind());
+                let wait = Duration::from_millis(500 * 4u64.pow(attempt - 1));
+                tracing::warn!(task = %msg.task_id, error = %e, attempt, retry_in = ?wait, "transient failure; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    let disposition = match result {
+        Ok(outcome) => {
+            match &outcome {
+                Outcome::Failed { kind, reason } => {
+                    tracing::info!(task = %msg.task_id, kind = %kind, reason = %reason, "task failed")
+                }
+                other => tracing::info!(task = %msg.task_id, outcome = ?other, "task finished"),
+            }
+            Disposition::Ack
+        }
+        Err(e) if !e.is_transient() => {
+            tracing::error!(task = %msg.task_id, error = %e, "unusable classify message; dead-lettering it");
+            pipeline.metrics.failure(e.kind());
+            let _ = pipeline
+                .finish_failed(msg.task_id, e.kind(), &e.to_string())
+                .await;
+            Disposition::DeadLetter
+        }
+        Err(e) if previous + 1 > limit => {
+            let reason = format!("gave up after {} deliveries: {e}", previous + 1);
+            tracing::error!(task = %msg.task_id, reason = %reason, "dead-lettering");
+            pipeline.metrics.file_failed(e.kind());
+            if let Err(db) = pipeline
+                .finish_failed(msg.task_id, "retries_exhausted", &reason)
+                .await
+            {
+                tracing::error!(task = %msg.task_id, error = %db, "could not record the failure on the task");
+            }
+            Disposition::DeadLetter
+        }
+        Err(e) => {
+            tracing::warn!(task = %msg.task_id, error = %e, delivery = previous + 1, limit, "handing the task back to the broker");
+            pipeline.metrics.failure(e.kind());
+            Disposition::Requeue
+        }
+    };
+    dispose(&delivery, disposition).await;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Disposition {
+    Ack,
+    Requeue,
+    DeadLetter,
+}
+
+async fn dispose(delivery: &Delivery, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Disposition::Requeue => {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        }
+        Disposition::DeadLetter => {
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+        }
+    };
+    if let Err(e) = result {
+        // The channel is gone: the broker will redeliver the message and the
+        // upserts absorb the repeat.
+        tracing::warn!(error = %e, ?disposition, "could not settle a delivery");
+    }
+}

@@ -1,0 +1,117 @@
+//! `birdsong-worker`: turns queued recordings into detections.
+//!
+//! A worker consumes the `classify` queue and, for each task, decodes the
+//! recording, computes its window features, classifies every window with the
+//! promoted model and commits the results in one transaction before
+//! acknowledging the message. Run as many workers as you like, on as many
+//! machines: the queue spreads the tasks, and the database's unique keys make
+//! every result exactly-once even though delivery is at-least-once.
+//!
+//! * [`consumer`]: the queue loop, message dispositions, reconnection, shutdown.
+//! * [`pipeline`]: one task from message to committed rows.
+//! * [`models`]: the model in service and its hot reload.
+//! * [`metrics`]: Prometheus counters.
+//! * [`error`]: permanent versus transient failures.
+
+pub mod consumer;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod pipeline;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use birdsong_audio::WindowConfig;
+use birdsong_common::store::ObjectStore;
+use birdsong_common::{Config, db};
+use tokio::sync::{Semaphore, watch};
+
+use crate::metrics::Metrics;
+use crate::models::Models;
+use crate::pipeline::Pipeline;
+
+/// Runs a worker until `shutdown` becomes true, then finishes in-flight tasks
+/// and returns. Waits (with back-off) for the database and object store if
+/// they are not reachable yet, so workers can start before the services.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let name = format!(
+        "worker-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+        std::process::id()
+    );
+    let Some(pool) = until_ready("PostgreSQL", &mut shutdown, || {
+        db::prepare(&config.database)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let store = ObjectStore::new(&config.s3);
+    if until_ready("the object store", &mut shutdown, || store.ensure_bucket())
+        .await
+        .is_none()
+    {
+        return Ok(());
+    }
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = config.worker.metrics_listen {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, m).await {
+                tracing::warn!(%addr, error = %e, "metrics endpoint unavailable");
+            }
+        });
+    }
+    let threads = config.cpu_threads();
+    let window = WindowConfig {
+        length_s: config.worker.window_seconds,
+        hop_s: config.worker.hop_seconds,
+        ..WindowConfig::default()
+    };
+    window
+        .plan()
+        .context("BIRDSONG_WINDOW_SECONDS / BIRDSONG_WINDOW_HOP_SECONDS")?;
+    let pipeline = Arc::new(Pipeline {
+        models: Arc::new(Models::new(pool.clone(), store.clone())),
+        pool,
+        store,
+        cpu: Arc::new(Semaphore::new(threads)),
+        window,
+        max_file_bytes: config.max_file_bytes,
+        worker_name: name.clone(),
+        metrics,
+    });
+    tracing::info!(worker = %name, cpu_threads = threads, "worker started");
+    consumer::consume_forever(pipeline, &config, &mut shutdown).await;
+    tracing::info!(worker = %name, "worker stopped");
+    Ok(())
+}
+
+/// Retries `f` with back-off until it succeeds or shutdown is requested.
+async fn until_ready<T, E, F, Fut>(
+    what: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    mut f: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "waiting for {what}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return None,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Shared set-up for the worker's integration tests: submitting recordings
+//! the way the producer does, publishing a trained model the way the
+//! retrainer does, running workers, and waiting for jobs.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use birdsong_common::jobs::{self, JobSource, NewFile};
+use birdsong_common::queue::Publisher;
+use birdsong_common::store::model_key;
+use birdsong_model::{Recording, TrainConfig};
+use birdsong_testkit::TestEnv;
+use birdsong_testkit::audio::synthetic_wav;
+use bytes::Bytes;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Uploads `bytes`, registers it and queues a task in `job`.
+pub async fn submit(env: &TestEnv, job: Uuid, name: &str, bytes: Vec<u8>) -> (Uuid, String) {
+    let size = bytes.len() as u64;
+    let (sha, _) = env.store.put_audio(Bytes::from(bytes)).await.unwrap();
+    jobs::register_file(
+        &env.pool,
+        &NewFile {
+            sha256: &sha,
+            original_name: name,
+            size_bytes: size,
+            site: None,
+        },
+    )
+    .await
+    .unwrap();
+    let task = jobs::add_task(&env.pool, job, &sha, name).await.unwrap();
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    jobs::enqueue(
+        &env.pool,
+        &publisher,
+        &env.config.queues.classify,
+        job,
+        task.id,
+        &sha,
+    )
+    .await
+    .unwrap();
+    (task.id, sha)
+}
+
+pub async fn new_job(env: &TestEnv) -> Uuid {
+    let (job, _) = jobs::open_job(&env.pool, JobSource::Api, "test", None)
+        .await
+        .unwrap();
+    jobs::close_job(&env.pool, job, Default::default())
+        .await
+        .unwrap();
+    job
+}
+
+/// A worker running in this process; dropping the sender stops it.
+pub struct InProcessWorker {
+    pub stop: watch::Sender<bool>,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn start_worker(env: &TestEnv) -> InProcessWorker {
+    let (stop, stopped) = watch::channel(false);
+    let config = env.config.clone();
+    let handle = tokio::spawn(birdsong_worker::run(config, stopped));
+    InProcessWorker { stop, handle }
+}
+
+impl InProcessWorker {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A worker as a child process (so a test can kill -9 it).
+pub fn spawn_worker_process(env: &TestEnv) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_birdsong-worker"))
+        .envs(&env.vars)
+        .env("BIRDSONG_LOG", "warn")
+        .env("BIRDSONG_WORKER_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start birdsong-worker")
+}
+
+/// Waits until no task of `job` is queued or processing.
+pub async fn wait_for_job(env: &TestEnv, job: Uuid, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks WHERE job_id = $1 AND status IN ('queued', 'processing')",
+        )
+        .bind(job)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "job {job} still has {pending} unfinished tasks after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Expected window count for a recording of `seconds` with the default
+/// 5 s windows, no overlap, a final window kept from 1 s.
+pub fn expected_windows(seconds: f64) -> i64 {
+    if seconds <= 5.0 {
+        return 1;
+    }
+    let full = (seconds / 5.0).floor() as i64;
+    let rest = seconds - full as f64 * 5.0;
+    full + i64::from(rest >= 1.0 - 1e-9)
+}
+
+/// Trains a small model on synthetic species 0..classes, stores its
+/// artifact under `models/<version>/` and promotes it, as the retrainer does.
+pub async fn publish_model(env: &TestEnv, version: &str, classes: usize) {
+    let recordings: Vec<Recording> = tokio::task::spawn_blocking(move || {
+        let cfg = birdsong_audio::WindowConfig::default();
+        (0..classes)
+            .flat_map(|species| (0..4).map(move |seed| (species, seed)))
+            .map(|(species, seed)| {
+                let wav = synthetic_wav(species, 10.0, 1000 + seed as u64);
+                let analysis = birdsong_audio::analyze_bytes(wav, &cfg).unwrap();
+                Recording {
+                    id: format!("s{species}-{seed}"),
+                    label: format!("species-{species}"),
+                    windows: analysis.windows.iter().map(|w| w.features).collect(),
+                }
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+    let trained = tokio::task::spawn_blocking(move || {
+        let config = TrainConfig {
+            epochs: 40,
+            seed: 1,
+            ..TrainConfig::default()
+        };
+        birdsong_model::train(&recordings, None, &config, |_| {}).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut artifact = trained.artifact;
+    artifact.set_version(version);
+    for (name, bytes) in artifact.to_files().unwrap() {
+        env.store
+            .put(&model_key(version, name), Bytes::from(bytes))
+            .await
+            .unwrap();
+    }
+    let meta = artifact.meta();
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("UPDATE model_versions SET status = 'retired' WHERE status = 'promoted'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO model_versions (version, object_prefix, architecture, feature_version, input_size, classes, checksum, status, promoted_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'promoted', now())",
+    )
+    .bind(version)
+    .bind(format!("models/{version}/"))
+    .bind(&meta.architecture)
+    .bind(&meta.feature_version)
+    .bind(meta.input_size as i32)
+    .bind(serde_json::to_value(&meta.classes).unwrap())
+    .bind(&meta.weights_sha256)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
