@@ -45,7 +45,11 @@ pub enum LabelError {
 /// How recordings get their species, if at all.
 #[derive(Debug, Clone, Default)]
 pub struct Labeler {
+    /// Row path → species.
     by_path: HashMap<String, String>,
+    /// Proper trailing part of a row path → species, `None` when rows with
+    /// different species share it.
+    by_suffix: HashMap<String, Option<String>>,
     from_folder: bool,
 }
 
@@ -58,8 +62,8 @@ impl Labeler {
     /// Labels from the parent folder's name.
     pub fn from_folder() -> Self {
         Self {
-            by_path: HashMap::new(),
             from_folder: true,
+            ..Self::default()
         }
     }
 
@@ -130,8 +134,24 @@ impl Labeler {
             }
             by_path.insert(file, species);
         }
+        let mut by_suffix: HashMap<String, Option<String>> = HashMap::new();
+        for (file, species) in &by_path {
+            let mut rest = file.as_str();
+            while let Some((_, tail)) = rest.split_once('/') {
+                by_suffix
+                    .entry(tail.to_string())
+                    .and_modify(|known| {
+                        if known.as_ref() != Some(species) {
+                            *known = None;
+                        }
+                    })
+                    .or_insert_with(|| Some(species.clone()));
+                rest = tail;
+            }
+        }
         Ok(Self {
             by_path,
+            by_suffix,
             from_folder: false,
         })
     }
@@ -163,6 +183,11 @@ impl Labeler {
         loop {
             if let Some(species) = self.by_path.get(rest) {
                 return Some((species.clone(), CSV_SOURCE));
+            }
+            match self.by_suffix.get(rest) {
+                Some(Some(species)) => return Some((species.clone(), CSV_SOURCE)),
+                Some(None) => return None,
+                None => {}
             }
             rest = rest.split_once('/')?.1;
         }
@@ -217,9 +242,35 @@ mod tests {
             l.species_for("b/c.wav", None).map(|s| s.0),
             Some("Jay".into())
         );
-        // A suffix of a component is not a match.
+        // The recording's path may also be the shorter one.
+        assert_eq!(
+            l.species_for("c.wav", None).map(|s| s.0),
+            Some("Jay".into())
+        );
+        // Part of a component is not a match.
         assert_eq!(l.species_for("xa.wav", None), None);
-        assert_eq!(l.species_for("c.wav", None), None);
+        assert_eq!(l.species_for("x/c.wav.bak", None), None);
+    }
+
+    #[test]
+    fn ties_between_species_leave_the_recording_unlabelled() {
+        let l = csv("path,species
+robin/x.wav,Robin
+wren/x.wav,Wren
+robin/y.wav,Robin
+owl/y.wav,Robin
+")
+        .unwrap();
+        assert_eq!(l.species_for("x.wav", None), None);
+        assert_eq!(l.species_for("2024/x.wav", None), None);
+        assert_eq!(
+            l.species_for("y.wav", None).map(|s| s.0),
+            Some("Robin".into())
+        );
+        assert_eq!(
+            l.species_for("wren/x.wav", None).map(|s| s.0),
+            Some("Wren".into())
+        );
     }
 
     #[test]

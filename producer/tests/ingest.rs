@@ -641,3 +641,53 @@ async fn kill_9_mid_ingest_then_rerun_finishes_the_job_without_duplicates() {
     let missing: Vec<_> = rows.iter().filter(|r| !published.contains(&r.id)).collect();
     assert!(missing.is_empty(), "tasks without a message: {missing:?}");
 }
+
+/// Real recordings (MP3, mono and stereo, 44.1 and 48 kHz) with the
+/// dataset's own manifest as the labels file: its paths carry the species
+/// folder, the ingested root does not, so rows match by path suffix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_recordings_with_the_manifest_as_labels() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/xc3");
+    let folder = data.join("Scissor-tailed_Flycatcher");
+    assert!(
+        folder.is_dir(),
+        "the shared recordings are missing at {}",
+        folder.display()
+    );
+    let files: Vec<PathBuf> = fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let env = TestEnv::start().await.unwrap();
+    let services = services(&env, None).await;
+    let mut opts = IngestOptions::new(vec![folder.clone()]);
+    opts.labels = LabelSource::Csv(data.join("manifest.csv"));
+    opts.progress = birdsong_producer::ProgressMode::Log {
+        interval: Duration::from_millis(200),
+    };
+    let summary = ingest(&services, &opts).await.unwrap();
+    assert_eq!(
+        summary.accepted,
+        files.len() as u64,
+        "{}",
+        summary.to_text()
+    );
+    assert_eq!(summary.rejected, 0);
+    assert_eq!(summary.labelled, files.len() as u64);
+    let species: Vec<(String, i64)> =
+        sqlx::query_as("SELECT species || '/' || source, count(*) FROM labels GROUP BY 1")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        species,
+        vec![(
+            "Scissor-tailed Flycatcher/producer".to_string(),
+            files.len() as i64
+        )]
+    );
+    let rows = tasks(&env, summary.job_id).await;
+    assert_eq!(rows.len(), files.len());
+    assert!(rows.iter().all(|r| r.queued));
+    assert_eq!(drain(&env).await.len(), files.len());
+}
