@@ -58,7 +58,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
 /// The URL without its password, for error messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
             let userinfo = &url[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
@@ -214,5 +214,9 @@ mod tests {
             "amqp://guest:***@host:5672/%2f"
         );
         assert_eq!(super::redact("amqp://host"), "amqp://host");
+        assert_eq!(
+            super::redact("postgres://postgres@host/db"),
+            "postgres://postgres@host/db"
+        );
     }
 }
