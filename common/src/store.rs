@@ -220,23 +220,7 @@ impl ObjectStore {
 
     /// Reads a whole object into memory.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    StoreError::NotFound {
-                        bucket: self.bucket.clone(),
-                        key: key.to_string(),
-                    }
-                } else {
-                    classify("get", key, e)
-                }
-            })?;
+        let out = self.open(key).await?;
         let data = out
             .body
             .collect()
@@ -253,23 +237,7 @@ impl ObjectStore {
     /// in memory). Returns the number of bytes written.
     pub async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
         use tokio::io::AsyncWriteExt;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    StoreError::NotFound {
-                        bucket: self.bucket.clone(),
-                        key: key.to_string(),
-                    }
-                } else {
-                    classify("get", key, e)
-                }
-            })?;
+        let out = self.open(key).await?;
         let local = |source| StoreError::Local {
             path: path.display().to_string(),
             source,
@@ -292,6 +260,28 @@ impl ObjectStore {
         }
         file.flush().await.map_err(local)?;
         Ok(written)
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StoreError::NotFound {
+                        bucket: self.bucket.clone(),
+                        key: key.to_string(),
+                    }
+                } else {
+                    classify("get", key, e)
+                }
+            })
     }
 
     /// Removes an object (no error if it is already gone).

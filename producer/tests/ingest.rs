@@ -41,25 +41,8 @@ fn noise_wav(seconds: f64, seed: u64) -> Vec<u8> {
     pcm(samples, n)
 }
 
-fn pcm(samples: impl Iterator<Item = i16>, n: u32) -> Vec<u8> {
-    let data_len = n * 2;
-    let mut out = Vec::with_capacity(44 + data_len as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&RATE.to_le_bytes());
-    out.extend_from_slice(&(RATE * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
+fn pcm(samples: impl Iterator<Item = i16>, _n: u32) -> Vec<u8> {
+    birdsong_testkit::audio::wav_i16(samples, RATE)
 }
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {

@@ -1,10 +1,10 @@
 //! Synthetic recordings for tests: deterministic, owned by us, and different
 //! enough per "species" that a working classifier must tell them apart.
 
-/// Encodes mono `samples` (in [-1, 1]) as a 16-bit PCM WAV file.
-pub fn wav_pcm16(samples: &[f32], sample_rate: u32) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+/// The 44-byte header of a mono 16-bit PCM WAV file with `data_len`
+/// bytes of samples (for tests that stream long files to disk).
+pub fn wav_header(sample_rate: u32, data_len: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(44);
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(36 + data_len).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
@@ -17,10 +17,30 @@ pub fn wav_pcm16(samples: &[f32], sample_rate: u32) -> Vec<u8> {
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        let v = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out
+}
+
+/// Samples in [-1, 1] as 16-bit little-endian PCM bytes.
+pub fn pcm16(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect()
+}
+
+/// A mono 16-bit PCM WAV file of integer samples.
+pub fn wav_i16(samples: impl IntoIterator<Item = i16>, sample_rate: u32) -> Vec<u8> {
+    let data: Vec<u8> = samples.into_iter().flat_map(i16::to_le_bytes).collect();
+    let mut out = wav_header(sample_rate, data.len() as u32);
+    out.extend_from_slice(&data);
+    out
+}
+
+/// Encodes mono `samples` (in [-1, 1]) as a 16-bit PCM WAV file.
+pub fn wav_pcm16(samples: &[f32], sample_rate: u32) -> Vec<u8> {
+    let data = pcm16(samples);
+    let mut out = wav_header(sample_rate, data.len() as u32);
+    out.extend_from_slice(&data);
     out
 }
 

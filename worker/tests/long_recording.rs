@@ -7,11 +7,9 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use birdsong_common::jobs::{self, NewFile};
-use birdsong_common::queue::Publisher;
 use birdsong_common::store::audio_key;
 use birdsong_testkit::TestEnv;
-use birdsong_testkit::audio::synthetic_call;
+use birdsong_testkit::audio::{pcm16, synthetic_call, wav_header};
 use sha2::{Digest, Sha256};
 use support::*;
 
@@ -22,29 +20,14 @@ const RATE: u32 = 22_050;
 /// SHA-256 and size.
 fn write_long_wav(path: &std::path::Path) -> (String, u64) {
     let data_len = SECONDS * RATE * 2;
-    let mut header = Vec::with_capacity(44);
-    header.extend_from_slice(b"RIFF");
-    header.extend_from_slice(&(36 + data_len).to_le_bytes());
-    header.extend_from_slice(b"WAVEfmt ");
-    header.extend_from_slice(&16u32.to_le_bytes());
-    header.extend_from_slice(&1u16.to_le_bytes());
-    header.extend_from_slice(&1u16.to_le_bytes());
-    header.extend_from_slice(&RATE.to_le_bytes());
-    header.extend_from_slice(&(RATE * 2).to_le_bytes());
-    header.extend_from_slice(&2u16.to_le_bytes());
-    header.extend_from_slice(&16u16.to_le_bytes());
-    header.extend_from_slice(b"data");
-    header.extend_from_slice(&data_len.to_le_bytes());
+    let header = wav_header(RATE, data_len);
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut hash = Sha256::new();
     file.write_all(&header).unwrap();
     hash.update(&header);
     for chunk in 0..SECONDS / 10 {
         let samples = synthetic_call((chunk % 3) as usize, 10.0, RATE, u64::from(chunk));
-        let bytes: Vec<u8> = samples
-            .iter()
-            .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
-            .collect();
+        let bytes = pcm16(&samples);
         file.write_all(&bytes).unwrap();
         hash.update(&bytes);
     }
@@ -73,32 +56,8 @@ async fn an_hour_long_recording_gets_every_window_with_bounded_memory() {
     .unwrap();
     env.store.put_file(&audio_key(&sha), &path).await.unwrap();
     std::fs::remove_file(&path).unwrap();
-    jobs::register_file(
-        &env.pool,
-        &NewFile {
-            sha256: &sha,
-            original_name: "hour.wav",
-            size_bytes: size,
-            site: None,
-        },
-    )
-    .await
-    .unwrap();
     let job = new_job(&env).await;
-    let task = jobs::add_task(&env.pool, job, &sha, "hour.wav")
-        .await
-        .unwrap();
-    let publisher = Publisher::new(&env.amqp).await.unwrap();
-    jobs::enqueue(
-        &env.pool,
-        &publisher,
-        &env.config.queues.classify,
-        job,
-        task.id,
-        &sha,
-    )
-    .await
-    .unwrap();
+    let task = register_and_enqueue(&env, job, "hour.wav", &sha, size).await;
 
     let mut worker = spawn_worker_process(&env);
     wait_for_job(&env, job, Duration::from_secs(300)).await;
@@ -112,7 +71,7 @@ async fn an_hour_long_recording_gets_every_window_with_bounded_memory() {
         "SELECT t.status, (SELECT count(*) FROM window_features w WHERE w.file_sha256 = t.file_sha256)
          FROM tasks t WHERE t.id = $1",
     )
-    .bind(task.id)
+    .bind(task)
     .fetch_one(&env.pool)
     .await
     .unwrap();

@@ -20,10 +20,22 @@ use uuid::Uuid;
 pub async fn submit(env: &TestEnv, job: Uuid, name: &str, bytes: Vec<u8>) -> (Uuid, String) {
     let size = bytes.len() as u64;
     let (sha, _) = env.store.put_audio(Bytes::from(bytes)).await.unwrap();
+    (register_and_enqueue(env, job, name, &sha, size).await, sha)
+}
+
+/// Registers a recording already stored under its content key and queues a
+/// task for it in `job`.
+pub async fn register_and_enqueue(
+    env: &TestEnv,
+    job: Uuid,
+    name: &str,
+    sha: &str,
+    size: u64,
+) -> Uuid {
     jobs::register_file(
         &env.pool,
         &NewFile {
-            sha256: &sha,
+            sha256: sha,
             original_name: name,
             size_bytes: size,
             site: None,
@@ -31,7 +43,7 @@ pub async fn submit(env: &TestEnv, job: Uuid, name: &str, bytes: Vec<u8>) -> (Uu
     )
     .await
     .unwrap();
-    let task = jobs::add_task(&env.pool, job, &sha, name).await.unwrap();
+    let task = jobs::add_task(&env.pool, job, sha, name).await.unwrap();
     let publisher = Publisher::new(&env.amqp).await.unwrap();
     jobs::enqueue(
         &env.pool,
@@ -39,11 +51,11 @@ pub async fn submit(env: &TestEnv, job: Uuid, name: &str, bytes: Vec<u8>) -> (Uu
         &env.config.queues.classify,
         job,
         task.id,
-        &sha,
+        sha,
     )
     .await
     .unwrap();
-    (task.id, sha)
+    task.id
 }
 
 pub async fn new_job(env: &TestEnv) -> Uuid {
