@@ -66,6 +66,9 @@ impl TestEnv {
         vars.insert("BIRDSONG_QUEUE_PREFIX".into(), format!("test-{id}."));
         vars.insert("BIRDSONG_S3_BUCKET".into(), format!("test-{id}"));
         vars.insert("BIRDSONG_METRICS_LISTEN".into(), String::new());
+        // Tests run in parallel (and start child processes); small pools keep
+        // them under PostgreSQL's connection limit.
+        vars.insert("BIRDSONG_DATABASE_MAX_CONNECTIONS".into(), "4".into());
 
         let (s3_server, s3_dir) = match std::env::var("BIRDSONG_TEST_S3_ENDPOINT") {
             Ok(endpoint) if !endpoint.is_empty() => {
@@ -208,16 +211,33 @@ impl Drop for TestEnv {
                     }
                     let _ = conn.close(200, "done".into()).await;
                 }
-                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(
-                    &with_database(&admin_url, "postgres"),
-                )
-                .await
-                {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                // The server may be briefly out of connection slots while
+                // other tests run: retry before giving up.
+                let mut admin = None;
+                for _ in 0..20 {
+                    match <sqlx::PgConnection as sqlx::Connection>::connect(&with_database(
+                        &admin_url, "postgres",
+                    ))
+                    .await
+                    {
+                        Ok(conn) => {
+                            admin = Some(conn);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                    }
+                }
+                if let Some(mut conn) = admin {
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
                     )))
                     .execute(&mut conn)
-                    .await;
+                    .await
+                    {
+                        eprintln!("could not drop test database {database}: {e}");
+                    }
+                } else {
+                    eprintln!("could not connect to drop test database {database}");
                 }
             });
         });
