@@ -139,6 +139,35 @@ fn is_expansion(e: &io::Error) -> bool {
         .is_some_and(|inner| inner.is::<ExpansionExceeded>())
 }
 
+/// The checks every archive entry passes before its bytes are read: a
+/// refused entry type, an unsafe name, or an entry an earlier run of the
+/// same ingest already handled. Returns the entry's safe name and path when
+/// it should be read.
+fn admit(
+    w: &Walker<'_>,
+    archive: &Archive<'_>,
+    raw: &str,
+    refused: Option<Reason>,
+) -> Result<Option<(String, String)>, SourceError> {
+    if let Some(reason) = refused {
+        w.reject(archive.entry_path(raw), reason)?;
+        return Ok(None);
+    }
+    let name = match safe_name(raw) {
+        Ok(name) => name,
+        Err(reason) => {
+            w.reject(archive.entry_path(raw), reason)?;
+            return Ok(None);
+        }
+    };
+    let path = archive.entry_path(&name);
+    if w.done.contains(&path) {
+        w.send(Event::AlreadyDone { path })?;
+        return Ok(None);
+    }
+    Ok(Some((name, path)))
+}
+
 /// Streams the entries of a tar or tar.gz file.
 pub fn read_tar(w: &Walker<'_>, archive: &Archive<'_>, gzip: bool) -> Result<(), SourceError> {
     let file = match File::open(archive.path) {
@@ -226,22 +255,9 @@ fn tar_entries<R: Read>(
             EntryType::GNUSparse => Some(Reason::Unsupported("a sparse file".into())),
             other => Some(Reason::Unsupported(format!("tar entry type {other:?}"))),
         };
-        if let Some(reason) = refused {
-            w.reject(archive.entry_path(&raw), reason)?;
+        let Some((name, path)) = admit(w, archive, &raw, refused)? else {
             continue;
-        }
-        let name = match safe_name(&raw) {
-            Ok(name) => name,
-            Err(reason) => {
-                w.reject(archive.entry_path(&raw), reason)?;
-                continue;
-            }
         };
-        let path = archive.entry_path(&name);
-        if w.done.contains(&path) {
-            w.send(Event::AlreadyDone { path })?;
-            continue;
-        }
         let size = entry.size();
         if size == 0 {
             w.reject(path, Reason::Empty)?;
@@ -346,22 +362,9 @@ pub fn read_zip(w: &Walker<'_>, archive: &Archive<'_>) -> Result<(), SourceError
         } else {
             None
         };
-        if let Some(reason) = refused {
-            w.reject(archive.entry_path(&raw), reason)?;
+        let Some((name, path)) = admit(w, archive, &raw, refused)? else {
             continue;
-        }
-        let name = match safe_name(&raw) {
-            Ok(name) => name,
-            Err(reason) => {
-                w.reject(archive.entry_path(&raw), reason)?;
-                continue;
-            }
         };
-        let path = archive.entry_path(&name);
-        if w.done.contains(&path) {
-            w.send(Event::AlreadyDone { path })?;
-            continue;
-        }
         let reason = if encrypted {
             Some(Reason::Unsupported("an encrypted entry".into()))
         } else if size == 0 {
