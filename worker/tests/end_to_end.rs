@@ -81,14 +81,7 @@ async fn a_folder_and_an_archive_are_classified_by_two_workers() {
     );
 
     for (sha, seconds) in &good {
-        let (detections, summaries): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM detections WHERE file_sha256 = $1),
-                    (SELECT count(*) FROM file_summaries WHERE file_sha256 = $1)",
-        )
-        .bind(sha)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+        let (detections, summaries, _) = result_rows(&env, sha).await;
         assert_eq!(
             detections,
             expected_windows(f64::from(*seconds)),

@@ -202,15 +202,7 @@ async fn duplicate_deliveries_and_malformed_messages_change_nothing() {
         "the three poison messages are dead-lettered"
     );
 
-    let (detections, summaries, features): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM detections WHERE file_sha256 = $1),
-                (SELECT count(*) FROM file_summaries WHERE file_sha256 = $1),
-                (SELECT count(*) FROM window_features WHERE file_sha256 = $1)",
-    )
-    .bind(&sha)
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    let (detections, summaries, features) = result_rows(&env, &sha).await;
     assert_eq!((detections, summaries, features), (3, 1, 3));
     let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
         .bind(task)
@@ -272,14 +264,7 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     terminate(&mut survivor);
 
     for (sha, seconds) in &files {
-        let (detections, summaries): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM detections WHERE file_sha256 = $1),
-                    (SELECT count(*) FROM file_summaries WHERE file_sha256 = $1)",
-        )
-        .bind(sha)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+        let (detections, summaries, _) = result_rows(&env, sha).await;
         assert_eq!(detections, expected_windows(f64::from(*seconds)));
         assert_eq!(summaries, 1);
     }

@@ -192,3 +192,16 @@ pub async fn publish_model(env: &TestEnv, version: &str, classes: usize) {
     .unwrap();
     tx.commit().await.unwrap();
 }
+
+/// Rows a recording has: (detections, file summaries, window features).
+pub async fn result_rows(env: &TestEnv, sha: &str) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM detections WHERE file_sha256 = $1),
+                (SELECT count(*) FROM file_summaries WHERE file_sha256 = $1),
+                (SELECT count(*) FROM window_features WHERE file_sha256 = $1)",
+    )
+    .bind(sha)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap()
+}
