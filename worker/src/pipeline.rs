@@ -29,9 +29,11 @@ use crate::error::TaskError;
 use crate::metrics::Metrics;
 use crate::models::{LoadedModel, Models};
 
-/// Recordings up to this size are fetched into memory; larger ones are
-/// spooled to a temporary file and decoded from there.
-const IN_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Recordings up to this size are fetched into memory (a 16 MiB WAV is
+/// about three minutes at 48 kHz); larger ones are spooled to a temporary
+/// file and decoded from there, so a task's memory does not grow with the
+/// recording.
+const IN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Species kept per window and per recording in `top_k`.
 const TOP_K: usize = 3;
@@ -232,7 +234,7 @@ impl Pipeline {
         let cfg = self.window.clone();
         let analysis: Analysis = if size <= IN_MEMORY_BYTES {
             let bytes = self.store.get(&key).await?;
-            self.on_cpu(move || birdsong_audio::analyze_bytes(bytes.to_vec(), &cfg))
+            self.on_cpu(move || birdsong_audio::analyze_reader(std::io::Cursor::new(bytes), &cfg))
                 .await??
         } else {
             let spool = tempfile::NamedTempFile::new().map_err(|e| {
