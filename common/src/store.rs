@@ -283,18 +283,6 @@ impl ObjectStore {
                 }
             })
     }
-
-    /// Removes an object (no error if it is already gone).
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("delete", key, e))
-    }
 }
 
 fn status<E>(e: &SdkError<E>) -> Option<u16> {

@@ -21,7 +21,6 @@
 pub mod audio;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use birdsong_common::Config;
@@ -43,7 +42,8 @@ pub struct TestEnv {
     pub amqp: lapin::Connection,
     /// Unique id of this environment (part of every name).
     pub id: String,
-    s3_server: Option<S3Server>,
+    /// Kept alive for the test's duration.
+    _s3_server: Option<S3Server>,
     _s3_dir: Option<tempfile::TempDir>,
     admin_url: String,
     database: String,
@@ -122,50 +122,11 @@ impl TestEnv {
             store,
             amqp,
             id,
-            s3_server,
+            _s3_server: s3_server,
             _s3_dir: s3_dir,
             admin_url,
             database,
         })
-    }
-
-    /// Where the in-process S3 server keeps its files, if one is used.
-    pub fn s3_dir(&self) -> Option<PathBuf> {
-        self._s3_dir.as_ref().map(|d| d.path().to_path_buf())
-    }
-
-    /// Stops the in-process S3 server (to simulate an outage); returns
-    /// whether there was one to stop.
-    pub async fn stop_s3(&mut self) -> bool {
-        match self.s3_server.take() {
-            Some(server) => {
-                server.shutdown().await;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Restarts the in-process S3 server on the same address and directory.
-    pub async fn restart_s3(&mut self) -> anyhow::Result<()> {
-        let dir = self.s3_dir().context("no in-process S3 server")?;
-        let addr = self
-            .config
-            .s3
-            .endpoint
-            .trim_start_matches("http://")
-            .to_string();
-        let server = S3Server::start(
-            &dir,
-            &addr,
-            Credentials {
-                access_key: self.config.s3.access_key.clone(),
-                secret_key: self.config.s3.secret_key.clone(),
-            },
-        )
-        .await?;
-        self.s3_server = Some(server);
-        Ok(())
     }
 }
 
