@@ -148,6 +148,36 @@ pub const SETTINGS: &[Setting] = &[
         "whether reads are allowed without a key",
     ),
     s(
+        "BIRDSONG_API_MAX_BODY_BYTES",
+        "4294967296",
+        "largest API request body, in bytes (uploads; each file is also held to BIRDSONG_MAX_FILE_BYTES)",
+    ),
+    s(
+        "BIRDSONG_API_MAX_FILES",
+        "100",
+        "most files (parts) in one API upload",
+    ),
+    s(
+        "BIRDSONG_API_RATE_PER_SECOND",
+        "50",
+        "sustained API requests per second allowed per key (or per address without a key)",
+    ),
+    s(
+        "BIRDSONG_API_RATE_BURST",
+        "100",
+        "API requests allowed at once above the sustained rate",
+    ),
+    s(
+        "BIRDSONG_API_CLASSIFY_MAX_BYTES",
+        "20971520",
+        "largest file POST /v1/classify accepts, in bytes",
+    ),
+    s(
+        "BIRDSONG_API_CLASSIFY_MAX_SECONDS",
+        "120",
+        "longest recording POST /v1/classify accepts, in seconds",
+    ),
+    s(
         "BIRDSONG_LOG",
         "info",
         "log filter (tracing EnvFilter syntax, e.g. info,birdsong_worker=debug)",
@@ -229,6 +259,12 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     pub keys: Vec<String>,
     pub open_reads: bool,
+    pub max_body_bytes: u64,
+    pub max_files: usize,
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+    pub classify_max_bytes: u64,
+    pub classify_max_seconds: f64,
 }
 
 /// The whole configuration of a birdsong process.
@@ -339,6 +375,22 @@ impl Config {
         if timeout_secs == 0 {
             return Err(r.invalid("BIRDSONG_S3_TIMEOUT_SECS", "0".into(), "must be at least 1"));
         }
+        let rate_per_second: f64 = r.parse("BIRDSONG_API_RATE_PER_SECOND")?;
+        if !(rate_per_second.is_finite() && rate_per_second > 0.0) {
+            return Err(r.invalid(
+                "BIRDSONG_API_RATE_PER_SECOND",
+                rate_per_second.to_string(),
+                "must be a positive number",
+            ));
+        }
+        let classify_max_seconds: f64 = r.parse("BIRDSONG_API_CLASSIFY_MAX_SECONDS")?;
+        if !(classify_max_seconds.is_finite() && classify_max_seconds > 0.0) {
+            return Err(r.invalid(
+                "BIRDSONG_API_CLASSIFY_MAX_SECONDS",
+                classify_max_seconds.to_string(),
+                "must be a positive number",
+            ));
+        }
         Ok(Config {
             database: DatabaseConfig {
                 url: database_url,
@@ -377,6 +429,12 @@ impl Config {
                     .map(str::to_string)
                     .collect(),
                 open_reads: r.parse_bool("BIRDSONG_API_OPEN_READS")?,
+                max_body_bytes: r.parse("BIRDSONG_API_MAX_BODY_BYTES")?,
+                max_files: r.parse("BIRDSONG_API_MAX_FILES")?,
+                rate_per_second,
+                rate_burst: r.parse("BIRDSONG_API_RATE_BURST")?,
+                classify_max_bytes: r.parse("BIRDSONG_API_CLASSIFY_MAX_BYTES")?,
+                classify_max_seconds,
             },
             max_file_bytes: r.parse("BIRDSONG_MAX_FILE_BYTES")?,
             log_filter: r.string("BIRDSONG_LOG"),

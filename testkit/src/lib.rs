@@ -14,11 +14,18 @@
 //!   otherwise an in-process `birdsong-s3` server on a random port over a
 //!   temporary directory.
 //!
+//! Beside it: [`audio`] generates recordings, [`proxy`] breaks a service's
+//! connections on demand for fault tests, and `models` (feature `models`)
+//! publishes trained models through the registry.
+//!
 //! Database and broker addresses come from the usual `BIRDSONG_DATABASE_URL`
 //! and `BIRDSONG_AMQP_URL` (defaults: the local services). Set
 //! `BIRDSONG_TEST_KEEP=1` to keep a failed test's database for inspection.
 
 pub mod audio;
+#[cfg(feature = "models")]
+pub mod models;
+pub mod proxy;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,115 @@
+//! Trained models for tests and benchmarks, published the way the
+//! retrainer publishes them.
+//!
+//! Tests of the worker, the API and the retrainer need a real promoted model
+//! in the registry: weights and metadata in the object store under
+//! `models/<version>/`, a `model_versions` row, and the promotion announced
+//! on the model-events exchange. [`publish_model`] trains the reference
+//! network on synthetic calls of `classes` species (a few seconds on one
+//! core) and goes through [`registry::promote`], so what a test exercises is
+//! the production path, not a shortcut.
+//!
+//! Behind the `models` feature, so that crates which only need a database do
+//! not build the model library.
+
+use anyhow::Context;
+use birdsong_audio::WindowConfig;
+use birdsong_common::queue::Publisher;
+use birdsong_common::registry;
+use birdsong_common::store::model_key;
+use birdsong_model::{Artifact, Recording, TrainConfig};
+use bytes::Bytes;
+
+use crate::TestEnv;
+use crate::audio::synthetic_wav;
+
+/// Recordings of synthetic species `0..classes`, `per_class` each, labelled
+/// `species-<n>`, analysed with the default windowing.
+pub fn synthetic_recordings(
+    classes: usize,
+    per_class: usize,
+    seconds: f32,
+    seed: u64,
+) -> anyhow::Result<Vec<Recording>> {
+    let cfg = WindowConfig::default();
+    let mut out = Vec::with_capacity(classes * per_class);
+    for species in 0..classes {
+        for i in 0..per_class {
+            let wav = synthetic_wav(species, seconds, seed + (species * per_class + i) as u64);
+            let analysis = birdsong_audio::analyze_bytes(wav, &cfg)
+                .with_context(|| format!("analysing synthetic species {species}"))?;
+            out.push(Recording {
+                id: format!("s{species}-{i}"),
+                label: format!("species-{species}"),
+                windows: analysis.windows.iter().map(|w| w.features).collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Trains the reference network on synthetic species `0..classes`.
+pub fn train_synthetic(classes: usize) -> anyhow::Result<Artifact> {
+    let recordings = synthetic_recordings(classes, 4, 10.0, 1000)?;
+    let config = TrainConfig {
+        epochs: 40,
+        seed: 1,
+        ..TrainConfig::default()
+    };
+    let trained = birdsong_model::train(&recordings, None, &config, |_| {})
+        .context("training the synthetic model")?;
+    Ok(trained.artifact)
+}
+
+/// Stores `artifact` as `version` (objects, then the registry row) without
+/// promoting it.
+pub async fn store_model(
+    env: &TestEnv,
+    version: &str,
+    mut artifact: Artifact,
+) -> anyhow::Result<()> {
+    artifact.set_version(version);
+    for (name, bytes) in artifact.to_files().context("serialising the artifact")? {
+        env.store
+            .put(&model_key(version, name), Bytes::from(bytes))
+            .await
+            .with_context(|| format!("uploading {name}"))?;
+    }
+    let meta = artifact.meta();
+    sqlx::query(
+        "INSERT INTO model_versions (version, object_prefix, architecture, feature_version,
+                                     input_size, classes, metrics, checksum)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(version)
+    .bind(format!("models/{version}/"))
+    .bind(&meta.architecture)
+    .bind(&meta.feature_version)
+    .bind(i32::try_from(meta.input_size).unwrap_or(i32::MAX))
+    .bind(serde_json::to_value(&meta.classes)?)
+    .bind(serde_json::to_value(&meta.metrics)?)
+    .bind(&meta.weights_sha256)
+    .execute(&env.pool)
+    .await
+    .context("registering the model version")?;
+    Ok(())
+}
+
+/// Trains a model of `classes` synthetic species, stores it as `version`
+/// and promotes it (announcing it to the workers).
+pub async fn publish_model(env: &TestEnv, version: &str, classes: usize) -> anyhow::Result<()> {
+    let artifact = tokio::task::spawn_blocking(move || train_synthetic(classes))
+        .await
+        .context("training thread")??;
+    store_model(env, version, artifact).await?;
+    let publisher = Publisher::new(&env.amqp).await?;
+    registry::promote(
+        &env.pool,
+        &publisher,
+        &env.config.queues.model_exchange,
+        version,
+        "published by a test",
+    )
+    .await?;
+    Ok(())
+}
