@@ -36,8 +36,11 @@ use tokio::task::JoinSet;
 
 use crate::pipeline::{Outcome, Pipeline};
 
-/// In-process attempts for a transient failure before handing the message back.
-const LOCAL_ATTEMPTS: u32 = 3;
+/// Waits between in-process attempts at a task that failed transiently
+/// (about 47 s in all). A service outage shorter than that costs no
+/// delivery; five deliveries ride out about four minutes before the message
+/// reaches the delivery limit.
+const RETRY_WAITS_MS: [u64; 7] = [500, 1_000, 2_000, 4_000, 8_000, 16_000, 16_000];
 
 /// Consumes until `shutdown` turns true, reconnecting after failures.
 pub async fn consume_forever(
@@ -130,7 +133,8 @@ async fn consume(
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     let p = pipeline.clone();
-                    inflight.spawn(async move { handle(&p, delivery, limit).await });
+                    let stop = shutdown.clone();
+                    inflight.spawn(async move { handle(&p, delivery, limit, stop).await });
                 }
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("classify consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the classify consumer")),
@@ -193,7 +197,12 @@ fn previous_deliveries(delivery: &Delivery) -> u32 {
     }
 }
 
-async fn handle(pipeline: &Pipeline, delivery: Delivery, limit: u32) {
+async fn handle(
+    pipeline: &Pipeline,
+    delivery: Delivery,
+    limit: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let msg: ClassifyTask = match decode(&delivery.data) {
         Ok(m) => m,
         Err(e) => {
@@ -204,15 +213,24 @@ async fn handle(pipeline: &Pipeline, delivery: Delivery, limit: u32) {
         }
     };
     let previous = previous_deliveries(&delivery);
+    let mut waits = RETRY_WAITS_MS.iter();
     let mut attempt = 1;
     let result = loop {
         match pipeline.process(&msg).await {
-            Err(e) if e.is_transient() && attempt < LOCAL_ATTEMPTS => {
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                let Some(&wait) = waits.next() else {
+                    break Err(e);
+                };
                 pipeline.metrics.retry();
                 pipeline.metrics.failure(e.kind());
-                let wait = Duration::from_millis(500 * 4u64.pow(attempt - 1));
+                let wait = Duration::from_millis(wait);
                 tracing::warn!(task = %msg.task_id, error = %e, attempt, retry_in = ?wait, "transient failure; retrying");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Shutting down: hand the message back now rather than
+                    // hold the exit for the rest of the back-off.
+                    _ = shutdown.changed() => break Err(e),
+                }
                 attempt += 1;
             }
             other => break other,

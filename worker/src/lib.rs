@@ -82,6 +82,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         max_file_bytes: config.max_file_bytes,
         worker_name: name.clone(),
         metrics,
+        max_interruptions: config.queues.delivery_limit.max(1),
     });
     tracing::info!(worker = %name, cpu_threads = threads, "worker started");
     consumer::consume_forever(pipeline, &config, &mut shutdown).await;

@@ -3,24 +3,12 @@
 //! tasks in flight commit and acknowledge, and exits 0.
 
 use anyhow::Context;
-use birdsong_common::{Config, telemetry};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use birdsong_common::{Config, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("invalid configuration")?;
     telemetry::init(&config.log_filter, config.log_format);
-    let (stop, stopped) = watch::channel(false);
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("stop requested");
-        let _ = stop.send(true);
-    });
+    let stopped = shutdown::on_signal("stop requested").context("installing signal handlers")?;
     birdsong_worker::run(config, stopped).await
 }

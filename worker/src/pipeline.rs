@@ -65,6 +65,9 @@ pub struct Pipeline {
     pub max_file_bytes: u64,
     pub worker_name: String,
     pub metrics: Arc<Metrics>,
+    /// Interruptions after which a task is failed rather than retried (the
+    /// queue's delivery limit).
+    pub max_interruptions: u32,
 }
 
 struct TaskState {
@@ -107,16 +110,62 @@ impl Pipeline {
             "awaiting_model" if model.is_none() => return Ok(Outcome::AlreadyFinished),
             _ => {}
         }
-        sqlx::query(
+        // A task found `processing` was cut off mid-way by an earlier
+        // delivery (transient failures hand it back as `queued`).
+        let interruptions: Option<i32> = sqlx::query_scalar(
             "UPDATE tasks SET status = 'processing', attempts = attempts + 1,
+                    interruptions = interruptions + (status = 'processing')::int,
                     started_at = coalesce(started_at, now()), worker = $2, updated_at = now()
-             WHERE id = $1 AND status IN ('queued', 'processing', 'awaiting_model')",
+             WHERE id = $1 AND status IN ('queued', 'processing', 'awaiting_model')
+             RETURNING interruptions",
         )
         .bind(msg.task_id)
         .bind(&self.worker_name)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        let Some(interruptions) = interruptions else {
+            return Ok(Outcome::AlreadyFinished);
+        };
+        if u32::try_from(interruptions).unwrap_or(0) >= self.max_interruptions {
+            let reason = format!(
+                "processing was interrupted {interruptions} times without finishing \
+                 (the worker was killed, crashed or lost its services while on this recording); \
+                 gave up so that the job can finish"
+            );
+            self.finish_failed(msg.task_id, "interrupted", &reason)
+                .await?;
+            self.metrics.file_failed("interrupted");
+            return Ok(Outcome::Failed {
+                kind: "interrupted".into(),
+                reason,
+            });
+        }
+        match self.run_claimed(msg, &task, model, started).await {
+            Err(e) if e.is_transient() => {
+                // Hand the task back so the next delivery does not count
+                // this as an interruption. Best effort: if the database is
+                // what failed, it counts as one.
+                let _ = sqlx::query(
+                    "UPDATE tasks SET status = 'queued', updated_at = now()
+                     WHERE id = $1 AND status = 'processing'",
+                )
+                .bind(msg.task_id)
+                .execute(&self.pool)
+                .await;
+                Err(e)
+            }
+            other => other,
+        }
+    }
 
+    /// Steps 2 to 4 for a task this worker has claimed.
+    async fn run_claimed(
+        &self,
+        msg: &ClassifyTask,
+        task: &TaskState,
+        model: Option<Arc<LoadedModel>>,
+        started: Instant,
+    ) -> Result<Outcome, TaskError> {
         // The same recording classified by the same model for another job:
         // nothing to compute.
         if let Some(m) = &model {
@@ -136,7 +185,7 @@ impl Pipeline {
             }
         }
 
-        let windows = match self.windows(&task).await {
+        let windows = match self.windows(task).await {
             Ok(w) => w,
             Err(TaskError::Permanent { kind, message }) => {
                 self.finish_failed(msg.task_id, kind, &message).await?;

@@ -162,7 +162,8 @@ async fn duplicate_deliveries_and_malformed_messages_change_nothing() {
         .publish(&env.config.queues.classify, &msg)
         .await
         .unwrap();
-    // Poison: not JSON, wrong schema, a task that does not exist.
+    // Poison: not JSON, wrong schema, over the size limit, a task that does
+    // not exist.
     let q = &env.config.queues.classify;
     publisher
         .publish_raw("", q, b"{not json", true)
@@ -170,6 +171,14 @@ async fn duplicate_deliveries_and_malformed_messages_change_nothing() {
         .unwrap();
     publisher
         .publish_raw("", q, br#"{"schema":99,"task_id":"x"}"#, true)
+        .await
+        .unwrap();
+    let oversized = format!(
+        r#"{{"schema":1,"padding":"{}"}}"#,
+        "x".repeat(birdsong_common::messages::MAX_MESSAGE_BYTES)
+    );
+    publisher
+        .publish_raw("", q, oversized.as_bytes(), true)
         .await
         .unwrap();
     let ghost =
@@ -191,15 +200,15 @@ async fn duplicate_deliveries_and_malformed_messages_change_nothing() {
         {
             dead_letters += 1;
         }
-        if dead_letters >= 3 {
+        if dead_letters >= 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     worker.shutdown().await;
     assert_eq!(
-        dead_letters, 3,
-        "the three poison messages are dead-lettered"
+        dead_letters, 4,
+        "the four poison messages are dead-lettered"
     );
 
     let (detections, summaries, features) = result_rows(&env, &sha).await;
@@ -275,6 +284,55 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
             .await
             .unwrap();
     assert_eq!(done, 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_being_cut_off_fails_with_a_reason_instead_of_vanishing() {
+    let env = TestEnv::start().await.expect("test environment");
+    let limit = env.config.queues.delivery_limit as i32;
+    let job = new_job(&env).await;
+    let (cut_off, _) = submit(&env, job, "cursed.wav", synthetic_wav(0, 6.0, 41)).await;
+    let (once, _) = submit(&env, job, "unlucky.wav", synthetic_wav(1, 6.0, 42)).await;
+    // What earlier deliveries that were killed mid-task leave behind: the
+    // task still `processing`. One has been cut off limit - 1 times before,
+    // the other never.
+    sqlx::query("UPDATE tasks SET status = 'processing', interruptions = $2 WHERE id = $1")
+        .bind(cut_off)
+        .bind(limit - 1)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tasks SET status = 'processing' WHERE id = $1")
+        .bind(once)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+
+    let worker = start_worker(&env);
+    wait_for_job(&env, job, LIMIT).await;
+    worker.shutdown().await;
+
+    let row = |id| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>, Option<String>, i32)>(
+                "SELECT status, error_kind, error, interruptions FROM tasks WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (status, kind, error, n) = row(cut_off).await;
+    eprintln!("after {n} interruptions: {status}: {error:?}");
+    assert_eq!(
+        (status.as_str(), kind.as_deref(), n),
+        ("failed", Some("interrupted"), limit)
+    );
+    assert!(error.unwrap_or_default().contains("interrupted"));
+    let (status, _, error, n) = row(once).await;
+    assert_eq!((status.as_str(), n), ("awaiting_model", 1), "{error:?}");
 }
 
 /// SIGTERM and wait: the graceful path, which must exit 0.

@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use birdsong_common::jobs::{self, JobSource, NewFile};
 use birdsong_common::queue::Publisher;
-use birdsong_common::store::model_key;
-use birdsong_model::{Recording, TrainConfig};
 use birdsong_testkit::TestEnv;
-use birdsong_testkit::audio::synthetic_wav;
 use bytes::Bytes;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -75,8 +72,12 @@ pub struct InProcessWorker {
 }
 
 pub fn start_worker(env: &TestEnv) -> InProcessWorker {
+    start_worker_with(env.config.clone())
+}
+
+/// A worker with its own configuration (e.g. pointed at a fault proxy).
+pub fn start_worker_with(config: birdsong_common::Config) -> InProcessWorker {
     let (stop, stopped) = watch::channel(false);
-    let config = env.config.clone();
     let handle = tokio::spawn(birdsong_worker::run(config, stopped));
     InProcessWorker { stop, handle }
 }
@@ -135,62 +136,9 @@ pub fn expected_windows(seconds: f64) -> i64 {
 /// Trains a small model on synthetic species 0..classes, stores its
 /// artifact under `models/<version>/` and promotes it, as the retrainer does.
 pub async fn publish_model(env: &TestEnv, version: &str, classes: usize) {
-    let recordings: Vec<Recording> = tokio::task::spawn_blocking(move || {
-        let cfg = birdsong_audio::WindowConfig::default();
-        (0..classes)
-            .flat_map(|species| (0..4).map(move |seed| (species, seed)))
-            .map(|(species, seed)| {
-                let wav = synthetic_wav(species, 10.0, 1000 + seed as u64);
-                let analysis = birdsong_audio::analyze_bytes(wav, &cfg).unwrap();
-                Recording {
-                    id: format!("s{species}-{seed}"),
-                    label: format!("species-{species}"),
-                    windows: analysis.windows.iter().map(|w| w.features).collect(),
-                }
-            })
-            .collect()
-    })
-    .await
-    .unwrap();
-    let trained = tokio::task::spawn_blocking(move || {
-        let config = TrainConfig {
-            epochs: 40,
-            seed: 1,
-            ..TrainConfig::default()
-        };
-        birdsong_model::train(&recordings, None, &config, |_| {}).unwrap()
-    })
-    .await
-    .unwrap();
-    let mut artifact = trained.artifact;
-    artifact.set_version(version);
-    for (name, bytes) in artifact.to_files().unwrap() {
-        env.store
-            .put(&model_key(version, name), Bytes::from(bytes))
-            .await
-            .unwrap();
-    }
-    let meta = artifact.meta();
-    let mut tx = env.pool.begin().await.unwrap();
-    sqlx::query("UPDATE model_versions SET status = 'retired' WHERE status = 'promoted'")
-        .execute(&mut *tx)
+    birdsong_testkit::models::publish_model(env, version, classes)
         .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO model_versions (version, object_prefix, architecture, feature_version, input_size, classes, checksum, status, promoted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'promoted', now())",
-    )
-    .bind(version)
-    .bind(format!("models/{version}/"))
-    .bind(&meta.architecture)
-    .bind(&meta.feature_version)
-    .bind(meta.input_size as i32)
-    .bind(serde_json::to_value(&meta.classes).unwrap())
-    .bind(&meta.weights_sha256)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+        .expect("publishing a model");
 }
 
 /// Rows a recording has: (detections, file summaries, window features).
