@@ -1,0 +1,138 @@
+//! Consuming the `retrain` queue.
+//!
+//! Prefetch 1 and manual acknowledgement: a request is acknowledged only
+//! once its run has a final status, so a retrainer that dies mid-run leaves
+//! the message to be redelivered. The redelivery is harmless: by then the
+//! run is marked failed (see [`crate::lock`]) and a run that is no longer
+//! `requested` is acknowledged without doing anything. Training a second
+//! time on a crash would repeat whatever killed the first attempt.
+//!
+//! | outcome | disposition |
+//! |---|---|
+//! | run finished (succeeded, failed, skipped), already handled, unknown | ack |
+//! | malformed message | reject → dead-letter queue, reason logged |
+//! | the run's row could not be finalised (database down) | requeue |
+//!
+//! A SIGTERM lets the current run finish, then stops. Losing the broker
+//! reconnects with back-off.
+
+use std::time::Duration;
+
+use birdsong_common::messages::{RetrainRequest, decode};
+use birdsong_common::queue::{self, Publisher};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::watch;
+
+use crate::run::{Handled, Retrainer};
+
+/// Consumes until `shutdown` turns true, reconnecting after failures.
+pub async fn consume_forever(retrainer: &Retrainer, shutdown: &mut watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match consume(retrainer, shutdown, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost the broker; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
+async fn consume(
+    retrainer: &Retrainer,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> anyhow::Result<()> {
+    let q = &retrainer.config.queues;
+    let name = format!("retrainer-{}", std::process::id());
+    let conn = queue::connect(&q.amqp_url, &name).await?;
+    let channel = conn.create_channel().await?;
+    queue::declare_topology(&channel, q).await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let publisher = Publisher::new(&conn).await?;
+    let mut consumer = channel
+        .basic_consume(
+            q.retrain.as_str().into(),
+            name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %q.retrain, "consuming retrain requests");
+    *backoff = Duration::from_millis(500);
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.changed() => break,
+            d = consumer.next() => d,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(anyhow::Error::new(e).context("retrain consumer failed")),
+            None => return Err(anyhow::anyhow!("the broker cancelled the retrain consumer")),
+        };
+        let request: RetrainRequest = match decode(&delivery.data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(reason = %e, "malformed retrain request; dead-lettering it");
+                settle(
+                    delivery
+                        .acker
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await,
+                );
+                continue;
+            }
+        };
+        match retrainer.handle(&publisher, &request).await {
+            Ok(handled) => {
+                if let Handled::Finished(status) = &handled {
+                    tracing::info!(run = %request.run_id, %status, "retrain request done");
+                }
+                settle(delivery.acker.ack(BasicAckOptions::default()).await);
+            }
+            Err(e) => {
+                tracing::error!(run = %request.run_id, error = %e, "could not finish the run; handing the request back");
+                settle(
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await,
+                );
+                // Give the failing service a moment before the redelivery.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+    }
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
+    let _ = conn.close(200, "retrainer shutting down".into()).await;
+    Ok(())
+}
+
+fn settle(result: Result<bool, lapin::Error>) {
+    if let Err(e) = result {
+        // The channel is gone; the broker redelivers, and a run that is no
+        // longer `requested` is acknowledged without being run again.
+        tracing::warn!(error = %e, "could not settle a retrain request");
+    }
+}

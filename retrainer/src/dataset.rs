@@ -1,0 +1,200 @@
+//! The training data: every labelled recording, as window features.
+//!
+//! Workers store the window features of every recording they analyse, so
+//! training normally reads PostgreSQL only. A labelled recording that no
+//! worker has analysed yet (labelled at ingest, still queued, or analysed
+//! with another window setting) is fetched and analysed here, and its
+//! features are stored the way a worker stores them, so that neither the
+//! next run nor a later classification decodes it again.
+
+use std::collections::HashMap;
+
+use birdsong_audio::{FEATURE_VERSION, FeatureVector, WindowConfig};
+use birdsong_common::store::{ObjectStore, audio_key};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use crate::error::{RetrainError, db, store};
+
+/// Rows per multi-row INSERT (95 floats each; well under PostgreSQL's
+/// 65 535 bind parameters).
+const ROWS_PER_INSERT: usize = 500;
+
+/// One labelled recording and its windows.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub sha256: String,
+    pub label: String,
+    pub windows: Vec<FeatureVector>,
+}
+
+/// A labelled recording left out of training, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unusable {
+    pub sha256: String,
+    pub reason: String,
+}
+
+/// The labels, before any feature is read: enough to tell whether a run
+/// would see anything new.
+pub async fn labels(pool: &PgPool) -> Result<Vec<(String, String)>, RetrainError> {
+    sqlx::query_as("SELECT file_sha256, species FROM current_labels ORDER BY file_sha256")
+        .fetch_all(pool)
+        .await
+        .map_err(db("reading the labels"))
+}
+
+/// A fingerprint of what a run trains on: labels, feature version and
+/// windowing. Two runs with the same fingerprint and parameters would
+/// train on identical data.
+pub fn fingerprint(labels: &[(String, String)], window: &WindowConfig) -> String {
+    let mut h = Sha256::new();
+    h.update(FEATURE_VERSION.as_bytes());
+    h.update(format!("|{}|{}\n", window.length_s, window.hop_s).as_bytes());
+    for (sha, label) in labels {
+        h.update(sha.as_bytes());
+        h.update(b"\t");
+        h.update(label.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Reads the stored features of every labelled recording, analysing those
+/// that have none. Returns the recordings (in content-hash order), how many
+/// were decoded here, and those that could not be used.
+pub async fn load(
+    pool: &PgPool,
+    objects: &ObjectStore,
+    window: &WindowConfig,
+    labels: &[(String, String)],
+    mut on_decode: impl FnMut(usize, usize),
+) -> Result<(Vec<Labelled>, usize, Vec<Unusable>), RetrainError> {
+    let hashes: Vec<&str> = labels.iter().map(|(s, _)| s.as_str()).collect();
+    let rows: Vec<(String, Vec<f32>)> = sqlx::query_as(
+        "SELECT file_sha256, features FROM window_features
+         WHERE feature_version = $1 AND window_s = $2 AND hop_s = $3 AND file_sha256 = ANY($4)
+         ORDER BY file_sha256, window_index",
+    )
+    .bind(FEATURE_VERSION)
+    .bind(window.length_s as f32)
+    .bind(window.hop_s as f32)
+    .bind(&hashes)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading stored window features"))?;
+    let mut stored: HashMap<String, Vec<FeatureVector>> = HashMap::new();
+    let mut unusable = Vec::new();
+    let mut bad: HashMap<String, String> = HashMap::new();
+    for (sha, features) in rows {
+        match FeatureVector::try_from(features) {
+            Ok(v) => stored.entry(sha).or_default().push(v),
+            Err(f) => {
+                bad.insert(
+                    sha,
+                    format!(
+                        "a stored window has {} features, expected {}",
+                        f.len(),
+                        birdsong_audio::FEATURE_COUNT
+                    ),
+                );
+            }
+        }
+    }
+    let missing: Vec<&(String, String)> = labels
+        .iter()
+        .filter(|(sha, _)| !stored.contains_key(sha) && !bad.contains_key(sha))
+        .collect();
+    let mut decoded = 0;
+    for (i, (sha, _)) in missing.iter().enumerate() {
+        on_decode(i, missing.len());
+        match analyse(pool, objects, window, sha).await {
+            Ok(windows) if windows.is_empty() => {
+                bad.insert(sha.clone(), "the recording produced no window".into());
+            }
+            Ok(windows) => {
+                decoded += 1;
+                stored.insert(sha.clone(), windows);
+            }
+            Err(Analysis::Unusable(reason)) => {
+                bad.insert(sha.clone(), reason);
+            }
+            Err(Analysis::Failed(e)) => return Err(e),
+        }
+    }
+    let mut out = Vec::with_capacity(labels.len());
+    for (sha, label) in labels {
+        if let Some(reason) = bad.remove(sha) {
+            tracing::warn!(recording = %sha, %reason, "labelled recording left out of training");
+            unusable.push(Unusable {
+                sha256: sha.clone(),
+                reason,
+            });
+        } else if let Some(windows) = stored.remove(sha) {
+            out.push(Labelled {
+                sha256: sha.clone(),
+                label: label.clone(),
+                windows,
+            });
+        }
+    }
+    Ok((out, decoded, unusable))
+}
+
+enum Analysis {
+    /// The recording itself is the problem; train without it.
+    Unusable(String),
+    /// A service failed; the run fails.
+    Failed(RetrainError),
+}
+
+/// Fetches, analyses and stores the features of one recording.
+async fn analyse(
+    pool: &PgPool,
+    objects: &ObjectStore,
+    window: &WindowConfig,
+    sha: &str,
+) -> Result<Vec<FeatureVector>, Analysis> {
+    let bytes = objects
+        .get(&audio_key(sha))
+        .await
+        .map_err(|e| Analysis::Failed(store(format!("fetching recording {sha}"))(e)))?;
+    let cfg = window.clone();
+    let analysis = tokio::task::spawn_blocking(move || {
+        birdsong_audio::analyze_reader(std::io::Cursor::new(bytes), &cfg)
+    })
+    .await
+    .map_err(|e| Analysis::Failed(RetrainError::Internal(format!("analysis panicked: {e}"))))?
+    .map_err(|e| Analysis::Unusable(format!("cannot analyse the recording: {e}")))?;
+    // One transaction: a reader must never find half of a recording's windows.
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| Analysis::Failed(db("storing window features")(e)))?;
+    for (chunk_no, chunk) in analysis.windows.chunks(ROWS_PER_INSERT).enumerate() {
+        let base = chunk_no * ROWS_PER_INSERT;
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO window_features (file_sha256, feature_version, window_s, hop_s, window_index, start_s, end_s, features) ",
+        );
+        q.push_values(chunk.iter().enumerate(), |mut row, (i, w)| {
+            row.push_bind(sha)
+                .push_bind(FEATURE_VERSION)
+                .push_bind(window.length_s as f32)
+                .push_bind(window.hop_s as f32)
+                .push_bind((base + i) as i32)
+                .push_bind(w.start_s)
+                .push_bind(w.end_s)
+                .push_bind(w.features.to_vec());
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Analysis::Failed(db("storing window features")(e)))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| Analysis::Failed(db("committing window features")(e)))?;
+    Ok(analysis.windows.iter().map(|w| w.features).collect())
+}

@@ -1,0 +1,43 @@
+//! Why a retrain run failed.
+//!
+//! Every failure ends up as text in `retrain_runs.error`, read by whoever
+//! asked for the run, so each variant says what to do about it: fix the
+//! parameters, label more recordings, or look at a service.
+
+use birdsong_common::registry::RegistryError;
+use birdsong_common::store::StoreError;
+
+/// A run that could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    /// The request's parameters are unusable; nothing was trained.
+    #[error("invalid parameters: {0}")]
+    Params(String),
+    /// The labelled data cannot make a model.
+    #[error("not enough data: {0}")]
+    Data(String),
+    #[error("database error while {doing}: {source}")]
+    Db {
+        doing: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("object store error while {doing}: {source}")]
+    Store { doing: String, source: StoreError },
+    #[error("training failed: {0}")]
+    Model(#[from] birdsong_model::ModelError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Maps a database error to [`RetrainError::Db`] with what was being done.
+pub(crate) fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> RetrainError {
+    move |source| RetrainError::Db { doing, source }
+}
+
+/// Maps an object store error to [`RetrainError::Store`].
+pub(crate) fn store(doing: impl Into<String>) -> impl FnOnce(StoreError) -> RetrainError {
+    let doing = doing.into();
+    move |source| RetrainError::Store { doing, source }
+}

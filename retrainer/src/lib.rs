@@ -1,0 +1,84 @@
+//! `birdsong-retrainer`: learns the user's species from the user's labels.
+//!
+//! The retrainer consumes retrain requests, trains a new model on every
+//! labelled recording (from the window features the workers stored),
+//! compares it with the promoted model on a holdout that stays the same
+//! from run to run, and promotes it only if it is better (or if the request
+//! forces it). The registry operations themselves (promotion, requests,
+//! reclassification) live in `birdsong_common::registry`, shared with the
+//! API; this crate decides *when* to use them.
+//!
+//! * [`consumer`]: the queue loop, dispositions, reconnection, shutdown.
+//! * [`run`]: one run, step by step, and the promotion decision.
+//! * [`dataset`]: labelled recordings and their features.
+//! * [`split`]: the stable train / validation / holdout split.
+//! * [`gate`]: scores on the holdout and the metric that decides.
+//! * [`params`]: the hyper-parameters a request may set.
+//! * [`lock`]: one training at a time across processes.
+//! * [`progress`]: the run row as a live progress report.
+
+pub mod consumer;
+pub mod dataset;
+pub mod error;
+pub mod gate;
+pub mod lock;
+pub mod params;
+pub mod progress;
+pub mod run;
+pub mod split;
+
+use std::time::Duration;
+
+use birdsong_common::store::ObjectStore;
+use birdsong_common::{Config, db};
+use tokio::sync::watch;
+
+pub use error::RetrainError;
+pub use run::Retrainer;
+
+/// Runs a retrainer until `shutdown` becomes true (a run in progress is
+/// finished first). Waits for PostgreSQL and the object store if they are
+/// not reachable yet.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(500);
+    let pool = loop {
+        match db::prepare(&config.database).await {
+            Ok(pool) => break pool,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "PostgreSQL is not ready");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    };
+    let objects = ObjectStore::new(&config.s3);
+    loop {
+        match objects.ensure_bucket().await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "the object store is not ready");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+    match lock::recover(&config.database.url).await {
+        Ok(n) if n > 0 => tracing::warn!(runs = n, "runs of a stopped retrainer marked failed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for abandoned runs"),
+    }
+    let retrainer = Retrainer {
+        pool,
+        objects,
+        config,
+    };
+    consumer::consume_forever(&retrainer, &mut shutdown).await;
+    tracing::info!("retrainer stopped");
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The hyper-parameters a retrain request may set.
+//!
+//! A request's `params` object overrides the reference recipe of
+//! `birdsong-model` key by key. Anything unknown or out of range fails the
+//! run before any data is read: a typo such as `epoch` must not silently
+//! train with the default and promote the result.
+
+use birdsong_model::{ARCHITECTURES, Stopping, TrainConfig};
+use serde_json::Value;
+
+use crate::gate::GateMetric;
+
+/// Keys a request may set, with what they mean (shown in errors).
+pub const KEYS: &[(&str, &str)] = &[
+    ("epochs", "epochs to train, 1 to 100000 (default 60)"),
+    ("seed", "seed of initialisation and shuffling (default 0)"),
+    (
+        "learning_rate",
+        "Adam learning rate, > 0 and <= 1 (default 0.001)",
+    ),
+    (
+        "batch_size",
+        "windows per minibatch, 1 to 4096 (default 32)",
+    ),
+    ("l2", "L2 penalty, >= 0 (default 0.001)"),
+    (
+        "patience",
+        "early stopping on the validation split after N epochs without improvement",
+    ),
+    ("input_noise", "Gaussian input noise, 0 to 10 (default 0)"),
+    (
+        "class_weighting",
+        "balance classes in the loss (default true)",
+    ),
+    (
+        "balance_recordings",
+        "weigh every recording the same (default false)",
+    ),
+    ("architecture", "network architecture (default mlp)"),
+    (
+        "gate_metric",
+        "metric of the promotion gate (default recording_macro_f1)",
+    ),
+];
+
+/// What a run trains with and how it judges the result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunParams {
+    pub train: TrainConfig,
+    pub gate_metric: GateMetric,
+}
+
+/// Reads a request's `params` (a JSON object, or null for the defaults).
+pub fn parse(params: &Value) -> Result<RunParams, String> {
+    let mut out = RunParams {
+        train: TrainConfig::default(),
+        gate_metric: GateMetric::default(),
+    };
+    let map = match params {
+        Value::Null => return Ok(out),
+        Value::Object(map) => map,
+        _ => return Err("params must be a JSON object".into()),
+    };
+    for (key, value) in map {
+        match key.as_str() {
+            "epochs" => out.train.epochs = int(key, value, 1, 100_000)? as usize,
+            "seed" => out.train.seed = int(key, value, 0, u64::MAX)?,
+            "learning_rate" => {
+                out.train.learning_rate = float(key, value, |v| v > 0.0 && v <= 1.0)?
+            }
+            "batch_size" => out.train.batch_size = int(key, value, 1, 4096)? as usize,
+            "l2" => out.train.l2 = float(key, value, |v| v >= 0.0)?,
+            "patience" => {
+                out.train.stopping = Stopping::EarlyStopping {
+                    patience: int(key, value, 1, 100_000)? as usize,
+                }
+            }
+            "input_noise" => {
+                out.train.input_noise = float(key, value, |v| (0.0..=10.0).contains(&v))? as f32
+            }
+            "class_weighting" => out.train.class_weighting = boolean(key, value)?,
+            "balance_recordings" => out.train.balance_recordings = boolean(key, value)?,
+            "architecture" => {
+                let name = value
+                    .as_str()
+                    .ok_or_else(|| format!("{key} must be a string"))?;
+                if !ARCHITECTURES.contains(&name) {
+                    return Err(format!(
+                        "unknown architecture {name:?} (known: {})",
+                        ARCHITECTURES.join(", ")
+                    ));
+                }
+                out.train.architecture = name.to_string();
+            }
+            "gate_metric" => {
+                let name = value
+                    .as_str()
+                    .ok_or_else(|| format!("{key} must be a string"))?;
+                out.gate_metric = name.parse()?;
+            }
+            other => {
+                let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(format!(
+                    "unknown parameter {other:?} (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn int(key: &str, value: &Value, min: u64, max: u64) -> Result<u64, String> {
+    value
+        .as_u64()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| format!("{key} must be an integer from {min} to {max}, not {value}"))
+}
+
+fn float(key: &str, value: &Value, ok: impl Fn(f64) -> bool) -> Result<f64, String> {
+    value
+        .as_f64()
+        .filter(|v| v.is_finite() && ok(*v))
+        .ok_or_else(|| format!("{key} is out of range: {value}"))
+}
+
+fn boolean(key: &str, value: &Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("{key} must be true or false, not {value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_without_params() {
+        let p = parse(&Value::Null).unwrap();
+        assert_eq!(p.train, TrainConfig::default());
+        assert_eq!(p.gate_metric, GateMetric::RecordingMacroF1);
+        assert_eq!(parse(&json!({})).unwrap(), p);
+    }
+
+    #[test]
+    fn overrides_are_applied() {
+        let p = parse(
+            &json!({"epochs": 5, "seed": 7, "learning_rate": 0.01, "patience": 3,
+                              "gate_metric": "window_macro_f1"}),
+        )
+        .unwrap();
+        assert_eq!(p.train.epochs, 5);
+        assert_eq!(p.train.seed, 7);
+        assert_eq!(p.train.learning_rate, 0.01);
+        assert_eq!(p.train.stopping, Stopping::EarlyStopping { patience: 3 });
+        assert_eq!(p.gate_metric, GateMetric::WindowMacroF1);
+    }
+
+    #[test]
+    fn unknown_and_out_of_range_are_refused() {
+        let e = parse(&json!({"epoch": 5})).unwrap_err();
+        assert!(e.contains("unknown parameter \"epoch\""), "{e}");
+        assert!(parse(&json!({"epochs": 0})).is_err());
+        assert!(parse(&json!({"epochs": "5"})).is_err());
+        assert!(parse(&json!({"learning_rate": -1.0})).is_err());
+        assert!(parse(&json!({"architecture": "transformer"})).is_err());
+        assert!(parse(&json!({"gate_metric": "loss"})).is_err());
+        assert!(parse(&json!([1])).is_err());
+    }
+}

@@ -1,0 +1,656 @@
+//! One retrain run, from request to promoted (or kept) model.
+//!
+//! The order of the steps is what makes a crash harmless:
+//!
+//! 1. take the run lock (one training at a time; runs left `running` by a
+//!    dead process are marked failed);
+//! 2. read the labelled data and split it by content hash;
+//! 3. train, on a blocking thread, reporting each epoch in the run row;
+//! 4. score the new model and the promoted one on the same holdout;
+//! 5. upload the artifact (weights first, `model.json` last), then insert
+//!    its `model_versions` row as a candidate;
+//! 6. promote it through the registry if it passed the gate, and queue the
+//!    tasks that were waiting for a model.
+//!
+//! A crash before step 6 leaves at most a candidate or unreferenced
+//! objects, never a promoted version whose objects are missing, and the
+//! promoted model untouched.
+
+use std::collections::BTreeMap;
+
+use birdsong_audio::WindowConfig;
+use birdsong_common::Config;
+use birdsong_common::messages::RetrainRequest;
+use birdsong_common::queue::Publisher;
+use birdsong_common::registry;
+use birdsong_common::store::{ObjectStore, model_key};
+use birdsong_model::{
+    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, META_FILE, Recording, Stopping,
+    TrainedModel, WEIGHTS_FILE, class_list,
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::dataset::{self, Labelled};
+use crate::error::{RetrainError, db, store};
+use crate::gate::{self, Scores};
+use crate::lock::RunLock;
+use crate::params::{self, RunParams};
+use crate::progress::Progress;
+use crate::split::{self, Split};
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The run ended with this status (`succeeded`, `failed`, `skipped`).
+    Finished(String),
+    /// The run was no longer `requested` (a redelivery after a crash, or a
+    /// request handled elsewhere): nothing was done.
+    AlreadyHandled(String),
+    /// No such run row; nothing was done.
+    UnknownRun,
+}
+
+/// What a completed run produced.
+enum Outcome {
+    Skipped(String),
+    Trained,
+}
+
+/// Everything a run needs.
+#[derive(Clone)]
+pub struct Retrainer {
+    pub pool: PgPool,
+    pub objects: ObjectStore,
+    pub config: Config,
+}
+
+impl Retrainer {
+    fn window(&self) -> WindowConfig {
+        WindowConfig {
+            length_s: self.config.worker.window_seconds,
+            hop_s: self.config.worker.hop_seconds,
+            ..WindowConfig::default()
+        }
+    }
+
+    /// Runs the request under the run lock. An error means the run's row
+    /// could not be brought to a final status (a service is down): the
+    /// request should be retried later.
+    pub async fn handle(
+        &self,
+        publisher: &Publisher,
+        req: &RetrainRequest,
+    ) -> Result<Handled, RetrainError> {
+        let mut lock = RunLock::acquire(&self.config.database.url).await?;
+        let result = self.handle_locked(&mut lock, publisher, req).await;
+        lock.release().await;
+        result
+    }
+
+    async fn handle_locked(
+        &self,
+        lock: &mut RunLock,
+        publisher: &Publisher,
+        req: &RetrainRequest,
+    ) -> Result<Handled, RetrainError> {
+        lock.fail_stale_runs().await?;
+        let row: Option<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT status, requested_at FROM retrain_runs WHERE id = $1")
+                .bind(req.run_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading the run"))?;
+        let Some((status, requested_at)) = row else {
+            tracing::warn!(run = %req.run_id, "retrain request names no run row; ignoring it");
+            return Ok(Handled::UnknownRun);
+        };
+        if status != "requested" {
+            tracing::info!(run = %req.run_id, %status, "run already handled; ignoring the request");
+            return Ok(Handled::AlreadyHandled(status));
+        }
+        sqlx::query(
+            "UPDATE retrain_runs SET status = 'running', started_at = now(),
+                    progress = '{\"stage\": \"starting\"}'
+             WHERE id = $1",
+        )
+        .bind(req.run_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("starting the run"))?;
+        tracing::info!(run = %req.run_id, trigger = ?req.trigger, "retrain run started");
+
+        let (progress, writer) = Progress::start(self.pool.clone(), req.run_id);
+        let outcome = self.execute(req, requested_at, publisher, &progress).await;
+        writer.finish(progress).await;
+        let (status, error, stage) = match &outcome {
+            Ok(Outcome::Trained) => ("succeeded", None, "done".to_string()),
+            Ok(Outcome::Skipped(reason)) => ("skipped", Some(reason.clone()), "skipped".into()),
+            Err(e) => ("failed", Some(e.to_string()), "failed".into()),
+        };
+        match &outcome {
+            Ok(Outcome::Trained) => tracing::info!(run = %req.run_id, "retrain run succeeded"),
+            Ok(Outcome::Skipped(reason)) => {
+                tracing::info!(run = %req.run_id, %reason, "retrain run skipped")
+            }
+            Err(e) => tracing::error!(run = %req.run_id, error = %e, "retrain run failed"),
+        }
+        sqlx::query(
+            "UPDATE retrain_runs
+             SET status = $2, error = $3, finished_at = now(),
+                 progress = coalesce(progress, '{}'::jsonb) || jsonb_build_object('stage', $4::text)
+             WHERE id = $1",
+        )
+        .bind(req.run_id)
+        .bind(status)
+        .bind(error)
+        .bind(stage)
+        .execute(&self.pool)
+        .await
+        .map_err(db("finishing the run"))?;
+        Ok(Handled::Finished(status.to_string()))
+    }
+
+    async fn execute(
+        &self,
+        req: &RetrainRequest,
+        requested_at: DateTime<Utc>,
+        publisher: &Publisher,
+        progress: &Progress,
+    ) -> Result<Outcome, RetrainError> {
+        let run = req.run_id;
+        let params = params::parse(&req.params).map_err(RetrainError::Params)?;
+        let window = self.window();
+
+        let labels = dataset::labels(&self.pool).await?;
+        let fingerprint = dataset::fingerprint(&labels, &window);
+        if let Some(other) = self
+            .covered_by(run, &fingerprint, req, requested_at)
+            .await?
+        {
+            return Ok(Outcome::Skipped(format!(
+                "run {other} started after this request and trained on the same labelled data \
+                 with the same parameters"
+            )));
+        }
+
+        progress.report(json!({"stage": "loading data", "labelled_recordings": labels.len()}));
+        let p = progress.clone();
+        let (recordings, decoded, unusable) =
+            dataset::load(&self.pool, &self.objects, &window, &labels, |i, n| {
+                p.report(json!({"stage": "decoding", "done": i, "of": n}));
+            })
+            .await?;
+
+        let pairs: Vec<(&str, &str)> = recordings
+            .iter()
+            .map(|r| (r.sha256.as_str(), r.label.as_str()))
+            .collect();
+        let splits = split::assign(&pairs);
+        let mut sets: BTreeMap<Split, Vec<Recording>> = BTreeMap::new();
+        for (r, s) in recordings.iter().zip(&splits) {
+            sets.entry(*s).or_default().push(to_recording(r));
+        }
+        let train_set = sets.remove(&Split::Train).unwrap_or_default();
+        let validation = sets.remove(&Split::Validation).unwrap_or_default();
+        let holdout = sets.remove(&Split::Holdout).unwrap_or_default();
+
+        let summary = data_summary(&recordings, &splits, &fingerprint, decoded, &unusable);
+        sqlx::query("UPDATE retrain_runs SET data_summary = $2 WHERE id = $1")
+            .bind(run)
+            .bind(&summary)
+            .execute(&self.pool)
+            .await
+            .map_err(db("recording the data summary"))?;
+
+        let classes = class_list(&train_set);
+        if classes.len() < 2 {
+            return Err(RetrainError::Data(format!(
+                "a model needs labelled recordings of at least 2 species; there are {} \
+                 ({} usable labelled recordings)",
+                classes.len(),
+                recordings.len()
+            )));
+        }
+        let train_windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
+        if train_windows == 0 {
+            return Err(RetrainError::Data("no training windows".into()));
+        }
+        if matches!(params.train.stopping, Stopping::EarlyStopping { .. }) && validation.is_empty()
+        {
+            return Err(RetrainError::Params(
+                "patience (early stopping) needs validation recordings, and there are none".into(),
+            ));
+        }
+
+        let trained = self
+            .train(params.clone(), train_set, validation.clone(), progress)
+            .await?;
+        progress.report(json!({"stage": "evaluating", "holdout_recordings": holdout.len()}));
+        let current = self.current_model().await?;
+        let holdout_for_eval = holdout.clone();
+        let (mut artifact, new_scores, current_scores) = {
+            let current = current.clone();
+            tokio::task::spawn_blocking(move || {
+                evaluate(trained, current, &holdout_for_eval, &validation)
+            })
+            .await
+            .map_err(|e| RetrainError::Internal(format!("evaluation panicked: {e}")))??
+        };
+
+        let decision = decide(
+            &params,
+            req.force_promote,
+            new_scores.as_ref(),
+            current.as_ref().map(|c| c.version.as_str()),
+            current_scores.as_ref(),
+        );
+
+        progress.report(json!({"stage": "publishing"}));
+        let version = self.next_version().await?;
+        artifact.set_version(version.clone());
+        let metrics = json!({
+            "gate_metric": params.gate_metric.name(),
+            "holdout": new_scores,
+            "evaluation": artifact.meta().metrics,
+        });
+        self.upload(&version, &artifact).await?;
+        let meta = artifact.meta();
+        sqlx::query(
+            "INSERT INTO model_versions (version, object_prefix, architecture, feature_version,
+                                         input_size, classes, metrics, checksum, status_reason,
+                                         retrain_run_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&version)
+        .bind(format!("models/{version}/"))
+        .bind(&meta.architecture)
+        .bind(&meta.feature_version)
+        .bind(i32::try_from(meta.input_size).unwrap_or(i32::MAX))
+        .bind(json!(meta.classes))
+        .bind(&metrics)
+        .bind(&meta.weights_sha256)
+        .bind(&decision.reason)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(db("registering the model version"))?;
+
+        let run_metrics = json!({
+            "gate_metric": params.gate_metric.name(),
+            "new": new_scores,
+            "current": current.as_ref().map(|c| json!({
+                "version": c.version,
+                "scores": current_scores,
+                "load_error": c.load_error,
+            })),
+            "decision": decision.reason,
+            "final_loss": artifact.meta().history.last().map(|h| h.loss),
+            "epochs": artifact.meta().history.len(),
+        });
+        sqlx::query(
+            "UPDATE retrain_runs SET model_version = $2, metrics = $3, promoted = false WHERE id = $1",
+        )
+        .bind(run)
+        .bind(&version)
+        .bind(&run_metrics)
+        .execute(&self.pool)
+        .await
+        .map_err(db("recording the run's model"))?;
+
+        if decision.promote {
+            let q = &self.config.queues;
+            let promotion = registry::promote(
+                &self.pool,
+                publisher,
+                &q.model_exchange,
+                &version,
+                &decision.reason,
+            )
+            .await?;
+            sqlx::query("UPDATE retrain_runs SET promoted = true WHERE id = $1")
+                .bind(run)
+                .execute(&self.pool)
+                .await
+                .map_err(db("recording the promotion"))?;
+            let requeued = registry::requeue_awaiting(&self.pool, publisher, &q.classify).await?;
+            tracing::info!(%version, previous = ?promotion.previous, requeued, reason = %decision.reason, "promoted");
+        } else {
+            tracing::info!(%version, reason = %decision.reason, "kept as a candidate");
+        }
+        Ok(Outcome::Trained)
+    }
+
+    /// A run that started after this request was made and trained on the
+    /// same data with the same parameters makes this one redundant.
+    async fn covered_by(
+        &self,
+        run: Uuid,
+        fingerprint: &str,
+        req: &RetrainRequest,
+        requested_at: DateTime<Utc>,
+    ) -> Result<Option<Uuid>, RetrainError> {
+        let params = if req.params.is_null() {
+            json!({})
+        } else {
+            req.params.clone()
+        };
+        sqlx::query_scalar(
+            "SELECT id FROM retrain_runs
+             WHERE id <> $1 AND status = 'succeeded' AND started_at > $2
+               AND data_summary->>'fingerprint' = $3 AND params = $4 AND force_promote = $5
+             ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(run)
+        .bind(requested_at)
+        .bind(fingerprint)
+        .bind(&params)
+        .bind(req.force_promote)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking for an equivalent run"))
+    }
+
+    async fn train(
+        &self,
+        params: RunParams,
+        train_set: Vec<Recording>,
+        validation: Vec<Recording>,
+        progress: &Progress,
+    ) -> Result<TrainedModel, RetrainError> {
+        let p = progress.clone();
+        p.report(json!({"stage": "training", "epoch": 0, "epochs": params.train.epochs}));
+        tokio::task::spawn_blocking(move || {
+            let validation = (!validation.is_empty()).then_some(validation.as_slice());
+            birdsong_model::train(&train_set, validation, &params.train, |e| {
+                p.report(json!({
+                    "stage": "training",
+                    "epoch": e.epoch,
+                    "epochs": e.epochs,
+                    "loss": e.loss,
+                    "validation_loss": e.validation_loss,
+                    "validation_accuracy": e.validation_accuracy,
+                }));
+            })
+        })
+        .await
+        .map_err(|e| RetrainError::Internal(format!("training panicked: {e}")))?
+        .map_err(RetrainError::from)
+    }
+
+    /// The promoted model, loaded from the object store if possible.
+    async fn current_model(&self) -> Result<Option<CurrentModel>, RetrainError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT version, object_prefix FROM model_versions WHERE status = 'promoted'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading the promoted model"))?;
+        let Some((version, prefix)) = row else {
+            return Ok(None);
+        };
+        let load = async {
+            let weights = self
+                .objects
+                .get(&format!("{prefix}{WEIGHTS_FILE}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let meta = self
+                .objects
+                .get(&format!("{prefix}{META_FILE}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Artifact::from_files(&weights, &meta, FEATURE_VERSION, FEATURE_COUNT)
+                .map_err(|e| e.to_string())
+        };
+        Ok(Some(match load.await {
+            Ok(artifact) => CurrentModel {
+                version,
+                artifact: Some(artifact),
+                load_error: None,
+            },
+            Err(e) => {
+                tracing::warn!(%version, error = %e, "cannot load the promoted model to compare with");
+                CurrentModel {
+                    version,
+                    artifact: None,
+                    load_error: Some(e),
+                }
+            }
+        }))
+    }
+
+    /// `v<N>`, one more than the largest such version. Only the lock holder
+    /// creates versions, so this cannot race with another run; the primary
+    /// key refuses a duplicate made by hand.
+    async fn next_version(&self) -> Result<String, RetrainError> {
+        let last: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(substring(version FROM 2)::bigint), 0) FROM model_versions
+             WHERE version ~ '^v[0-9]{1,18}$'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("choosing a version name"))?;
+        Ok(format!("v{}", last + 1))
+    }
+
+    /// Weights first, `model.json` last: a reader that finds the metadata
+    /// finds the weights it describes.
+    async fn upload(&self, version: &str, artifact: &Artifact) -> Result<(), RetrainError> {
+        for (name, bytes) in artifact.to_files()? {
+            self.objects
+                .put(&model_key(version, name), Bytes::from(bytes))
+                .await
+                .map_err(store(format!("uploading {name} of {version}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct CurrentModel {
+    version: String,
+    artifact: Option<Artifact>,
+    load_error: Option<String>,
+}
+
+fn to_recording(r: &Labelled) -> Recording {
+    Recording {
+        id: r.sha256.clone(),
+        label: r.label.clone(),
+        windows: r.windows.clone(),
+    }
+}
+
+type Evaluated = (Artifact, Option<Scores>, Option<Scores>);
+
+/// Scores both models on the holdout and stores the new model's full
+/// evaluation in its artifact.
+fn evaluate(
+    trained: TrainedModel,
+    current: Option<CurrentModel>,
+    holdout: &[Recording],
+    validation: &[Recording],
+) -> Result<Evaluated, RetrainError> {
+    let TrainedModel {
+        mut artifact,
+        classifier,
+    } = trained;
+    let new_scores = gate::score(&classifier, holdout)?;
+    if !holdout.is_empty() {
+        artifact.set_metrics("holdout", birdsong_model::evaluate(&classifier, holdout)?);
+    }
+    if !validation.is_empty() {
+        artifact.set_metrics(
+            "validation",
+            birdsong_model::evaluate(&classifier, validation)?,
+        );
+    }
+    let current_scores = match current.and_then(|c| c.artifact) {
+        Some(a) => {
+            let old = Classifier::from_artifact(&a)?;
+            gate::score(&old, holdout)?
+        }
+        None => None,
+    };
+    Ok((artifact, new_scores, current_scores))
+}
+
+/// The gate's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub promote: bool,
+    pub reason: String,
+}
+
+/// Applies the promotion gate (see [`crate::gate`]).
+pub fn decide(
+    params: &RunParams,
+    force: bool,
+    new: Option<&Scores>,
+    current_version: Option<&str>,
+    current: Option<&Scores>,
+) -> Decision {
+    let metric = params.gate_metric;
+    let fmt = |s: Option<&Scores>| s.map_or("n/a".to_string(), |s| format!("{:.4}", metric.of(s)));
+    let on = new.map_or(String::new(), |s| {
+        format!(" ({} holdout recordings)", s.recordings)
+    });
+    match (current_version, new, current) {
+        _ if force => Decision {
+            promote: true,
+            reason: format!(
+                "promotion forced: {metric} {} (new) vs {} ({}){on}",
+                fmt(new),
+                fmt(current),
+                current_version.unwrap_or("no promoted model"),
+            ),
+        },
+        (None, _, _) => Decision {
+            promote: true,
+            reason: format!(
+                "first model: no version was promoted; {metric} {} on the holdout{on}",
+                fmt(new)
+            ),
+        },
+        (Some(cur), None, _) => Decision {
+            promote: false,
+            reason: format!("no holdout recordings to compare with {cur} on; kept as a candidate"),
+        },
+        (Some(cur), Some(n), None) => Decision {
+            promote: true,
+            reason: format!(
+                "{cur} could not be loaded to compare with; {metric} {} (new){on}",
+                fmt(Some(n))
+            ),
+        },
+        (Some(cur), Some(n), Some(c)) if metric.of(n) > metric.of(c) => Decision {
+            promote: true,
+            reason: format!(
+                "beat {cur} on the holdout: {metric} {} > {}{on}",
+                fmt(Some(n)),
+                fmt(Some(c))
+            ),
+        },
+        (Some(cur), Some(n), Some(c)) => Decision {
+            promote: false,
+            reason: format!(
+                "did not beat {cur} on the holdout: {metric} {} <= {}{on}",
+                fmt(Some(n)),
+                fmt(Some(c))
+            ),
+        },
+    }
+}
+
+/// Recordings and windows per split and per species, for the run row.
+fn data_summary(
+    recordings: &[Labelled],
+    splits: &[Split],
+    fingerprint: &str,
+    decoded: usize,
+    unusable: &[dataset::Unusable],
+) -> Value {
+    #[derive(Default, Clone, Copy)]
+    struct Count {
+        recordings: usize,
+        windows: usize,
+    }
+    let mut per_split: BTreeMap<&str, Count> = BTreeMap::new();
+    let mut per_class: BTreeMap<&str, BTreeMap<&str, Count>> = BTreeMap::new();
+    for (r, s) in recordings.iter().zip(splits) {
+        for c in [
+            per_split.entry(s.name()).or_default(),
+            per_class
+                .entry(r.label.as_str())
+                .or_default()
+                .entry(s.name())
+                .or_default(),
+        ] {
+            c.recordings += 1;
+            c.windows += r.windows.len();
+        }
+    }
+    let count = |c: &Count| json!({"recordings": c.recordings, "windows": c.windows});
+    json!({
+        "fingerprint": fingerprint,
+        "recordings": recordings.len(),
+        "windows": recordings.iter().map(|r| r.windows.len()).sum::<usize>(),
+        "decoded": decoded,
+        "unusable": unusable,
+        "splits": per_split.iter().map(|(k, v)| (k.to_string(), count(v))).collect::<serde_json::Map<_, _>>(),
+        "classes": per_class.iter().map(|(class, splits)| {
+            (class.to_string(), Value::Object(splits.iter().map(|(k, v)| (k.to_string(), count(v))).collect()))
+        }).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(f1: f64) -> Scores {
+        Scores {
+            recordings: 3,
+            windows: 6,
+            recording_accuracy: f1,
+            recording_macro_f1: f1,
+            window_accuracy: f1,
+            window_macro_f1: f1,
+        }
+    }
+
+    #[test]
+    fn the_gate() {
+        let p = params::parse(&Value::Null).unwrap();
+        let better = decide(
+            &p,
+            false,
+            Some(&scores(0.9)),
+            Some("v1"),
+            Some(&scores(0.8)),
+        );
+        assert!(better.promote);
+        assert!(
+            better.reason.contains("0.9000 > 0.8000"),
+            "{}",
+            better.reason
+        );
+        let tie = decide(
+            &p,
+            false,
+            Some(&scores(0.8)),
+            Some("v1"),
+            Some(&scores(0.8)),
+        );
+        assert!(!tie.promote);
+        assert!(tie.reason.contains("did not beat v1"), "{}", tie.reason);
+        let forced = decide(&p, true, Some(&scores(0.1)), Some("v1"), Some(&scores(0.8)));
+        assert!(forced.promote);
+        assert!(decide(&p, false, Some(&scores(0.1)), None, None).promote);
+        assert!(!decide(&p, false, None, Some("v1"), Some(&scores(0.8))).promote);
+    }
+}

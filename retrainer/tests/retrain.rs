@@ -1,0 +1,654 @@
+//! The retrainer against the real services: PostgreSQL, RabbitMQ, an S3
+//! server, in-process workers and the retrainer binary itself.
+//!
+//! Recordings are synthetic calls of "species" that differ in pitch, sweep
+//! and rhythm (`birdsong_testkit::audio`), ten seconds each (two windows),
+//! so that training takes a moment on two cores.
+
+use std::collections::{BTreeSet, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use birdsong_common::jobs::{self, JobSource, NewFile};
+use birdsong_common::messages::RetrainTrigger;
+use birdsong_common::queue::Publisher;
+use birdsong_common::registry;
+use birdsong_testkit::TestEnv;
+use birdsong_testkit::audio::synthetic_wav;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// Stores a synthetic recording of `species`, registers it and, if `label`,
+/// labels it. Returns its content hash.
+async fn add_recording(env: &TestEnv, species: usize, seed: u64, label: bool) -> String {
+    let wav = synthetic_wav(species, 10.0, seed);
+    let size = wav.len() as u64;
+    let (sha, _) = env.store.put_audio(Bytes::from(wav)).await.unwrap();
+    let name = format!("s{species}-{seed}.wav");
+    jobs::register_file(
+        &env.pool,
+        &NewFile {
+            sha256: &sha,
+            original_name: &name,
+            size_bytes: size,
+            site: None,
+        },
+    )
+    .await
+    .unwrap();
+    if label {
+        jobs::label(&env.pool, &sha, &format!("species-{species}"), "test")
+            .await
+            .unwrap();
+    }
+    sha
+}
+
+async fn new_job(env: &TestEnv) -> Uuid {
+    let (job, _) = jobs::open_job(&env.pool, JobSource::Api, "test", None)
+        .await
+        .unwrap();
+    jobs::close_job(&env.pool, job, Default::default())
+        .await
+        .unwrap();
+    job
+}
+
+/// Queues a classify task for a stored recording.
+async fn enqueue(env: &TestEnv, publisher: &Publisher, job: Uuid, sha: &str) -> Uuid {
+    let task = jobs::add_task(&env.pool, job, sha, sha).await.unwrap();
+    jobs::enqueue(
+        &env.pool,
+        publisher,
+        &env.config.queues.classify,
+        job,
+        task.id,
+        sha,
+    )
+    .await
+    .unwrap();
+    task.id
+}
+
+/// Labelled recordings `first..first + n` of `species`, each in `job` if given.
+async fn labelled(
+    env: &TestEnv,
+    job: Option<Uuid>,
+    species: usize,
+    n: usize,
+    first: u64,
+) -> Vec<String> {
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let mut out = Vec::new();
+    for i in 0..n as u64 {
+        let sha = add_recording(env, species, first + i, true).await;
+        if let Some(job) = job {
+            enqueue(env, &publisher, job, &sha).await;
+        }
+        out.push(sha);
+    }
+    out
+}
+
+async fn request(env: &TestEnv, params: Value, force: bool) -> Uuid {
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    registry::request_retrain(
+        &env.pool,
+        &publisher,
+        &env.config.queues.retrain,
+        RetrainTrigger::Cli,
+        params,
+        force,
+    )
+    .await
+    .unwrap()
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Run {
+    status: String,
+    model_version: Option<String>,
+    promoted: Option<bool>,
+    error: Option<String>,
+    data_summary: Option<Value>,
+    metrics: Option<Value>,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn run_row(env: &TestEnv, run: Uuid) -> Run {
+    sqlx::query_as(
+        "SELECT status, model_version, promoted, error, data_summary, metrics, started_at, finished_at
+         FROM retrain_runs WHERE id = $1",
+    )
+    .bind(run)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap()
+}
+
+/// Waits for the run to reach a final status.
+async fn wait_run(env: &TestEnv, run: Uuid) -> Run {
+    let start = Instant::now();
+    loop {
+        let row = run_row(env, run).await;
+        if ["succeeded", "failed", "skipped"].contains(&row.status.as_str()) {
+            return row;
+        }
+        assert!(start.elapsed() < LIMIT, "run {run} still {row:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn promoted(env: &TestEnv) -> Option<String> {
+    sqlx::query_scalar("SELECT version FROM model_versions WHERE status = 'promoted'")
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap()
+}
+
+async fn classes(env: &TestEnv, version: &str) -> usize {
+    let v: Value = sqlx::query_scalar("SELECT classes FROM model_versions WHERE version = $1")
+        .bind(version)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    v.as_array().unwrap().len()
+}
+
+/// Waits until every task of `job` is done or failed (not queued,
+/// processing or awaiting a model).
+async fn wait_done(env: &TestEnv, job: Uuid) {
+    let start = Instant::now();
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks WHERE job_id = $1 AND status NOT IN ('done', 'failed')",
+        )
+        .bind(job)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "job {job}: {pending} tasks unfinished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Task status → count for `job`.
+async fn statuses(env: &TestEnv, job: Uuid) -> Vec<(String, Option<String>, i64)> {
+    sqlx::query_as(
+        "SELECT status, model_version, count(*) FROM tasks WHERE job_id = $1
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(job)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
+struct InProcess {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    fn worker(env: &TestEnv) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(birdsong_worker::run(env.config.clone(), stopped));
+        Self { stop, handle }
+    }
+
+    fn retrainer(env: &TestEnv) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(birdsong_retrainer::run(env.config.clone(), stopped));
+        Self { stop, handle }
+    }
+
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn retrainer_process(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_birdsong-retrainer"));
+    cmd.args(args)
+        .envs(&env.vars)
+        .env("BIRDSONG_LOG", "warn")
+        .stdout(Stdio::piped());
+    cmd
+}
+
+fn spawn_retrainer(env: &TestEnv) -> Child {
+    retrainer_process(env, &["run"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start birdsong-retrainer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
+    let env = TestEnv::start().await.expect("test environment");
+    let worker = InProcess::worker(&env);
+    let retrainer = InProcess::retrainer(&env);
+
+    // Recordings analysed while no model exists wait for one, with their
+    // features stored.
+    let first = new_job(&env).await;
+    for species in 0..3 {
+        labelled(&env, Some(first), species, 5, 100 * species as u64).await;
+    }
+    let start = Instant::now();
+    loop {
+        let s = statuses(&env, first).await;
+        if s == vec![("awaiting_model".to_string(), None, 15)] {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "first job: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let run = wait_run(&env, request(&env, json!({}), false).await).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(run.model_version.as_deref(), Some("v1"));
+    assert_eq!(run.promoted, Some(true));
+    let summary = run.data_summary.unwrap();
+    assert_eq!(summary["recordings"], 15);
+    assert_eq!(summary["windows"], 30);
+    assert_eq!(summary["decoded"], 0, "trained from the workers' features");
+    assert_eq!(summary["classes"].as_object().unwrap().len(), 3);
+    assert_eq!(promoted(&env).await.as_deref(), Some("v1"));
+    assert_eq!(classes(&env, "v1").await, 3);
+    // The waiting tasks were queued again and classified with v1.
+    wait_done(&env, first).await;
+    assert_eq!(
+        statuses(&env, first).await,
+        vec![("done".to_string(), Some("v1".to_string()), 15)]
+    );
+
+    // A stream of classification tasks runs through the second retrain.
+    let stream_job = new_job(&env).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitted: Arc<Mutex<Vec<(Uuid, Instant)>>> = Arc::default();
+    let stream = {
+        let stop = stop.clone();
+        let submitted = submitted.clone();
+        let config = env.config.clone();
+        let pool = env.pool.clone();
+        let store = env.store.clone();
+        let amqp_url = env.config.queues.amqp_url.clone();
+        tokio::spawn(async move {
+            let conn = birdsong_common::queue::connect(&amqp_url, "stream")
+                .await
+                .unwrap();
+            let publisher = Publisher::new(&conn).await.unwrap();
+            let mut seed = 5_000u64;
+            while !stop.load(Ordering::Relaxed) {
+                let wav = synthetic_wav((seed % 3) as usize, 6.0, seed);
+                let size = wav.len() as u64;
+                let (sha, _) = store.put_audio(Bytes::from(wav)).await.unwrap();
+                jobs::register_file(
+                    &pool,
+                    &NewFile {
+                        sha256: &sha,
+                        original_name: "stream.wav",
+                        size_bytes: size,
+                        site: None,
+                    },
+                )
+                .await
+                .unwrap();
+                let task = jobs::add_task(&pool, stream_job, &sha, &sha).await.unwrap();
+                jobs::enqueue(
+                    &pool,
+                    &publisher,
+                    &config.queues.classify,
+                    stream_job,
+                    task.id,
+                    &sha,
+                )
+                .await
+                .unwrap();
+                submitted.lock().await.push((task.id, Instant::now()));
+                seed += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // A fourth species, labelled; the worker classifies it with v1 (wrongly)
+    // and stores its features.
+    let second = new_job(&env).await;
+    labelled(&env, Some(second), 3, 5, 300).await;
+    wait_done(&env, second).await;
+    let run = wait_run(&env, request(&env, json!({}), false).await).await;
+    let promoted_seen = Instant::now();
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    assert_eq!(run.model_version.as_deref(), Some("v2"));
+    assert_eq!(run.promoted, Some(true), "{:?}", run.metrics);
+    assert_eq!(promoted(&env).await.as_deref(), Some("v2"));
+    assert_eq!(classes(&env, "v2").await, 4);
+    let reason: String =
+        sqlx::query_scalar("SELECT status_reason FROM model_versions WHERE version = 'v2'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(reason.contains("beat v1 on the holdout"), "{reason}");
+    // Keep the stream going for a while on v2, then stop it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    stream.await.unwrap();
+    wait_done(&env, stream_job).await;
+
+    let submitted = submitted.lock().await.clone();
+    let rows: Vec<(Uuid, String, Option<String>)> =
+        sqlx::query_as("SELECT id, status, model_version FROM tasks WHERE job_id = $1")
+            .bind(stream_job)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), submitted.len(), "no task lost");
+    assert!(submitted.len() >= 10, "the stream ran: {}", submitted.len());
+    let late: HashSet<Uuid> = submitted
+        .iter()
+        .filter(|(_, at)| *at > promoted_seen)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(!late.is_empty());
+    for (id, status, version) in &rows {
+        assert_eq!(status, "done", "task {id} ended {status}");
+        let version = version.as_deref().unwrap();
+        assert!(version == "v1" || version == "v2", "{version}");
+        if late.contains(id) {
+            assert_eq!(version, "v2", "a task queued after the promotion");
+        }
+    }
+    // The fourth species is now known: reclassify its job from stored
+    // features and see v2 name it.
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let again = registry::reclassify(
+        &env.pool,
+        &publisher,
+        &env.config.queues.classify,
+        &registry::Selection::Job(second),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.tasks, 5);
+    wait_done(&env, again.job_id).await;
+    let right: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_file_results WHERE job_id = $1 AND model_version = 'v2'
+           AND species = 'species-3'",
+    )
+    .bind(again.job_id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert!(right >= 4, "v2 recognises the fourth species ({right}/5)");
+
+    retrainer.shutdown().await;
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worse_model_is_kept_a_forced_one_promoted_and_rollback_restores() {
+    let env = TestEnv::start().await.expect("test environment");
+    let retrainer = InProcess::retrainer(&env);
+    // Labelled but never analysed: the retrainer decodes them itself.
+    for species in 0..3 {
+        labelled(&env, None, species, 5, 1_000 + 100 * species as u64).await;
+    }
+    let v1 = wait_run(&env, request(&env, json!({}), false).await).await;
+    assert_eq!(v1.status, "succeeded", "{v1:?}");
+    assert_eq!(v1.promoted, Some(true));
+    assert_eq!(v1.data_summary.as_ref().unwrap()["decoded"], 15);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM window_features")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 30, "the decoded features are kept");
+
+    // Unknown parameters fail the run before anything is trained.
+    let bad = wait_run(&env, request(&env, json!({"epoch": 3}), false).await).await;
+    assert_eq!(bad.status, "failed");
+    assert!(bad.error.unwrap().contains("unknown parameter \"epoch\""));
+
+    // An untrained network (learning rate ~0) does not beat v1...
+    let worse = json!({"learning_rate": 1e-9, "epochs": 2});
+    let v2 = wait_run(&env, request(&env, worse.clone(), false).await).await;
+    assert_eq!(v2.status, "succeeded", "{v2:?}");
+    assert_eq!(v2.model_version.as_deref(), Some("v2"));
+    assert_eq!(v2.promoted, Some(false));
+    assert_eq!(v2.data_summary.as_ref().unwrap()["decoded"], 0);
+    let m = v2.metrics.unwrap();
+    let new = m["new"]["recording_macro_f1"].as_f64().unwrap();
+    let cur = m["current"]["scores"]["recording_macro_f1"]
+        .as_f64()
+        .unwrap();
+    assert!(new < cur, "untrained {new} vs v1 {cur}");
+    let (status, reason): (String, String) =
+        sqlx::query_as("SELECT status, status_reason FROM model_versions WHERE version = 'v2'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "candidate");
+    assert!(reason.contains("did not beat v1"), "{reason}");
+    assert_eq!(promoted(&env).await.as_deref(), Some("v1"));
+
+    // ...unless forced.
+    let v3 = wait_run(&env, request(&env, worse, true).await).await;
+    assert_eq!(v3.status, "succeeded", "{v3:?}");
+    assert_eq!(v3.promoted, Some(true));
+    assert_eq!(promoted(&env).await.as_deref(), Some("v3"));
+
+    // Rollback from the command line; a worker serves v1 again.
+    let out = retrainer_process(&env, &["promote", "v1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v1 promoted (v3 retired)"));
+    assert_eq!(promoted(&env).await.as_deref(), Some("v1"));
+    let worker = InProcess::worker(&env);
+    let job = new_job(&env).await;
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let sha = add_recording(&env, 2, 9_999, false).await;
+    enqueue(&env, &publisher, job, &sha).await;
+    wait_done(&env, job).await;
+    assert_eq!(
+        statuses(&env, job).await,
+        vec![("done".to_string(), Some("v1".to_string()), 1)]
+    );
+    let species: String =
+        sqlx::query_scalar("SELECT species FROM job_file_results WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(species, "species-2");
+
+    // The registry listing shows all three.
+    let out = retrainer_process(&env, &["models", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let models: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<(&str, &str)> = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_str().unwrap(),
+                m["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("v1", "promoted"), ("v2", "candidate"), ("v3", "retired")]
+    );
+
+    worker.shutdown().await;
+    retrainer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_train_at_once() {
+    let env = TestEnv::start().await.expect("test environment");
+    for species in 0..3 {
+        labelled(&env, None, species, 4, 2_000 + 100 * species as u64).await;
+    }
+    // A malformed request goes to the dead-letter queue.
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    publisher
+        .publish_raw(
+            "",
+            &env.config.queues.retrain,
+            b"{\"not\": \"a request\"}",
+            true,
+        )
+        .await
+        .unwrap();
+    // Two identical requests and a different one, all queued before any
+    // retrainer runs; two retrainers then compete for them.
+    let same = json!({"epochs": 20});
+    let a = request(&env, same.clone(), false).await;
+    let b = request(&env, same, false).await;
+    let c = request(&env, json!({"epochs": 25}), false).await;
+    let first = InProcess::retrainer(&env);
+    let second = InProcess::retrainer(&env);
+    let runs = [
+        wait_run(&env, a).await,
+        wait_run(&env, b).await,
+        wait_run(&env, c).await,
+    ];
+    let outcomes: BTreeSet<&str> = runs[..2].iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        BTreeSet::from(["skipped", "succeeded"]),
+        "{runs:?}"
+    );
+    let skipped = runs[..2].iter().find(|r| r.status == "skipped").unwrap();
+    let other = if runs[0].status == "skipped" { b } else { a };
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .unwrap()
+            .contains(&other.to_string()),
+        "{skipped:?}"
+    );
+    assert_eq!(runs[2].status, "succeeded", "{:?}", runs[2]);
+    // The two trainings did not overlap.
+    let mut spans: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == "succeeded")
+        .map(|r| (r.started_at.unwrap(), r.finished_at.unwrap()))
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 2);
+    assert!(spans[0].1 <= spans[1].0, "trainings overlapped: {spans:?}");
+
+    let dead = env
+        .amqp
+        .create_channel()
+        .await
+        .unwrap()
+        .basic_get(
+            birdsong_common::config::QueueConfig::dead_letter(&env.config.queues.retrain)
+                .as_str()
+                .into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        dead.is_some_and(|m| m.delivery.data.starts_with(b"{\"not\"")),
+        "the malformed request is dead-lettered"
+    );
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrainer_killed_mid_training_changes_nothing() {
+    let env = TestEnv::start().await.expect("test environment");
+    birdsong_testkit::models::publish_model(&env, "v1", 3)
+        .await
+        .unwrap();
+    for species in 0..3 {
+        labelled(&env, None, species, 4, 3_000 + 100 * species as u64).await;
+    }
+    let mut child = spawn_retrainer(&env);
+    let run = request(&env, json!({"epochs": 100000}), false).await;
+    let start = Instant::now();
+    loop {
+        let row: (String, Option<Value>) =
+            sqlx::query_as("SELECT status, progress FROM retrain_runs WHERE id = $1")
+                .bind(run)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        let epoch = row
+            .1
+            .as_ref()
+            .and_then(|p| p.get("epoch"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if row.0 == "running" && epoch >= 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "run never started training: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(run_row(&env, run).await.status, "running");
+    assert_eq!(promoted(&env).await.as_deref(), Some("v1"));
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM model_versions")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, 1);
+
+    // The next retrainer marks the run failed (and does not train it again
+    // when the broker redelivers its request).
+    let mut child = spawn_retrainer(&env);
+    let dead = wait_run(&env, run).await;
+    assert_eq!(dead.status, "failed");
+    assert_eq!(
+        dead.error.as_deref(),
+        Some(birdsong_retrainer::lock::STALE_ERROR)
+    );
+    let next = wait_run(&env, request(&env, json!({"epochs": 30}), true).await).await;
+    assert_eq!(next.status, "succeeded", "{next:?}");
+    assert_eq!(next.model_version.as_deref(), Some("v2"));
+    assert_eq!(promoted(&env).await.as_deref(), Some("v2"));
+    assert_eq!(run_row(&env, run).await.status, "failed");
+
+    // SIGTERM: a clean exit.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
