@@ -1,0 +1,162 @@
+//! `POST /v1/classify`: one short recording, classified while the client
+//! waits.
+//!
+//! For quick checks ("what is on this clip?"), not for bulk work: the file
+//! is held to its own size and duration limits, nothing is stored, and the
+//! number of classifications running at once is bounded by the CPU count so
+//! that a burst of them cannot starve the rest of the API. The answer has
+//! the shape of one item of a job's results.
+
+use axum::Json;
+use axum::extract::{Multipart, State};
+use birdsong_audio::WindowConfig;
+use serde_json::json;
+
+use crate::AppState;
+use crate::problem::{ApiResult, Problem};
+use crate::results::{Detection, FileResult};
+use crate::spool::{Spool, multipart_problem};
+
+/// Species kept per window and per recording.
+const TOP_K: usize = 3;
+
+pub async fn classify(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Json<FileResult>> {
+    let mut multipart =
+        multipart.map_err(|e| Problem::bad_request("invalid-multipart", e.body_text()))?;
+    let mut spool = Spool::new(state.config.api.classify_max_bytes, 1)?;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_problem)? {
+        match field.file_name().map(str::to_string) {
+            Some(name) => spool.add_field(&mut field, &name).await?,
+            None => {
+                return Err(Problem::unprocessable(
+                    "unknown-field",
+                    format!(
+                        "unknown form field {:?} (send one file part)",
+                        field.name().unwrap_or("")
+                    ),
+                ));
+            }
+        }
+    }
+    let (_dir, mut files) = spool.into_parts();
+    let part = files
+        .pop()
+        .ok_or_else(|| Problem::unprocessable("no-files", "the request contains no file"))?;
+    let max_seconds = state.config.api.classify_max_seconds;
+    let path = part.file.path().to_path_buf();
+    let probed = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || birdsong_audio::probe(&path)
+    })
+    .await
+    .map_err(|e| Problem::internal("probing the file", e))?
+    .map_err(|e| {
+        Problem::unprocessable(
+            "not-audio",
+            format!("{:?} is not audio this service can decode: {e}", part.name),
+        )
+    })?;
+    if probed.duration_s > max_seconds {
+        return Err(Problem::unprocessable(
+            "too-long",
+            format!(
+                "the recording lasts {:.1} s; synchronous classification takes at most {max_seconds} s (submit a job instead)",
+                probed.duration_s
+            ),
+        ));
+    }
+    let model = match state.models.sync().await {
+        Ok(Some(model)) => model,
+        Ok(None) => {
+            return Err(Problem::unavailable(
+                "no-model",
+                "no model has been promoted yet; train one (POST /v1/retrain) or promote a version (POST /v1/models/{version}/promote)",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not load the promoted model");
+            return Err(Problem::unavailable(
+                "model-unavailable",
+                "the promoted model could not be loaded; try again later",
+            ));
+        }
+    };
+    let window = WindowConfig {
+        length_s: state.config.worker.window_seconds,
+        hop_s: state.config.worker.hop_seconds,
+        ..WindowConfig::default()
+    };
+    let _permit = state
+        .cpu
+        .acquire()
+        .await
+        .map_err(|e| Problem::internal("waiting for a CPU", e))?;
+    let classifier_model = model.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        let analysis = birdsong_audio::analyze_file(&path, &window).map_err(|e| e.to_string())?;
+        let features: Vec<_> = analysis.windows.iter().map(|w| w.features).collect();
+        let probs = classifier_model
+            .classifier
+            .predict(&features)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((analysis, probs))
+    })
+    .await
+    .map_err(|e| Problem::internal("classifying", e))?;
+    let (analysis, probs) = computed.map_err(|e| {
+        Problem::unprocessable(
+            "undecodable",
+            format!("the recording could not be analysed: {e}"),
+        )
+    })?;
+    let classifier = &model.classifier;
+    let top_json = |top: &[birdsong_model::inference::Prediction]| {
+        json!(
+            top.iter()
+                .map(|t| json!({"species": t.species, "confidence": t.probability.clamp(0.0, 1.0)}))
+                .collect::<Vec<_>>()
+        )
+    };
+    let detections: Vec<Detection> = analysis
+        .windows
+        .iter()
+        .zip(&probs)
+        .enumerate()
+        .map(|(i, (w, p))| {
+            let top = classifier.top_k(p, TOP_K);
+            let (species, confidence) = top
+                .first()
+                .map(|t| (t.species.clone(), t.probability.clamp(0.0, 1.0)))
+                .unwrap_or_default();
+            Detection {
+                window_index: i32::try_from(i).unwrap_or(i32::MAX),
+                start_s: w.start_s,
+                end_s: w.end_s,
+                species,
+                confidence,
+                top_k: top_json(&top),
+            }
+        })
+        .collect();
+    let summary = classifier.summarize(&probs, TOP_K);
+    let best = summary.as_ref().and_then(|s| s.top.first());
+    Ok(Json(FileResult {
+        task_id: None,
+        source_path: part.name.clone(),
+        file_sha256: part.sha256.clone(),
+        status: "done".into(),
+        error: None,
+        species: best.map(|t| t.species.clone()),
+        confidence: best.map(|t| t.probability.clamp(0.0, 1.0)),
+        top_k: summary.as_ref().map(|s| top_json(&s.top)),
+        windows: summary
+            .as_ref()
+            .map(|s| i32::try_from(s.windows).unwrap_or(i32::MAX)),
+        model_version: Some(model.version.clone()),
+        duration_s: Some(analysis.info.duration_s),
+        detections,
+    }))
+}

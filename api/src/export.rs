@@ -1,0 +1,192 @@
+//! `GET /v1/jobs/{id}/export`: every detection of a job, streamed.
+//!
+//! A season's job can have millions of detections, so rows go from the
+//! database cursor to the socket in chunks through a small channel and are
+//! never collected. The Raven format is a Raven Pro selection table
+//! (tab-separated, one selection per detection) that opens directly in
+//! Raven; tabs and line breaks in file names are replaced by spaces there,
+//! since the format has no quoting.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::extract::{ApiPath, ApiQuery};
+use crate::problem::ApiResult;
+use crate::results::{check_confidence, job_id, require_job};
+
+/// Bytes gathered before a chunk is sent.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The Raven Pro selection table header.
+pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\tConfidence\tFile";
+
+/// The CSV header.
+pub const CSV_HEADER: &str =
+    "source_path,file_sha256,window_index,start_s,end_s,species,confidence,model_version";
+
+/// The band a detection covers: the analysis works on the whole spectrum
+/// up to the Nyquist frequency of the analysis rate.
+const HIGH_FREQ_HZ: f64 = birdsong_audio::ANALYSIS_SAMPLE_RATE as f64 / 2.0;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Raven,
+    Ndjson,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    pub format: Option<Format>,
+    pub species: Option<String>,
+    pub min_confidence: Option<f32>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct Row {
+    source_path: String,
+    file_sha256: String,
+    window_index: i32,
+    start_s: f64,
+    end_s: f64,
+    species: String,
+    confidence: f32,
+    model_version: String,
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<Response> {
+    let job = job_id(&id)?;
+    check_confidence(q.min_confidence)?;
+    let format = q.format.unwrap_or(Format::Csv);
+    require_job(&state, job).await?;
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(produce(state, job, format, q.species, q.min_confidence, tx));
+    let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let (content_type, extension) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        Format::Raven => ("text/tab-separated-values; charset=utf-8", "selections.txt"),
+        Format::Ndjson => ("application/x-ndjson", "ndjson"),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"job-{job}.{extension}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn produce(
+    state: AppState,
+    job: Uuid,
+    format: Format,
+    species: Option<String>,
+    min_confidence: Option<f32>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES * 2);
+    match format {
+        Format::Csv => buf.extend_from_slice(format!("{CSV_HEADER}\n").as_bytes()),
+        Format::Raven => buf.extend_from_slice(format!("{RAVEN_HEADER}\n").as_bytes()),
+        Format::Ndjson => {}
+    }
+    let mut rows = sqlx::query_as::<_, Row>(
+        "SELECT source_path, file_sha256, window_index, start_s, end_s, species, confidence, model_version
+         FROM job_detections
+         WHERE job_id = $1
+           AND ($2::text IS NULL OR species = $2)
+           AND ($3::real IS NULL OR confidence >= $3)
+         ORDER BY source_path, file_sha256, window_index",
+    )
+    .bind(job)
+    .bind(species)
+    .bind(min_confidence)
+    .fetch(&state.pool);
+    let mut selection = 0u64;
+    loop {
+        let row = match rows.try_next().await {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(%job, error = %e, "export failed");
+                // The status line is gone; breaking the body tells the
+                // client the export is incomplete.
+                let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                return;
+            }
+        };
+        selection += 1;
+        write_row(&mut buf, format, selection, &row);
+        if buf.len() >= CHUNK_BYTES {
+            let chunk = Bytes::from(std::mem::take(&mut buf));
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        let _ = tx.send(Ok(Bytes::from(buf))).await;
+    }
+}
+
+fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
+    match format {
+        Format::Csv => {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(Vec::new());
+            let written = w.write_record([
+                row.source_path.as_str(),
+                &row.file_sha256,
+                &row.window_index.to_string(),
+                &format!("{:.3}", row.start_s),
+                &format!("{:.3}", row.end_s),
+                &row.species,
+                &format!("{:.4}", row.confidence),
+                &row.model_version,
+            ]);
+            if written.is_ok()
+                && let Ok(bytes) = w.into_inner()
+            {
+                buf.extend_from_slice(&bytes);
+            }
+        }
+        Format::Raven => {
+            let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+            buf.extend_from_slice(
+                format!(
+                    "{selection}\tSpectrogram 1\t1\t{:.3}\t{:.3}\t0\t{HIGH_FREQ_HZ}\t{}\t{:.4}\t{}\n",
+                    row.start_s,
+                    row.end_s,
+                    clean(&row.species),
+                    row.confidence,
+                    clean(&row.source_path)
+                )
+                .as_bytes(),
+            );
+        }
+        Format::Ndjson => {
+            if serde_json::to_writer(&mut *buf, row).is_ok() {
+                buf.push(b'\n');
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! `birdsong-api`: the HTTP face of birdsong.
+//!
+//! The API does no classification of its own except the small synchronous
+//! `POST /v1/classify`: uploads become jobs through the same submission path
+//! the producer uses (`birdsong_common::jobs`, with the producer's archive
+//! and audio checks), the workers classify them, and every read is a query
+//! on the schema's views. Anything the endpoints do not answer can be asked
+//! of those views directly in SQL.
+//!
+//! * [`routes`]: the route table, access checks, and the OpenAPI document
+//!   built from the same table.
+//! * [`access`]: API keys and rate limiting.
+//! * [`submit`] and [`spool`]: `POST /v1/jobs`.
+//! * [`results`], [`export`], [`files`]: job status, results and exports.
+//! * [`classify`]: synchronous classification of one short file.
+//! * [`registry`]: labels, species, retrains and model versions.
+//! * [`health`]: liveness, readiness and metrics.
+//! * [`problem`] and [`extract`]: one error shape for every refusal.
+
+pub mod access;
+pub mod classify;
+pub mod export;
+pub mod extract;
+pub mod files;
+pub mod health;
+pub mod metrics;
+pub mod problem;
+pub mod registry;
+pub mod results;
+pub mod routes;
+pub mod spool;
+pub mod submit;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use birdsong_common::Config;
+use birdsong_common::queue::Publisher;
+use birdsong_common::store::ObjectStore;
+use birdsong_producer::Services;
+use birdsong_worker::models::Models;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use crate::access::{Keys, RateLimiter};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::routes::{Access, Doc, Routes};
+
+/// What every handler shares.
+pub struct Inner {
+    pub config: Config,
+    pub pool: PgPool,
+    pub store: ObjectStore,
+    pub publisher: Publisher,
+    /// The producer's view of the services (its upload code is reused).
+    pub services: Services,
+    /// The promoted classifier, for `POST /v1/classify`.
+    pub models: Models,
+    /// Bounds CPU-heavy synchronous classifications.
+    pub cpu: Semaphore,
+    pub keys: Keys,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+}
+
+/// Cheap-to-clone handle on [`Inner`].
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Uses connections made by the caller; the schema, bucket and queues
+    /// must exist (see `main.rs` for a process that creates them).
+    pub fn new(config: Config, pool: PgPool, store: ObjectStore, publisher: Publisher) -> Self {
+        let services = Services::new(&config, pool.clone(), store.clone(), publisher.clone());
+        let models = Models::new(pool.clone(), store.clone());
+        let keys = Keys::new(&config.api.keys);
+        let limiter = RateLimiter::new(config.api.rate_per_second, config.api.rate_burst);
+        let cpu = Semaphore::new(config.cpu_threads());
+        Self(Arc::new(Inner {
+            config,
+            pool,
+            store,
+            publisher,
+            services,
+            models,
+            cpu,
+            keys,
+            limiter,
+            metrics: Metrics::default(),
+        }))
+    }
+}
+
+const JSON: &str = "application/json";
+
+/// The route table. Adding an endpoint here documents it.
+pub fn routes(state: AppState) -> Routes {
+    let body_limit = usize::try_from(state.config.api.max_body_bytes).unwrap_or(usize::MAX);
+    let classify_limit = usize::try_from(
+        state
+            .config
+            .api
+            .classify_max_bytes
+            .saturating_add(64 * 1024),
+    )
+    .unwrap_or(usize::MAX);
+    let r = |method, path, summary, access| Doc {
+        method,
+        path,
+        summary,
+        access,
+        body: &[],
+        query: &[],
+        ok: (200, JSON, "success"),
+        errors: &[],
+    };
+    Routes::new(state)
+        .add(
+            Doc {
+                body: &[
+                    ("multipart/form-data", "one or more file parts (audio or zip/tar/tar.gz archives); optional text parts `labels` (JSON object: file name → species), `site`, `description`"),
+                    (JSON, "{\"objects\": [{\"key\", \"name\"?}], \"labels\"?, \"site\"?, \"description\"?}: objects already in the bucket"),
+                ],
+                ok: (202, JSON, "job accepted; follow status_url"),
+                errors: &[400, 413, 415, 422, 503],
+                ..r("post", "/v1/jobs", "Submit recordings for classification", Access::Write)
+            },
+            post(submit::submit).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .add(
+            Doc {
+                errors: &[400, 404],
+                ..r("get", "/v1/jobs/{id}", "Job status, counts, timestamps and throughput", Access::Read)
+            },
+            get(results::status),
+        )
+        .add(
+            Doc {
+                query: &[
+                    ("limit", "files per page (1-500, default 100)"),
+                    ("cursor", "next_cursor of the previous page"),
+                    ("species", "only detections (and files with detections) of this species"),
+                    ("min_confidence", "only detections at or above this confidence (0-1)"),
+                ],
+                errors: &[400, 404],
+                ..r("get", "/v1/jobs/{id}/results", "Per-file results and detections, paginated", Access::Read)
+            },
+            get(results::results),
+        )
+        .add(
+            Doc {
+                query: &[
+                    ("format", "csv, raven (Raven Pro selection table) or ndjson"),
+                    ("species", "only this species"),
+                    ("min_confidence", "only detections at or above this confidence"),
+                ],
+                ok: (200, "text/csv", "one row per detection, streamed"),
+                errors: &[400, 404],
+                ..r("get", "/v1/jobs/{id}/export", "Export a job's detections", Access::Read)
+            },
+            get(export::export),
+        )
+        .add(
+            Doc {
+                errors: &[400, 404],
+                ..r("get", "/v1/files/{sha256}", "Everything known about one recording", Access::Read)
+            },
+            get(files::file),
+        )
+        .add(
+            Doc {
+                body: &[("multipart/form-data", "exactly one file part")],
+                errors: &[400, 413, 415, 422, 503],
+                ..r("post", "/v1/classify", "Classify one short recording synchronously", Access::Write)
+            },
+            post(classify::classify).layer(DefaultBodyLimit::max(classify_limit)),
+        )
+        .add(
+            Doc {
+                body: &[(JSON, "{\"labels\": [{\"sha256\", \"species\"}]}")],
+                errors: &[400, 404, 422],
+                ..r("post", "/v1/labels", "Label recordings with their species", Access::Write)
+            },
+            post(registry::labels),
+        )
+        .add(
+            r("get", "/v1/species", "Known species, label counts and the promoted model's classes", Access::Read),
+            get(registry::species),
+        )
+        .add(
+            Doc {
+                body: &[(JSON, "{\"params\"?: object, \"force_promote\"?: bool}")],
+                ok: (202, JSON, "retrain requested; follow status_url"),
+                errors: &[400, 422, 503],
+                ..r("post", "/v1/retrain", "Request a retrain", Access::Write)
+            },
+            post(registry::retrain),
+        )
+        .add(
+            Doc {
+                errors: &[400, 404],
+                ..r("get", "/v1/retrain/{id}", "State of a retrain request", Access::Read)
+            },
+            get(registry::retrain_status),
+        )
+        .add(
+            r("get", "/v1/models", "Model versions and their status", Access::Read),
+            get(registry::models),
+        )
+        .add(
+            Doc {
+                body: &[(JSON, "{\"reason\"?: string} (the body may be omitted)")],
+                errors: &[400, 404, 409, 503],
+                ..r("post", "/v1/models/{version}/promote", "Promote (or roll back to) a model version", Access::Write)
+            },
+            post(registry::promote),
+        )
+        .add(
+            Doc {
+                body: &[(JSON, "exactly one of {\"job_id\"}, {\"files\": [sha256]}, {\"all\": true}")],
+                ok: (202, JSON, "reclassification job queued"),
+                errors: &[400, 404, 422, 503],
+                ..r("post", "/v1/reclassify", "Classify recordings again from their stored features", Access::Write)
+            },
+            post(registry::reclassify),
+        )
+        .add(
+            r("get", "/v1/openapi.json", "This document", Access::Public),
+            get(health::openapi),
+        )
+        .add(
+            r("get", "/healthz", "The process is up", Access::Public),
+            get(health::healthz),
+        )
+        .add(
+            Doc {
+                errors: &[503],
+                ..r("get", "/readyz", "Database, broker and object store are reachable", Access::Public)
+            },
+            get(health::readyz),
+        )
+        .add(
+            Doc {
+                ok: (200, "text/plain", "Prometheus text format"),
+                ..r("get", "/metrics", "Request counts and latencies", Access::Public)
+            },
+            get(health::metrics),
+        )
+}
+
+/// The OpenAPI document, shared with its handler.
+#[derive(Clone)]
+pub struct Spec(pub Arc<serde_json::Value>);
+
+/// The application: every route, the OpenAPI document, a problem-document
+/// fallback.
+pub fn app(state: AppState) -> Router {
+    let (router, spec) = routes(state.clone()).finish();
+    router
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such endpoint") })
+        .layer(axum::Extension(Spec(Arc::new(spec))))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
+/// in progress finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
