@@ -1,0 +1,157 @@
+//! The distributed path, end to end: producer → S3 → queue → workers →
+//! PostgreSQL.
+//!
+//! Each run gets a fresh database, queue names and bucket (the test kit's
+//! isolated environment, on the real local PostgreSQL and RabbitMQ and an
+//! S3 server), a promoted model, and `workers` real `birdsong-worker`
+//! processes. The clock starts when the producer starts reading the corpus
+//! and stops when the last task is finished, so upload, queueing, fetching,
+//! decoding, inference and the database writes are all inside it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use birdsong_common::queue::Publisher;
+use birdsong_common::registry;
+use birdsong_model::Artifact;
+use birdsong_producer::{IngestOptions, ProgressMode, Services};
+use birdsong_testkit::TestEnv;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::corpus::Corpus;
+use crate::report::Measurement;
+use crate::sampler::{RoleCpu, Sampler};
+
+/// Worker processes stopped with SIGTERM when dropped.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn consumers(env: &TestEnv) -> anyhow::Result<u32> {
+    let channel = env.amqp.create_channel().await?;
+    let queue = channel
+        .queue_declare(
+            env.config.queues.classify.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = channel.close(200, "done".into()).await;
+    Ok(queue.consumer_count())
+}
+
+/// One end-to-end run of `corpus` through `workers` worker processes.
+pub async fn run(
+    corpus: &Corpus,
+    workers: usize,
+    threads: usize,
+    artifact: &Artifact,
+    worker_exe: &Path,
+) -> anyhow::Result<Measurement> {
+    let env = TestEnv::start().await.context("setting up services")?;
+    birdsong_testkit::models::store_model(&env, "bench", artifact.clone()).await?;
+    let publisher = Publisher::new(&env.amqp).await?;
+    registry::promote(
+        &env.pool,
+        &publisher,
+        &env.config.queues.model_exchange,
+        "bench",
+        "benchmark",
+    )
+    .await?;
+
+    let mut children = Workers(Vec::new());
+    for _ in 0..workers {
+        children.0.push(
+            Command::new(worker_exe)
+                .envs(&env.vars)
+                .env("BIRDSONG_WORKER_THREADS", threads.to_string())
+                .env("BIRDSONG_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", worker_exe.display()))?,
+        );
+    }
+    let ready = Instant::now();
+    while consumers(&env).await? < workers as u32 {
+        if ready.elapsed() > Duration::from_secs(60) {
+            bail!("the workers did not start consuming within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let worker_pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    let cpu_before = RoleCpu::snapshot(&worker_pids);
+    let sampler = Sampler::start(
+        env.amqp.create_channel().await?,
+        env.config.queues.classify.clone(),
+        Duration::from_millis(250),
+    );
+    let started = Instant::now();
+    let services = Services::connect(&env.config).await?;
+    let mut opts = IngestOptions::new(vec![corpus.dir.clone()]);
+    opts.progress = ProgressMode::Quiet;
+    let summary = birdsong_producer::ingest(&services, &opts).await?;
+    let submitted = started.elapsed().as_secs_f64();
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks WHERE job_id = $1 AND status IN ('queued', 'processing')",
+        )
+        .bind(summary.job_id)
+        .fetch_one(&env.pool)
+        .await?;
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let samples = sampler.finish().await;
+    let cpu_by_role = cpu_before.seconds_until(&RoleCpu::snapshot(&worker_pids));
+    drop(children);
+
+    let (done, failed, audio_s, p50, p95): (i64, i64, f64, Option<f64>, Option<f64>) =
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE t.status = 'done'),
+                    count(*) FILTER (WHERE t.status = 'failed'),
+                    coalesce(sum(f.duration_s) FILTER (WHERE t.status = 'done'), 0),
+                    percentile_cont(0.5) WITHIN GROUP
+                        (ORDER BY extract(epoch FROM t.finished_at - t.queued_at)),
+                    percentile_cont(0.95) WITHIN GROUP
+                        (ORDER BY extract(epoch FROM t.finished_at - t.queued_at))
+             FROM tasks t JOIN audio_files f ON f.sha256 = t.file_sha256
+             WHERE t.job_id = $1",
+        )
+        .bind(summary.job_id)
+        .fetch_one(&env.pool)
+        .await?;
+    Ok(Measurement {
+        files: usize::try_from(done).unwrap_or(0),
+        failed: usize::try_from(failed).unwrap_or(0),
+        audio_s,
+        wall_s,
+        latency_p50_s: p50,
+        latency_p95_s: p95,
+        drain_s: Some(wall_s - submitted),
+        cpu_busy: samples.cpu_busy,
+        cpu_by_role,
+        queue_depth: samples.queue_depth,
+    })
+}

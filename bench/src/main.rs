@@ -1,0 +1,204 @@
+//! `birdsong-bench`: the throughput figures the README quotes, rerunnable.
+//!
+//! `pipeline` measures files and audio seconds per second end to end
+//! (producer → S3 → RabbitMQ → `birdsong-worker` processes → PostgreSQL)
+//! for each worker count, and in the same run the in-process rate of the
+//! same computation with no services, and prints the ratio. `inference`
+//! measures the network's cost per window by batch size. Build in release
+//! mode; the worker binary must sit beside this one:
+//!
+//! ```sh
+//! cargo build --release -p birdsong-worker -p birdsong-bench
+//! target/release/birdsong-bench pipeline --workers 1,2 --out bench/results/latest
+//! ```
+//!
+//! `scripts/scale.sh` does both and runs 1, 2 and 4 workers.
+
+mod chart;
+mod corpus;
+mod distributed;
+mod inference;
+mod inprocess;
+mod report;
+mod sampler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use birdsong_model::Classifier;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::report::Row;
+
+#[derive(Parser)]
+#[command(
+    name = "birdsong-bench",
+    about = "End-to-end and in-process throughput"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CorpusName {
+    Clips,
+    Xc3,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Distributed vs in-process throughput.
+    Pipeline {
+        /// The shared data folder (reference clips and xc3).
+        #[arg(long, default_value = "../shared")]
+        shared: PathBuf,
+        /// Workloads to run.
+        #[arg(long, value_delimiter = ',', default_values = ["clips", "xc3"])]
+        corpus: Vec<CorpusName>,
+        /// Number of 10-second MP3 clips in the clip workload.
+        #[arg(long, default_value_t = 200)]
+        clips: usize,
+        /// Worker counts to run end to end.
+        #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
+        workers: Vec<usize>,
+        /// Folder to write `report.md`, `results.json` and `chart.png` into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Network cost per window by batch size.
+    Inference,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn worker_exe() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let worker = exe.with_file_name("birdsong-worker");
+    if !worker.exists() {
+        bail!(
+            "{} not found: build it beside this binary (cargo build --release -p birdsong-worker -p birdsong-bench)",
+            worker.display()
+        );
+    }
+    Ok(worker)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    birdsong_common::telemetry::init("warn", birdsong_common::config::LogFormat::Text);
+    match Cli::parse().command {
+        Command::Pipeline {
+            shared,
+            corpus,
+            clips,
+            workers,
+            out,
+        } => pipeline(&shared, &corpus, clips, &workers, out).await,
+        Command::Inference => inference_table().await,
+    }
+}
+
+async fn pipeline(
+    shared: &std::path::Path,
+    names: &[CorpusName],
+    clips: usize,
+    workers: &[usize],
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let worker = worker_exe()?;
+    let cores = cores();
+    eprintln!("training the benchmark model (reference MLP, 3 synthetic species)…");
+    let artifact =
+        tokio::task::spawn_blocking(|| birdsong_testkit::models::train_synthetic(3)).await??;
+    let classifier = Arc::new(Classifier::from_artifact(&artifact)?);
+    let mut rows = Vec::new();
+    for name in names {
+        let corpus = match name {
+            CorpusName::Clips => corpus::clips(shared, clips)?,
+            CorpusName::Xc3 => corpus::xc3(shared)?,
+        };
+        eprintln!("{}: in-process on {cores} threads…", corpus.name);
+        let files = corpus.files.clone();
+        let c = classifier.clone();
+        let base = tokio::task::spawn_blocking(move || inprocess::run(&files, &c, cores)).await??;
+        let base_rate = base.audio_per_s();
+        rows.push(Row {
+            corpus: corpus.name.clone(),
+            path: "in-process".into(),
+            workers: None,
+            threads: cores,
+            measurement: base,
+            ratio: None,
+            efficiency: None,
+        });
+        let mut single: Option<f64> = None;
+        for &w in workers {
+            let threads = (cores / w.max(1)).max(1);
+            eprintln!(
+                "{}: end to end with {w} worker(s) × {threads} thread(s)…",
+                corpus.name
+            );
+            let m = distributed::run(&corpus, w, threads, &artifact, &worker).await?;
+            let ratio = m.audio_per_s() / base_rate;
+            if w == 1 {
+                single = Some(m.audio_per_s() / threads as f64);
+            }
+            // Per CPU thread given to the workers, relative to one worker:
+            // with the threads split (cores / N each) this is
+            // throughput(N) / throughput(1); past the core count it shows
+            // what oversubscription costs.
+            let efficiency = single.map(|one| m.audio_per_s() / ((w * threads) as f64 * one));
+            rows.push(Row {
+                corpus: corpus.name.clone(),
+                path: "end to end".into(),
+                workers: Some(w),
+                threads,
+                measurement: m,
+                ratio: Some(ratio),
+                efficiency,
+            });
+        }
+    }
+    let table = format!(
+        "{}\nWhere the CPU went (CPU time charged per role from /proc; the last column is the \
+         workers' CPU per second of audio over the in-process run's):\n\n{}",
+        report::markdown(&rows),
+        report::cpu_markdown(&rows)
+    );
+    println!("{table}");
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let machine = report::machine();
+        std::fs::write(dir.join("report.md"), format!("{machine}\n\n{table}"))
+            .context("writing report.md")?;
+        std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&rows)?)
+            .context("writing results.json")?;
+        match chart::draw(&rows, &dir.join("chart.png")) {
+            Ok(()) => eprintln!("wrote {}", dir.join("chart.png").display()),
+            Err(e) => eprintln!("no chart: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+async fn inference_table() -> anyhow::Result<()> {
+    let artifact =
+        tokio::task::spawn_blocking(|| birdsong_testkit::models::train_synthetic(3)).await??;
+    let classifier = Classifier::from_artifact(&artifact)?;
+    let recordings = birdsong_testkit::models::synthetic_recordings(1, 1, 5.0, 7)?;
+    let window = recordings
+        .first()
+        .and_then(|r| r.windows.first().copied())
+        .context("no synthetic window")?;
+    let sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+    let table = inference::per_window_micros(&classifier, window, &sizes)?;
+    println!("| windows per forward pass | µs per window |\n|---:|---:|");
+    for (size, micros) in table {
+        println!("| {size} | {micros:.1} |");
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Worker-count scaling: builds the release worker and bench binaries, then
+# runs the same workloads (N 10-second MP3 clips and ../shared/data/xc3)
+# end to end with each worker count, against the in-process rate measured
+# in the same run. Writes report.md, results.json and chart.png into
+# bench/results/latest (or the folder given with --out).
+#
+#   scripts/scale.sh                       # 1, 2 and 4 workers, 200 clips
+#   scripts/scale.sh --workers 1,2,3,6 --clips 400
+#
+# Needs PostgreSQL and RabbitMQ running locally (see README); the object
+# store is an in-process S3 server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+workers=1,2,4
+clips=200
+out=bench/results/latest
+shared=${BIRDSONG_SHARED_DIR:-../shared}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --workers) workers=$2; shift 2 ;;
+        --clips) clips=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        *) echo "usage: $0 [--workers 1,2,4] [--clips N] [--out DIR]" >&2; exit 2 ;;
+    esac
+done
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release --locked --bins
+"$target/release/birdsong-bench" pipeline --shared "$shared" --workers "$workers" \
+    --clips "$clips" --out "$out"
