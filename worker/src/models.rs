@@ -2,9 +2,9 @@
 //!
 //! The promoted version is the one row of `model_versions` with status
 //! `promoted`. [`Models::sync`] makes sure that version is the one loaded:
-//! the worker calls it at start, on every `model.events` message, and before
-//! each task (one indexed query), so a worker that missed an event while
-//! disconnected still converges. Loading downloads the artifact from the
+//! the worker calls it at start and on every `model.events` message, and
+//! [`Models::ensure`] with the promoted version read while claiming each
+//! task, so a worker that missed an event while disconnected still converges. Loading downloads the artifact from the
 //! object store, validates it (format, feature version, input size, weights
 //! checksum) and swaps it in atomically; tasks already running keep the
 //! `Arc` they started with. A version that fails validation is remembered as
@@ -59,6 +59,16 @@ impl Models {
         )
         .fetch_optional(&self.pool)
         .await?;
+        self.ensure(promoted).await
+    }
+
+    /// [`Models::sync`] for a caller that has already read the promoted
+    /// version and its object prefix (the worker reads them in the same
+    /// statement that claims a task).
+    pub async fn ensure(
+        &self,
+        promoted: Option<(String, String)>,
+    ) -> Result<Option<Arc<LoadedModel>>, TaskError> {
         let Some((version, prefix)) = promoted else {
             return Ok(self.current());
         };

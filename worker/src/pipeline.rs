@@ -1,16 +1,23 @@
 //! One task, from message to committed rows.
 //!
-//! 1. Read the task row; a task that is already finished was delivered
-//!    twice and only needs its message acknowledged.
+//! 1. Claim the task in one statement, which also reads what the rest needs:
+//!    the recording's size, the promoted model version, whether that version
+//!    has already classified the recording, and whether its window features
+//!    are stored. A task that is already finished was delivered twice and
+//!    only needs its message acknowledged.
 //! 2. Reuse the recording's stored window features if it was analysed before
 //!    with the same feature version and windowing; otherwise fetch it from the
 //!    object store and decode and analyse it on the CPU pool.
 //! 3. Classify all its windows in one forward pass with the model in service.
-//! 4. In **one transaction**: the file's audio facts, the window features, one
-//!    detection per window, the per-file summary and the task's final status.
+//! 4. In **one statement** (so one atomic commit): the file's audio facts, the
+//!    window features, one detection per window, the per-file summary and the
+//!    task's final status.
 //!
-//! Every insert is an upsert on the table's unique key, so running a task
-//! twice (a redelivery after a crash) leaves the same rows as running it once.
+//! Per-row data travel as arrays that the statements `unnest`, so every task
+//! runs the same few prepared statements whatever its window count, and a
+//! fresh recording costs two round trips to the database. Every insert is an
+//! upsert on the table's unique key, so running a task twice (a redelivery
+//! after a crash) leaves the same rows as running it once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +28,7 @@ use birdsong_audio::{
 use birdsong_common::messages::ClassifyTask;
 use birdsong_common::store::{ObjectStore, audio_key};
 use serde_json::json;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -37,9 +44,6 @@ const IN_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Species kept per window and per recording in `top_k`.
 const TOP_K: usize = 3;
-
-/// Rows per multi-row INSERT (PostgreSQL allows 65 535 bind parameters).
-const ROWS_PER_INSERT: usize = 1000;
 
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,10 +74,17 @@ pub struct Pipeline {
     pub max_interruptions: u32,
 }
 
-struct TaskState {
-    status: String,
+/// What claiming a task found out.
+struct Claimed {
     file_sha256: String,
     size_bytes: i64,
+    interruptions: i32,
+    /// The promoted model version and its object prefix.
+    promoted: Option<(String, String)>,
+    /// The promoted version has already classified this recording.
+    known: bool,
+    /// Window features for the worker's windowing are stored.
+    analysed: bool,
 }
 
 /// Windows of one recording, whether computed now or read back.
@@ -89,48 +100,15 @@ impl Pipeline {
     /// permanent ones are recorded and returned as [`Outcome::Failed`].
     pub async fn process(&self, msg: &ClassifyTask) -> Result<Outcome, TaskError> {
         let started = Instant::now();
-        let Some(task) = self.task_state(msg.task_id).await? else {
-            return Err(TaskError::permanent(
-                "unknown_task",
-                format!("task {} does not exist", msg.task_id),
-            ));
+        let Some(task) = self.claim(msg).await? else {
+            return self.unclaimable(msg).await;
         };
-        if task.file_sha256 != msg.file_sha256 {
-            return Err(TaskError::permanent(
-                "inconsistent_message",
-                format!(
-                    "message names recording {} but task {} is for {}",
-                    msg.file_sha256, msg.task_id, task.file_sha256
-                ),
-            ));
-        }
-        let model = self.models.sync().await?;
-        match task.status.as_str() {
-            "done" | "failed" => return Ok(Outcome::AlreadyFinished),
-            "awaiting_model" if model.is_none() => return Ok(Outcome::AlreadyFinished),
-            _ => {}
-        }
-        // A task found `processing` was cut off mid-way by an earlier
-        // delivery (transient failures hand it back as `queued`).
-        let interruptions: Option<i32> = sqlx::query_scalar(
-            "UPDATE tasks SET status = 'processing', attempts = attempts + 1,
-                    interruptions = interruptions + (status = 'processing')::int,
-                    started_at = coalesce(started_at, now()), worker = $2, updated_at = now()
-             WHERE id = $1 AND status IN ('queued', 'processing', 'awaiting_model')
-             RETURNING interruptions",
-        )
-        .bind(msg.task_id)
-        .bind(&self.worker_name)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(interruptions) = interruptions else {
-            return Ok(Outcome::AlreadyFinished);
-        };
-        if u32::try_from(interruptions).unwrap_or(0) >= self.max_interruptions {
+        if u32::try_from(task.interruptions).unwrap_or(0) >= self.max_interruptions {
             let reason = format!(
-                "processing was interrupted {interruptions} times without finishing \
+                "processing was interrupted {} times without finishing \
                  (the worker was killed, crashed or lost its services while on this recording); \
-                 gave up so that the job can finish"
+                 gave up so that the job can finish",
+                task.interruptions
             );
             self.finish_failed(msg.task_id, "interrupted", &reason)
                 .await?;
@@ -140,7 +118,11 @@ impl Pipeline {
                 reason,
             });
         }
-        match self.run_claimed(msg, &task, model, started).await {
+        let result = match self.models.ensure(task.promoted.clone()).await {
+            Ok(model) => self.run_claimed(msg, &task, model, started).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Err(e) if e.is_transient() => {
                 // Hand the task back so the next delivery does not count
                 // this as an interruption. Best effort: if the database is
@@ -158,31 +140,96 @@ impl Pipeline {
         }
     }
 
+    /// Marks the task `processing` (counting an interruption if an earlier
+    /// delivery left it so) and reads everything the task needs, in one
+    /// statement. `None` when the task cannot be claimed: it does not exist,
+    /// the message does not match it, or it is already finished (an
+    /// `awaiting_model` task is finished until a model is promoted).
+    async fn claim(&self, msg: &ClassifyTask) -> Result<Option<Claimed>, TaskError> {
+        type Row = (String, i64, i32, Option<String>, Option<String>, bool, bool);
+        let row: Option<Row> = sqlx::query_as(
+            "WITH promoted AS (
+                 SELECT version, object_prefix FROM model_versions WHERE status = 'promoted'
+             )
+             UPDATE tasks t
+             SET status = 'processing', attempts = t.attempts + 1,
+                 interruptions = t.interruptions + (t.status = 'processing')::int,
+                 started_at = coalesce(t.started_at, now()), worker = $3, updated_at = now()
+             FROM audio_files f
+             WHERE t.id = $1 AND t.file_sha256 = $2 AND f.sha256 = t.file_sha256
+               AND (t.status IN ('queued', 'processing')
+                    OR (t.status = 'awaiting_model' AND EXISTS (SELECT 1 FROM promoted)))
+             RETURNING t.file_sha256, f.size_bytes, t.interruptions,
+                 (SELECT version FROM promoted), (SELECT object_prefix FROM promoted),
+                 EXISTS (SELECT 1 FROM file_summaries s JOIN promoted p ON p.version = s.model_version
+                         WHERE s.file_sha256 = t.file_sha256),
+                 EXISTS (SELECT 1 FROM window_features w
+                         WHERE w.file_sha256 = t.file_sha256 AND w.feature_version = $4
+                           AND w.window_s = $5 AND w.hop_s = $6)",
+        )
+        .bind(msg.task_id)
+        .bind(&msg.file_sha256)
+        .bind(&self.worker_name)
+        .bind(FEATURE_VERSION)
+        .bind(self.window.length_s as f32)
+        .bind(self.window.hop_s as f32)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(
+            |(file_sha256, size_bytes, interruptions, version, prefix, known, analysed)| Claimed {
+                file_sha256,
+                size_bytes,
+                interruptions,
+                promoted: version.zip(prefix),
+                known,
+                analysed,
+            },
+        ))
+    }
+
+    /// Why a task could not be claimed: a permanent error for a message that
+    /// names no task or the wrong recording, otherwise a duplicate delivery.
+    async fn unclaimable(&self, msg: &ClassifyTask) -> Result<Outcome, TaskError> {
+        let sha: Option<String> = sqlx::query_scalar("SELECT file_sha256 FROM tasks WHERE id = $1")
+            .bind(msg.task_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match sha {
+            None => Err(TaskError::permanent(
+                "unknown_task",
+                format!("task {} does not exist", msg.task_id),
+            )),
+            Some(sha) if sha != msg.file_sha256 => Err(TaskError::permanent(
+                "inconsistent_message",
+                format!(
+                    "message names recording {} but task {} is for {}",
+                    msg.file_sha256, msg.task_id, sha
+                ),
+            )),
+            Some(_) => Ok(Outcome::AlreadyFinished),
+        }
+    }
+
     /// Steps 2 to 4 for a task this worker has claimed.
     async fn run_claimed(
         &self,
         msg: &ClassifyTask,
-        task: &TaskState,
+        task: &Claimed,
         model: Option<Arc<LoadedModel>>,
         started: Instant,
     ) -> Result<Outcome, TaskError> {
         // The same recording classified by the same model for another job:
-        // nothing to compute.
-        if let Some(m) = &model {
-            let known: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM file_summaries WHERE file_sha256 = $1 AND model_version = $2",
-            )
-            .bind(&task.file_sha256)
-            .bind(&m.version)
-            .fetch_optional(&self.pool)
-            .await?;
-            if known.is_some() {
-                self.finish_done(msg.task_id, &m.version).await?;
-                self.metrics.file_done(started.elapsed(), 0.0);
-                return Ok(Outcome::Done {
-                    model_version: m.version.clone(),
-                });
-            }
+        // nothing to compute. (`known` is about the promoted version; if that
+        // one was refused and an older model serves, compute as usual.)
+        if let Some(m) = &model
+            && task.known
+            && task.promoted.as_ref().is_some_and(|(v, _)| *v == m.version)
+        {
+            self.finish_done(msg.task_id, &m.version).await?;
+            self.metrics.file_done(started.elapsed(), 0.0);
+            return Ok(Outcome::Done {
+                model_version: m.version.clone(),
+            });
         }
 
         let windows = match self.windows(task).await {
@@ -219,34 +266,27 @@ impl Pipeline {
         })
     }
 
-    async fn task_state(&self, id: Uuid) -> Result<Option<TaskState>, TaskError> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT t.status, t.file_sha256, f.size_bytes
-             FROM tasks t JOIN audio_files f ON f.sha256 = t.file_sha256 WHERE t.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(status, file_sha256, size_bytes)| TaskState {
-            status,
-            file_sha256,
-            size_bytes,
-        }))
+    async fn windows(&self, task: &Claimed) -> Result<Windows, TaskError> {
+        if task.analysed {
+            return self.stored_windows(&task.file_sha256).await;
+        }
+        self.analyse(task).await
     }
 
-    async fn windows(&self, task: &TaskState) -> Result<Windows, TaskError> {
+    /// The recording's windows read back from `window_features`.
+    async fn stored_windows(&self, sha: &str) -> Result<Windows, TaskError> {
         let stored: Vec<(f64, f64, Vec<f32>)> = sqlx::query_as(
             "SELECT start_s, end_s, features FROM window_features
              WHERE file_sha256 = $1 AND feature_version = $2 AND window_s = $3 AND hop_s = $4
              ORDER BY window_index",
         )
-        .bind(&task.file_sha256)
+        .bind(sha)
         .bind(FEATURE_VERSION)
         .bind(self.window.length_s as f32)
         .bind(self.window.hop_s as f32)
         .fetch_all(&self.pool)
         .await?;
-        if !stored.is_empty() {
+        {
             let mut spans = Vec::with_capacity(stored.len());
             let mut features = Vec::with_capacity(stored.len());
             for (start, end, f) in stored {
@@ -262,13 +302,17 @@ impl Pipeline {
                 spans.push((start, end));
                 features.push(v);
             }
-            return Ok(Windows {
+            Ok(Windows {
                 info: None,
                 fresh: false,
                 spans,
                 features,
-            });
+            })
         }
+    }
+
+    /// The recording fetched from the object store and analysed.
+    async fn analyse(&self, task: &Claimed) -> Result<Windows, TaskError> {
         let size = u64::try_from(task.size_bytes).unwrap_or(0);
         if size > self.max_file_bytes {
             return Err(TaskError::permanent(
@@ -349,116 +393,84 @@ impl Pipeline {
         model: Option<&LoadedModel>,
         probabilities: Option<Vec<Vec<f32>>>,
     ) -> Result<(), TaskError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(info) = &windows.info {
-            sqlx::query(
-                "UPDATE audio_files SET format = $2, codec = $3, sample_rate = $4, channels = $5, duration_s = $6
-                 WHERE sha256 = $1",
-            )
-            .bind(sha)
-            .bind(&info.format)
-            .bind(&info.codec)
-            .bind(i32::try_from(info.sample_rate).unwrap_or(i32::MAX))
-            .bind(i16::try_from(info.channels).unwrap_or(i16::MAX))
-            .bind(info.duration_s)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if windows.fresh {
-            for (chunk_no, chunk) in windows.features.chunks(ROWS_PER_INSERT).enumerate() {
-                let base = chunk_no * ROWS_PER_INSERT;
-                let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-                    "INSERT INTO window_features (file_sha256, feature_version, window_s, hop_s, window_index, start_s, end_s, features) ",
-                );
-                q.push_values(chunk.iter().enumerate(), |mut row, (i, f)| {
-                    let (start, end) = windows.spans[base + i];
-                    row.push_bind(sha)
-                        .push_bind(FEATURE_VERSION)
-                        .push_bind(self.window.length_s as f32)
-                        .push_bind(self.window.hop_s as f32)
-                        .push_bind((base + i) as i32)
-                        .push_bind(start)
-                        .push_bind(end)
-                        .push_bind(f.to_vec());
-                });
-                q.push(" ON CONFLICT DO NOTHING");
-                q.build().execute(&mut *tx).await?;
-            }
-        }
+        let n = windows.spans.len();
+        let index: Vec<i32> = (0..n)
+            .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+            .collect();
+        let starts: Vec<f64> = windows.spans.iter().map(|s| s.0).collect();
+        let ends: Vec<f64> = windows.spans.iter().map(|s| s.1).collect();
+        // Stored features are not written again.
+        let flat: Vec<f32> = if windows.fresh {
+            windows.features.iter().flatten().copied().collect()
+        } else {
+            Vec::new()
+        };
+        let info = windows.info.as_ref();
+        let analysed = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(sha)
+                .bind(info.map(|i| i.format.clone()))
+                .bind(info.map(|i| i.codec.clone()))
+                .bind(info.map(|i| i32::try_from(i.sample_rate).unwrap_or(i32::MAX)))
+                .bind(info.map(|i| i16::try_from(i.channels).unwrap_or(i16::MAX)))
+                .bind(info.map(|i| i.duration_s))
+                .bind(windows.fresh)
+                .bind(FEATURE_VERSION)
+                .bind(self.window.length_s as f32)
+                .bind(self.window.hop_s as f32)
+                .bind(&index)
+                .bind(&starts)
+                .bind(&ends)
+                .bind(&flat)
+                .bind(FEATURE_COUNT as i32)
+                .bind(task_id)
+        };
         match (model, probabilities) {
             (Some(model), Some(probs)) => {
                 let classifier = &model.classifier;
-                for (chunk_no, chunk) in probs.chunks(ROWS_PER_INSERT).enumerate() {
-                    let base = chunk_no * ROWS_PER_INSERT;
-                    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-                        "INSERT INTO detections (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k) ",
-                    );
-                    q.push_values(chunk.iter().enumerate(), |mut row, (i, p)| {
-                        let (start, end) = windows.spans[base + i];
-                        let top = classifier.top_k(p, TOP_K);
-                        let (species, confidence) = top
-                            .first()
-                            .map(|t| (t.species.clone(), t.probability.clamp(0.0, 1.0)))
-                            .unwrap_or_default();
-                        row.push_bind(sha)
-                            .push_bind(&model.version)
-                            .push_bind((base + i) as i32)
-                            .push_bind(start)
-                            .push_bind(end)
-                            .push_bind(species)
-                            .push_bind(confidence)
-                            .push_bind(top_k_json(&top));
-                    });
-                    q.push(
-                        " ON CONFLICT (file_sha256, model_version, window_index) DO UPDATE
-                          SET species = EXCLUDED.species, confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k",
-                    );
-                    q.build().execute(&mut *tx).await?;
+                let mut species = Vec::with_capacity(n);
+                let mut confidence = Vec::with_capacity(n);
+                let mut top_k = Vec::with_capacity(n);
+                for p in &probs {
+                    let top = classifier.top_k(p, TOP_K);
+                    let (s, c) = best(&top);
+                    species.push(s);
+                    confidence.push(c);
+                    top_k.push(top_k_json(&top).to_string());
                 }
                 let summary = classifier
                     .summarize(&probs, TOP_K)
                     .ok_or_else(|| TaskError::permanent("no_windows", "nothing to summarise"))?;
-                let (species, confidence) = summary
-                    .top
-                    .first()
-                    .map(|t| (t.species.clone(), t.probability.clamp(0.0, 1.0)))
-                    .unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO file_summaries (file_sha256, model_version, species, confidence, top_k, windows)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (file_sha256, model_version) DO UPDATE
-                     SET species = EXCLUDED.species, confidence = EXCLUDED.confidence,
-                         top_k = EXCLUDED.top_k, windows = EXCLUDED.windows",
-                )
-                .bind(sha)
-                .bind(&model.version)
-                .bind(species)
-                .bind(confidence)
-                .bind(top_k_json(&summary.top))
-                .bind(summary.windows as i32)
-                .execute(&mut *tx)
-                .await?;
-                mark_done(&mut tx, task_id, &model.version).await?;
+                let (summary_species, summary_confidence) = best(&summary.top);
+                analysed(PERSIST_CLASSIFIED)
+                    .bind(&model.version)
+                    .bind(&species)
+                    .bind(&confidence)
+                    .bind(&top_k)
+                    .bind(summary_species)
+                    .bind(summary_confidence)
+                    .bind(top_k_json(&summary.top))
+                    .bind(i32::try_from(summary.windows).unwrap_or(i32::MAX))
+                    .execute(&self.pool)
+                    .await?;
             }
             _ => {
-                sqlx::query(
-                    "UPDATE tasks SET status = 'awaiting_model', error = NULL, error_kind = NULL,
-                            finished_at = now(), updated_at = now()
-                     WHERE id = $1",
-                )
-                .bind(task_id)
-                .execute(&mut *tx)
-                .await?;
+                analysed(PERSIST_AWAITING).execute(&self.pool).await?;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 
     async fn finish_done(&self, task_id: Uuid, version: &str) -> Result<(), TaskError> {
-        let mut tx = self.pool.begin().await?;
-        mark_done(&mut tx, task_id, version).await?;
-        tx.commit().await?;
+        sqlx::query(
+            "UPDATE tasks SET status = 'done', model_version = $2, error = NULL, error_kind = NULL,
+                    finished_at = now(), updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(task_id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -483,23 +495,6 @@ impl Pipeline {
     }
 }
 
-async fn mark_done(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    task_id: Uuid,
-    version: &str,
-) -> Result<(), TaskError> {
-    sqlx::query(
-        "UPDATE tasks SET status = 'done', model_version = $2, error = NULL, error_kind = NULL,
-                finished_at = now(), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(task_id)
-    .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 fn top_k_json(top: &[birdsong_model::inference::Prediction]) -> serde_json::Value {
     serde_json::Value::Array(
         top.iter()
@@ -507,3 +502,63 @@ fn top_k_json(top: &[birdsong_model::inference::Prediction]) -> serde_json::Valu
             .collect(),
     )
 }
+
+/// The top species and its confidence (clamped into the column's range).
+fn best(top: &[birdsong_model::inference::Prediction]) -> (String, f32) {
+    top.first()
+        .map(|t| (t.species.clone(), t.probability.clamp(0.0, 1.0)))
+        .unwrap_or_default()
+}
+
+/// The part of both result statements that records what analysis found:
+/// the file's audio facts and, for a fresh analysis (`$7`), its window
+/// features, sliced out of one flat array of `$15` values per window.
+/// Parameters `$1`–`$16`; `$16` is the task.
+macro_rules! analysed_cte {
+    () => {
+        "WITH file AS (
+             UPDATE audio_files
+             SET format = $2, codec = $3, sample_rate = $4, channels = $5, duration_s = $6
+             WHERE sha256 = $1 AND $7
+         ), features AS (
+             INSERT INTO window_features
+                 (file_sha256, feature_version, window_s, hop_s, window_index, start_s, end_s, features)
+             SELECT $1::text, $8::text, $9::real, $10::real, w.i, w.s, w.e, ($14::real[])[w.i * $15 + 1 : (w.i + 1) * $15]
+             FROM unnest($11::int[], $12::float8[], $13::float8[]) AS w (i, s, e)
+             WHERE $7
+             ON CONFLICT DO NOTHING
+         )"
+    };
+}
+
+/// A classified recording: detections (`$17`–`$20`), its summary
+/// (`$21`–`$24`) and the task done, atomically.
+const PERSIST_CLASSIFIED: &str = concat!(
+    analysed_cte!(),
+    ", detected AS (
+         INSERT INTO detections
+             (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k)
+         SELECT $1::text, $17::text, d.i, d.s, d.e, d.species, d.confidence, d.top_k::jsonb
+         FROM unnest($11::int[], $12::float8[], $13::float8[], $18::text[], $19::real[], $20::text[])
+             AS d (i, s, e, species, confidence, top_k)
+         ON CONFLICT (file_sha256, model_version, window_index) DO UPDATE
+         SET species = EXCLUDED.species, confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k
+     ), summary AS (
+         INSERT INTO file_summaries (file_sha256, model_version, species, confidence, top_k, windows)
+         VALUES ($1, $17, $21, $22, $23, $24)
+         ON CONFLICT (file_sha256, model_version) DO UPDATE
+         SET species = EXCLUDED.species, confidence = EXCLUDED.confidence,
+             top_k = EXCLUDED.top_k, windows = EXCLUDED.windows
+     )
+     UPDATE tasks SET status = 'done', model_version = $17, error = NULL, error_kind = NULL,
+            finished_at = now(), updated_at = now()
+     WHERE id = $16"
+);
+
+/// Features stored, no model yet: the task waits for one, atomically.
+const PERSIST_AWAITING: &str = concat!(
+    analysed_cte!(),
+    " UPDATE tasks SET status = 'awaiting_model', error = NULL, error_kind = NULL,
+            finished_at = now(), updated_at = now()
+     WHERE id = $16"
+);
