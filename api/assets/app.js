@@ -257,7 +257,7 @@
       tr.dataset.job = j.job_id;
       if (state.job === j.job_id) tr.className = "selected";
       const ended = j.done + j.failed + j.awaiting_model;
-      tr.innerHTML = `<td>${when(j.created_at)}</td><td class="path">${esc(j.description || j.job_id)}</td>
+      tr.innerHTML = `<td class="hide-narrow">${when(j.created_at)}</td><td class="path">${esc(j.description || j.job_id)}</td>
         <td><span class="badge ${j.status === "finished" ? "ok" : ""}">${esc(j.status)}</span>${j.failed ? ` <span class="badge warn">${j.failed} failed</span>` : ""}</td>
         <td class="num">${ended} / ${j.tasks}</td>
         <td><button type="button" class="small secondary">Open<span class="visually-hidden"> job ${esc(j.description || j.job_id)}</span></button></td>`;
@@ -298,7 +298,7 @@
       }
       f.detections.forEach((d, i) => {
         const tr = document.createElement("tr");
-        tr.innerHTML = `<td class="path">${i === 0 ? esc(f.source_path) : ""}</td><td class="num">${num(d.start_s)}</td><td class="num">${num(d.end_s)}</td>
+        tr.innerHTML = `<td class="path">${i === 0 ? esc(f.source_path) : ""}</td><td class="num">${num(d.start_s)}</td><td class="num hide-narrow">${num(d.end_s)}</td>
           <td class="species">${esc(d.species)}</td><td class="num">${pct(d.confidence)}</td>
           <td><button type="button" class="small secondary">Inspect<span class="visually-hidden"> ${esc(f.source_path)} at ${num(d.start_s)} s</span></button></td>`;
         tr.querySelector("button").addEventListener("click", () => {
