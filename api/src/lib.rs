@@ -16,20 +16,29 @@
 //! * [`registry`]: labels, species, retrains and model versions.
 //! * [`health`]: liveness, readiness and metrics.
 //! * [`problem`] and [`extract`]: one error shape for every refusal.
+//! * [`dashboard`]: the web page at `/`, and the read endpoints it is built
+//!   on: [`jobs`] (the job list), [`media`] (a stretch of a recording as
+//!   audio or a spectrogram), [`stats`] (chart data) and [`system`]
+//!   (workers, queues, throughput, failures).
 
 pub mod access;
 pub mod classify;
+pub mod dashboard;
 pub mod export;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod jobs;
+pub mod media;
 pub mod metrics;
 pub mod problem;
 pub mod registry;
 pub mod results;
 pub mod routes;
 pub mod spool;
+pub mod stats;
 pub mod submit;
+pub mod system;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -67,6 +76,8 @@ pub struct Inner {
     pub keys: Keys,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
+    /// A broker channel of its own for reading queue depths.
+    pub inspector: system::Inspector,
 }
 
 /// Cheap-to-clone handle on [`Inner`].
@@ -100,6 +111,7 @@ impl AppState {
             keys,
             limiter,
             metrics: Metrics::default(),
+            inspector: system::Inspector::default(),
         }))
     }
 }
@@ -142,6 +154,17 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
+                query: &[
+                    ("limit", "jobs per page (1-200, default 20)"),
+                    ("cursor", "next_cursor of the previous page"),
+                ],
+                errors: &[400],
+                ..r("get", "/v1/jobs", "Jobs, newest first, with their counts", Access::Read)
+            },
+            get(jobs::list),
+        )
+        .add(
+            Doc {
                 errors: &[400, 404],
                 ..r("get", "/v1/jobs/{id}", "Job status, counts, timestamps and throughput", Access::Read)
             },
@@ -179,6 +202,41 @@ pub fn routes(state: AppState) -> Routes {
                 ..r("get", "/v1/files/{sha256}", "Everything known about one recording", Access::Read)
             },
             get(files::file),
+        )
+        .add(
+            Doc {
+                query: &[
+                    ("start", "seconds from the beginning (default 0)"),
+                    ("end", "seconds from the beginning (default start + 5; at most 30 s after start)"),
+                ],
+                ok: (200, "audio/wav", "16-bit mono PCM at the recording's sample rate"),
+                errors: &[400, 404, 422, 503],
+                ..r("get", "/v1/files/{sha256}/audio", "A stretch of a recording as WAV", Access::Read)
+            },
+            get(media::audio),
+        )
+        .add(
+            Doc {
+                query: &[
+                    ("start", "seconds from the beginning (default 0)"),
+                    ("end", "seconds from the beginning (default start + 5; at most 30 s after start)"),
+                ],
+                errors: &[400, 404, 422, 503],
+                ..r("get", "/v1/files/{sha256}/spectrogram", "The 128-band mel spectrogram (dB) of a stretch of a recording", Access::Read)
+            },
+            get(media::spectrogram),
+        )
+        .add(
+            Doc {
+                query: &[("job", "a job id; without it, every recording's newest result")],
+                errors: &[400, 404],
+                ..r("get", "/v1/stats", "Detections by species, confidence and hour of the day", Access::Read)
+            },
+            get(stats::stats),
+        )
+        .add(
+            r("get", "/v1/system", "Workers seen recently, queue depths, throughput over the last hour, recent failures", Access::Read),
+            get(system::system),
         )
         .add(
             Doc {
@@ -236,6 +294,21 @@ pub fn routes(state: AppState) -> Routes {
                 ..r("post", "/v1/reclassify", "Classify recordings again from their stored features", Access::Write)
             },
             post(registry::reclassify),
+        )
+        .add(
+            Doc {
+                ok: (200, "text/html", "the dashboard"),
+                ..r("get", "/", "The web dashboard", Access::Public)
+            },
+            get(dashboard::index),
+        )
+        .add(
+            Doc {
+                ok: (200, "text/javascript", "a script, style sheet or icon of the dashboard"),
+                errors: &[404],
+                ..r("get", "/assets/{name}", "The dashboard's static files", Access::Public)
+            },
+            get(dashboard::asset),
         )
         .add(
             r("get", "/v1/openapi.json", "This document", Access::Public),

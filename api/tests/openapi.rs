@@ -7,7 +7,7 @@ use birdsong_testkit::TestEnv;
 use hyper::Method;
 use support::*;
 
-/// The endpoints the service promises (issue 7). Adding a route without
+/// The endpoints the service promises (issues 7 and 9). Adding a route without
 /// documenting it is impossible (routes are only added with their `Doc`);
 /// this list catches a promised endpoint that goes missing.
 const PROMISED: &[(&str, &str)] = &[
@@ -28,6 +28,14 @@ const PROMISED: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    // The dashboard and the reads it is built on (issue 9).
+    ("get", "/"),
+    ("get", "/assets/{name}"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/files/{sha256}/audio"),
+    ("get", "/v1/files/{sha256}/spectrogram"),
+    ("get", "/v1/stats"),
+    ("get", "/v1/system"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

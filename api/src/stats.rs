@@ -1,0 +1,160 @@
+//! `GET /v1/stats`: the numbers behind the dashboard's charts.
+//!
+//! Over one job (`?job=`) or over every recording's newest result: how many
+//! detections of each species, how confident they are (a histogram and an
+//! hourly trend), and at what hour of the day they were made. "When" is
+//! the recording's `recorded_at` plus the window's offset when the
+//! recording's time is known, and the time of classification otherwise;
+//! hours are UTC. The aggregation runs in PostgreSQL, so the answer stays
+//! small however many detections there are.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::extract::ApiQuery;
+use crate::problem::ApiResult;
+use crate::results::{job_id, require_job};
+
+/// Bins of the confidence histogram (each 0.1 wide).
+const BINS: usize = 10;
+/// Species listed; the rest are summed into `other_detections`.
+const TOP_SPECIES: i64 = 30;
+/// Hourly points of the trend, the most recent ones.
+const TREND_POINTS: i64 = 72;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct SpeciesCount {
+    pub species: String,
+    pub detections: i64,
+    pub mean_confidence: f64,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TrendPoint {
+    pub hour: DateTime<Utc>,
+    pub detections: i64,
+    pub mean_confidence: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub job_id: Option<Uuid>,
+    pub detections: i64,
+    pub species: Vec<SpeciesCount>,
+    pub other_detections: i64,
+    /// Detections with confidence in `[i/10, (i+1)/10)` (the last bin
+    /// includes 1).
+    pub confidence_histogram: Vec<i64>,
+    pub confidence_trend: Vec<TrendPoint>,
+    /// Detections per hour of the day, 0-23 (UTC).
+    pub by_hour: Vec<i64>,
+}
+
+/// The detections counted, with when they happened. The queries below are
+/// built only from this and constants (never from input), hence
+/// `AssertSqlSafe`.
+fn scope(job: bool) -> &'static str {
+    if job {
+        "WITH d AS (
+            SELECT d.species, d.confidence,
+                   coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at
+            FROM tasks t
+            JOIN detections d ON d.file_sha256 = t.file_sha256 AND d.model_version = t.model_version
+            JOIN audio_files f ON f.sha256 = t.file_sha256
+            WHERE t.job_id = $1)"
+    } else {
+        "WITH d AS (
+            SELECT d.species, d.confidence,
+                   coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at
+            FROM latest_file_results r
+            JOIN detections d ON d.file_sha256 = r.file_sha256 AND d.model_version = r.model_version
+            JOIN audio_files f ON f.sha256 = r.file_sha256
+            WHERE $1::uuid IS NULL)"
+    }
+}
+
+pub async fn stats(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<StatsQuery>,
+) -> ApiResult<Json<Stats>> {
+    let job = match q.job.as_deref() {
+        Some(raw) => {
+            let id = job_id(raw)?;
+            require_job(&state, id).await?;
+            Some(id)
+        }
+        None => None,
+    };
+    let with = scope(job.is_some());
+    let pool = &state.pool;
+    let species: Vec<SpeciesCount> = sqlx::query_as(AssertSqlSafe(format!(
+        "{with} SELECT species, count(*) AS detections, avg(confidence)::float8 AS mean_confidence
+         FROM d GROUP BY species ORDER BY detections DESC, species LIMIT $2"
+    )))
+    .bind(job)
+    .bind(TOP_SPECIES)
+    .fetch_all(pool)
+    .await?;
+    let bins: Vec<(i32, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "{with} SELECT least(width_bucket(confidence::float8, 0, 1, {BINS}), {BINS}) AS bin,
+                       count(*)
+         FROM d GROUP BY 1"
+    )))
+    .bind(job)
+    .fetch_all(pool)
+    .await?;
+    let mut confidence_histogram = vec![0i64; BINS];
+    for (bin, n) in &bins {
+        if let Some(slot) = usize::try_from(*bin - 1)
+            .ok()
+            .and_then(|i| confidence_histogram.get_mut(i))
+        {
+            *slot += n;
+        }
+    }
+    let detections: i64 = confidence_histogram.iter().sum();
+    let listed: i64 = species.iter().map(|s| s.detections).sum();
+    let mut confidence_trend: Vec<TrendPoint> = sqlx::query_as(AssertSqlSafe(format!(
+        "{with} SELECT date_trunc('hour', at) AS hour, count(*) AS detections,
+                       avg(confidence)::float8 AS mean_confidence
+         FROM d GROUP BY 1 ORDER BY 1 DESC LIMIT $2"
+    )))
+    .bind(job)
+    .bind(TREND_POINTS)
+    .fetch_all(pool)
+    .await?;
+    confidence_trend.reverse();
+    let hours: Vec<(i32, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "{with} SELECT extract(hour FROM at AT TIME ZONE 'UTC')::int AS hour, count(*)
+         FROM d GROUP BY 1"
+    )))
+    .bind(job)
+    .fetch_all(pool)
+    .await?;
+    let mut by_hour = vec![0i64; 24];
+    for (h, n) in hours {
+        if let Some(slot) = usize::try_from(h).ok().and_then(|i| by_hour.get_mut(i)) {
+            *slot += n;
+        }
+    }
+    Ok(Json(Stats {
+        job_id: job,
+        detections,
+        other_detections: detections - listed,
+        species,
+        confidence_histogram,
+        confidence_trend,
+        by_hour,
+    }))
+}
