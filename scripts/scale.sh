@@ -7,6 +7,11 @@
 #
 #   scripts/scale.sh                       # 1, 2 and 4 workers, 200 clips
 #   scripts/scale.sh --workers 1,2,3,6 --clips 400
+#   scripts/scale.sh --threads 0           # each worker gets cores / workers
+#
+# By default every worker runs one CPU thread, so that the scaling
+# efficiency is throughput(N) / (N x throughput(1)) with one worker as one
+# core's worth.
 #
 # Needs PostgreSQL and RabbitMQ running locally (see README); the object
 # store is an in-process S3 server.
@@ -14,17 +19,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 workers=1,2,4
 clips=200
+threads=1
 out=bench/results/latest
 shared=${BIRDSONG_SHARED_DIR:-../shared}
 while [ $# -gt 0 ]; do
     case "$1" in
         --workers) workers=$2; shift 2 ;;
         --clips) clips=$2; shift 2 ;;
+        --threads) threads=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        *) echo "usage: $0 [--workers 1,2,4] [--clips N] [--out DIR]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--workers 1,2,4] [--clips N] [--threads T] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --locked --bins
+thread_arg=()
+[ "$threads" = 0 ] || thread_arg=(--threads "$threads")
 "$target/release/birdsong-bench" pipeline --shared "$shared" --workers "$workers" \
-    --clips "$clips" --out "$out"
+    --clips "$clips" "${thread_arg[@]}" --out "$out"

@@ -7,7 +7,7 @@ use birdsong_testkit::TestEnv;
 use hyper::Method;
 use support::*;
 
-/// The endpoints the service promises (issues 7 and 9). Adding a route without
+/// The endpoints the service promises. Adding a route without
 /// documenting it is impossible (routes are only added with their `Doc`);
 /// this list catches a promised endpoint that goes missing.
 const PROMISED: &[(&str, &str)] = &[
@@ -28,7 +28,7 @@ const PROMISED: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
-    // The dashboard and the reads it is built on (issue 9).
+    // The dashboard and the reads it is built on.
     ("get", "/"),
     ("get", "/assets/{name}"),
     ("get", "/v1/jobs"),

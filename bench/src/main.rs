@@ -63,6 +63,12 @@ enum Command {
         /// Worker counts to run end to end.
         #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
         workers: Vec<usize>,
+        /// CPU threads per worker. Without it each worker gets its share of
+        /// the cores (cores / workers, at least 1); with `--threads 1` every
+        /// worker is one core's worth and the efficiency column is exactly
+        /// throughput(N) / (N × throughput(1)).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Folder to write `report.md`, `results.json` and `chart.png` into.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -96,8 +102,9 @@ async fn main() -> anyhow::Result<()> {
             corpus,
             clips,
             workers,
+            threads,
             out,
-        } => pipeline(&shared, &corpus, clips, &workers, out).await,
+        } => pipeline(&shared, &corpus, clips, &workers, threads, out).await,
         Command::Inference => inference_table().await,
     }
 }
@@ -107,6 +114,7 @@ async fn pipeline(
     names: &[CorpusName],
     clips: usize,
     workers: &[usize],
+    threads_per_worker: Option<usize>,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let worker = worker_exe()?;
@@ -137,7 +145,7 @@ async fn pipeline(
         });
         let mut single: Option<f64> = None;
         for &w in workers {
-            let threads = (cores / w.max(1)).max(1);
+            let threads = threads_per_worker.unwrap_or(cores / w.max(1)).max(1);
             eprintln!(
                 "{}: end to end with {w} worker(s) × {threads} thread(s)…",
                 corpus.name
