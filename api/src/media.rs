@@ -139,29 +139,6 @@ async fn load(state: &AppState, s: &Stretch) -> Result<(Vec<f32>, u32), Problem>
         })
 }
 
-/// A 16-bit PCM mono WAV of `samples` (clipped to ±1).
-pub fn wav16(samples: &[f32], rate: u32) -> Vec<u8> {
-    let data_len = u32::try_from(samples.len() * 2).unwrap_or(u32::MAX - 44);
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        let v = (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)).round() as i16;
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
 /// `GET /v1/files/{sha256}/audio?start=&end=`: the stretch as a WAV at the
 /// recording's own sample rate.
 pub async fn audio(
@@ -171,7 +148,7 @@ pub async fn audio(
 ) -> ApiResult<Response> {
     let s = stretch(&state, &sha, &q).await?;
     let (samples, rate) = load(&state, &s).await?;
-    let mut response = wav16(&samples, rate).into_response();
+    let mut response = birdsong_audio::wav::pcm16_mono(&samples, rate).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     // A stored recording never changes (it is named by its hash).
@@ -259,7 +236,7 @@ mod tests {
 
     #[test]
     fn wav_header_and_samples() {
-        let wav = wav16(&[0.0, 1.0, -1.0, 2.0], 8000);
+        let wav = birdsong_audio::wav::pcm16_mono(&[0.0, 1.0, -1.0, 2.0], 8000);
         assert_eq!(&wav[0..4], b"RIFF");
         assert_eq!(wav.len(), 44 + 8);
         assert_eq!(
@@ -277,7 +254,7 @@ mod tests {
         let samples: Vec<f32> = (0..rate * 3)
             .map(|i| (i as f32 / 1000.0).sin() * 0.5)
             .collect();
-        let wav = wav16(&samples, rate);
+        let wav = birdsong_audio::wav::pcm16_mono(&samples, rate);
         let (got, r) = decode_range(Bytes::from(wav), 1.0, 2.0).unwrap();
         assert_eq!(r, rate);
         assert_eq!(got.len(), rate as usize);

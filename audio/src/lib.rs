@@ -23,6 +23,7 @@
 //! * [`features`]: the 95-value vector of one window ([`FeatureExtractor`]),
 //!   built from [`trim`] (silence removal), [`stft`], [`mel`], [`mfcc`],
 //!   [`chroma`] and [`spectral`].
+//! * [`wav`]: writing 16-bit PCM WAV (window playback, test recordings).
 //! * [`error`]: one error type whose messages are meant for users.
 //!
 //! # Parity
@@ -55,6 +56,7 @@ pub mod resample;
 pub mod spectral;
 pub mod stft;
 pub mod trim;
+pub mod wav;
 pub mod window;
 
 pub use decode::AudioInfo;

@@ -20,6 +20,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
+use tokio::sync::watch;
+
 use crate::config::QueueConfig;
 use crate::messages::{Message, MessageError, encode};
 
@@ -42,6 +44,53 @@ pub enum QueueError {
 fn broker(operation: impl Into<String>) -> impl FnOnce(lapin::Error) -> QueueError {
     let operation = operation.into();
     move |source| QueueError::Broker { operation, source }
+}
+
+/// First wait after a consumer loses the broker; doubled after each failed
+/// attempt up to [`RECONNECT_MAX`].
+pub const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest wait between reconnection attempts.
+pub const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(15);
+/// A session that lasted this long had connected: the next failure starts
+/// the back-off again from [`RECONNECT_FIRST`].
+const HEALTHY_SESSION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a consumer `session` (connect, declare, consume) again and again
+/// until it ends cleanly or `shutdown` turns true, waiting with exponential
+/// back-off between failed sessions.
+///
+/// Every consuming role (worker, retrainer) needs the same loop: a broker
+/// restart or a cut connection must cost a reconnection, never the process,
+/// and a stop request must not wait out a back-off. The session gets its own
+/// copy of the shutdown flag.
+pub async fn with_reconnects<F, Fut, E>(shutdown: &watch::Receiver<bool>, mut session: F)
+where
+    F: FnMut(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut shutdown = shutdown.clone();
+    let mut backoff = RECONNECT_FIRST;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match session(shutdown.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                if started.elapsed() >= HEALTHY_SESSION {
+                    backoff = RECONNECT_FIRST;
+                }
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost the broker; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
 }
 
 /// Connects to the broker. The connection name shows in the management UI.

@@ -32,29 +32,15 @@ use crate::run::{Handled, Retrainer};
 
 /// Consumes until `shutdown` turns true, reconnecting after failures.
 pub async fn consume_forever(retrainer: &Retrainer, shutdown: &mut watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match consume(retrainer, shutdown, &mut backoff).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost the broker; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
-            }
-        }
-    }
+    queue::with_reconnects(shutdown, move |mut stop| async move {
+        consume(retrainer, &mut stop).await
+    })
+    .await;
 }
 
 async fn consume(
     retrainer: &Retrainer,
     shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
 ) -> anyhow::Result<()> {
     let q = &retrainer.config.queues;
     let name = format!("retrainer-{}", std::process::id());
@@ -72,7 +58,6 @@ async fn consume(
         )
         .await?;
     tracing::info!(queue = %q.retrain, "consuming retrain requests");
-    *backoff = Duration::from_millis(500);
     loop {
         let delivery = tokio::select! {
             _ = shutdown.changed() => break,

@@ -165,24 +165,8 @@ async fn classes(env: &TestEnv, version: &str) -> usize {
 /// Waits until every task of `job` is done or failed (not queued,
 /// processing or awaiting a model).
 async fn wait_done(env: &TestEnv, job: Uuid) {
-    let start = Instant::now();
-    loop {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE job_id = $1 AND status NOT IN ('done', 'failed')",
-        )
-        .bind(job)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        if pending == 0 {
-            return;
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "job {job}: {pending} tasks unfinished"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.wait_for_tasks(job, &["queued", "processing", "awaiting_model"], LIMIT)
+        .await;
 }
 
 /// Task status → count for `job`.

@@ -1,32 +1,7 @@
 //! Synthetic recordings for tests: deterministic, owned by us, and different
 //! enough per "species" that a working classifier must tell them apart.
 
-/// The 44-byte header of a mono 16-bit PCM WAV file with `data_len`
-/// bytes of samples (for tests that stream long files to disk).
-pub fn wav_header(sample_rate: u32, data_len: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(44);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&sample_rate.to_le_bytes());
-    out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out
-}
-
-/// Samples in [-1, 1] as 16-bit little-endian PCM bytes.
-pub fn pcm16(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
-        .collect()
-}
+pub use birdsong_audio::wav::{pcm16_mono_header as wav_header, pcm16_samples as pcm16};
 
 /// A mono 16-bit PCM WAV file of integer samples.
 pub fn wav_i16(samples: impl IntoIterator<Item = i16>, sample_rate: u32) -> Vec<u8> {
@@ -36,13 +11,7 @@ pub fn wav_i16(samples: impl IntoIterator<Item = i16>, sample_rate: u32) -> Vec<
     out
 }
 
-/// Encodes mono `samples` (in [-1, 1]) as a 16-bit PCM WAV file.
-pub fn wav_pcm16(samples: &[f32], sample_rate: u32) -> Vec<u8> {
-    let data = pcm16(samples);
-    let mut out = wav_header(sample_rate, data.len() as u32);
-    out.extend_from_slice(&data);
-    out
-}
+pub use birdsong_audio::wav::pcm16_mono as wav_pcm16;
 
 /// A tiny deterministic PRNG (xorshift), so tests need no extra crates.
 struct Noise(u64);

@@ -57,6 +57,38 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Waits until no task of `job` has one of the `unfinished` statuses,
+    /// polling the database; panics with the count left after `limit`.
+    /// Tests differ in what they wait out (a retrainer test also waits for
+    /// `awaiting_model` tasks), hence the list.
+    pub async fn wait_for_tasks(
+        &self,
+        job: uuid::Uuid,
+        unfinished: &[&str],
+        limit: std::time::Duration,
+    ) {
+        let start = std::time::Instant::now();
+        let unfinished: Vec<String> = unfinished.iter().map(|s| s.to_string()).collect();
+        loop {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tasks WHERE job_id = $1 AND status = ANY($2)",
+            )
+            .bind(job)
+            .bind(&unfinished)
+            .fetch_one(&self.pool)
+            .await
+            .expect("counting a job's unfinished tasks");
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {job} still has {pending} tasks in {unfinished:?} after {limit:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Creates the environment. Fails with a message saying which service
     /// did not answer and how to start it.
     pub async fn start() -> anyhow::Result<Self> {

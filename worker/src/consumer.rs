@@ -48,23 +48,11 @@ pub async fn consume_forever(
     config: &Config,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match consume(&pipeline, config, shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost the broker; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
-            }
-        }
-    }
+    let pipeline = &pipeline;
+    queue::with_reconnects(shutdown, move |mut stop| async move {
+        consume(pipeline, config, &mut stop).await
+    })
+    .await;
 }
 
 async fn consume(

@@ -81,6 +81,26 @@ async fn lost_and_duplicated(env: &TestEnv, files: &[(String, f32)]) -> (usize, 
     (lost, duplicated)
 }
 
+/// Starts a small worker (one thread, prefetch 2) with `config` and waits
+/// until it has finished a few tasks of `job`, so that a fault lands mid-job.
+/// Returns the worker and the tasks done by then.
+async fn start_and_await_progress(
+    env: &TestEnv,
+    job: Uuid,
+    mut config: Config,
+) -> (InProcessWorker, i64) {
+    config.worker.threads = 1;
+    config.worker.prefetch = 2;
+    let worker = start_worker_with(config);
+    let started = Instant::now();
+    while count(env, job, "done").await < 3 {
+        assert!(started.elapsed() < LIMIT, "no progress before the fault");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = count(env, job, "done").await;
+    (worker, done)
+}
+
 /// Runs a job through a worker whose `service` goes away (`mode`) for
 /// `outage` once `after_done` tasks are done, then checks every result.
 async fn survive(service: Service, mode: Mode, outage: Duration) {
@@ -99,16 +119,7 @@ async fn survive(service: Service, mode: Mode, outage: Duration) {
         // A hung server is noticed through the client's timeout.
         config.s3.timeout = Duration::from_secs(2);
     }
-    config.worker.threads = 1;
-    config.worker.prefetch = 2;
-    let worker = start_worker_with(config);
-
-    let started = Instant::now();
-    while count(&env, job, "done").await < 3 {
-        assert!(started.elapsed() < LIMIT, "no progress before the fault");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let done_before = count(&env, job, "done").await;
+    let (worker, done_before) = start_and_await_progress(&env, job, config).await;
     proxy.set(mode);
     tokio::time::sleep(outage).await;
     let done_during = count(&env, job, "done").await - done_before;
@@ -264,17 +275,8 @@ async fn survive_restart(service: Service, outage: Duration) {
     const N: usize = 150;
     let env = TestEnv::start().await.expect("test environment");
     let (job, files) = job_of(&env, N, 20.0).await;
-    let mut config: Config = env.config.clone();
-    config.worker.threads = 1;
-    config.worker.prefetch = 2;
-    let worker = start_worker_with(config);
-
-    let started = Instant::now();
-    while count(&env, job, "done").await < 3 {
-        assert!(started.elapsed() < LIMIT, "no progress before the fault");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let done_before = count(&env, job, "done").await;
+    let config: Config = env.config.clone();
+    let (worker, done_before) = start_and_await_progress(&env, job, config).await;
     match service {
         Service::Broker => run("rabbitmqctl", &["-q", "stop_app"]),
         Service::Database => run("pg_ctlcluster", &[&pg_cluster_version(), "main", "stop"]),

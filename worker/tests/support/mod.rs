@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use birdsong_common::jobs::{self, JobSource, NewFile};
 use birdsong_common::queue::Publisher;
@@ -102,24 +102,8 @@ pub fn spawn_worker_process(env: &TestEnv) -> std::process::Child {
 
 /// Waits until no task of `job` is queued or processing.
 pub async fn wait_for_job(env: &TestEnv, job: Uuid, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE job_id = $1 AND status IN ('queued', 'processing')",
-        )
-        .bind(job)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        if pending == 0 {
-            return;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "job {job} still has {pending} unfinished tasks after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.wait_for_tasks(job, &["queued", "processing"], limit)
+        .await;
 }
 
 /// Expected window count for a recording of `seconds` with the default
