@@ -9,7 +9,9 @@
 #   scripts/scale.sh --workers 1,2,3,6 --clips 400
 #   scripts/scale.sh --threads 0           # each worker gets cores / workers
 #
-# By default every worker runs one CPU thread, so that the scaling
+# Each worker count runs twice: streaming (the producer ingests while the
+# workers consume) and backlog (everything ingested first, then the workers
+# timed alone on it). By default every worker runs one CPU thread, so that the scaling
 # efficiency is throughput(N) / (N x throughput(1)) with one worker as one
 # core's worth.
 #
@@ -20,6 +22,7 @@ cd "$(dirname "$0")/.."
 workers=1,2,4
 clips=200
 threads=1
+feed=streaming,backlog
 out=bench/results/latest
 shared=${BIRDSONG_SHARED_DIR:-../shared}
 while [ $# -gt 0 ]; do
@@ -27,8 +30,9 @@ while [ $# -gt 0 ]; do
         --workers) workers=$2; shift 2 ;;
         --clips) clips=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
+        --feed) feed=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        *) echo "usage: $0 [--workers 1,2,4] [--clips N] [--threads T] [--out DIR]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--workers 1,2,4] [--clips N] [--threads T] [--feed streaming,backlog] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 target=${CARGO_TARGET_DIR:-target}
@@ -36,4 +40,4 @@ cargo build --release --locked --bins
 thread_arg=()
 [ "$threads" = 0 ] || thread_arg=(--threads "$threads")
 "$target/release/birdsong-bench" pipeline --shared "$shared" --workers "$workers" \
-    --clips "$clips" "${thread_arg[@]}" --out "$out"
+    --clips "$clips" --feed "$feed" "${thread_arg[@]}" --out "$out"

@@ -44,7 +44,9 @@ const COLOURS: [RGBColor; 6] = [
 pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
     register_font()?;
     let e2e: Vec<&Row> = rows.iter().filter(|r| r.workers.is_some()).collect();
-    let mut corpora: Vec<&str> = e2e.iter().map(|r| r.corpus.as_str()).collect();
+    // One series per workload and feed (end to end, backlog drain).
+    let series = |r: &Row| format!("{}, {}", r.corpus, r.path);
+    let mut corpora: Vec<String> = e2e.iter().map(|r| series(r)).collect();
     corpora.dedup();
     let root = BitMapBackend::new(path, (1200, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
@@ -71,13 +73,13 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
         let colour = COLOURS[i % COLOURS.len()];
         let points: Vec<(f64, f64)> = e2e
             .iter()
-            .filter(|r| r.corpus == *corpus)
+            .filter(|r| series(r) == *corpus)
             .filter_map(|r| Some((r.workers? as f64, r.ratio?)))
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
-            .label(*corpus)
+            .label(corpus.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
         chart
             .draw_series(
@@ -117,7 +119,7 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
         let colour = COLOURS[i % COLOURS.len()];
         let points: Vec<(f64, f64)> = e2e
             .iter()
-            .filter(|r| r.corpus == *corpus)
+            .filter(|r| series(r) == *corpus)
             .filter_map(|r| Some((r.workers? as f64, r.measurement.latency_p95_s?)))
             .collect();
         chart
@@ -164,7 +166,7 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
             .iter()
             .map(|(t, d)| (*t, f64::from(*d)))
             .collect();
-        let label = format!("{}, {} worker(s)", r.corpus, r.workers.unwrap_or(0));
+        let label = format!("{}, {} worker(s)", series(r), r.workers.unwrap_or(0));
         chart
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?

@@ -4,9 +4,11 @@
 //! Each run gets a fresh database, queue names and bucket (the test kit's
 //! isolated environment, on the real local PostgreSQL and RabbitMQ and an
 //! S3 server), a promoted model, and `workers` real `birdsong-worker`
-//! processes. The clock starts when the producer starts reading the corpus
-//! and stops when the last task is finished, so upload, queueing, fetching,
-//! decoding, inference and the database writes are all inside it.
+//! processes. In the [`Feed::Streaming`] runs the clock starts when the
+//! producer starts reading the corpus and stops when the last task is
+//! finished, so upload, queueing, fetching, decoding, inference and the
+//! database writes are all inside it; [`Feed::Backlog`] runs time the
+//! workers alone on an already-ingested job.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -57,6 +59,19 @@ async fn consumers(env: &TestEnv) -> anyhow::Result<u32> {
     Ok(queue.consumer_count())
 }
 
+/// How the recordings reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The producer ingests while the workers consume: the clock runs from
+    /// the producer's start to the last result.
+    Streaming,
+    /// The producer ingests everything first, then the workers start on the
+    /// backlog (an archive uploaded earlier): the clock runs from the first
+    /// task started to the last finished, read from the task rows, so the
+    /// producer is not on the machine while the workers are measured.
+    Backlog,
+}
+
 /// One end-to-end run of `corpus` through `workers` worker processes.
 pub async fn run(
     corpus: &Corpus,
@@ -64,6 +79,7 @@ pub async fn run(
     threads: usize,
     artifact: &Artifact,
     worker_exe: &Path,
+    feed: Feed,
 ) -> anyhow::Result<Measurement> {
     let env = TestEnv::start().await.context("setting up services")?;
     birdsong_testkit::models::store_model(&env, "bench", artifact.clone()).await?;
@@ -77,6 +93,20 @@ pub async fn run(
     )
     .await?;
 
+    let ingest = || async {
+        let services = Services::connect(&env.config).await?;
+        let mut opts = IngestOptions::new(vec![corpus.dir.clone()]);
+        opts.progress = ProgressMode::Quiet;
+        birdsong_producer::ingest(&services, &opts).await
+    };
+    let backlog = match feed {
+        Feed::Backlog => Some(ingest().await?),
+        Feed::Streaming => None,
+    };
+
+    // Taken before the workers exist: they are charged all their CPU,
+    // start-up included, whichever way the clock runs.
+    let cpu_before = RoleCpu::snapshot(&[]);
     let mut children = Workers(Vec::new());
     for _ in 0..workers {
         children.0.push(
@@ -98,17 +128,16 @@ pub async fn run(
     }
 
     let worker_pids: Vec<u32> = children.0.iter().map(Child::id).collect();
-    let cpu_before = RoleCpu::snapshot(&worker_pids);
     let sampler = Sampler::start(
         env.amqp.create_channel().await?,
         env.config.queues.classify.clone(),
         Duration::from_millis(250),
     );
     let started = Instant::now();
-    let services = Services::connect(&env.config).await?;
-    let mut opts = IngestOptions::new(vec![corpus.dir.clone()]);
-    opts.progress = ProgressMode::Quiet;
-    let summary = birdsong_producer::ingest(&services, &opts).await?;
+    let summary = match backlog {
+        Some(summary) => summary,
+        None => ingest().await?,
+    };
     let submitted = started.elapsed().as_secs_f64();
     loop {
         let pending: i64 = sqlx::query_scalar(
@@ -122,34 +151,46 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let wall_s = started.elapsed().as_secs_f64();
+    let mut wall_s = started.elapsed().as_secs_f64();
     let samples = sampler.finish().await;
     let cpu_by_role = cpu_before.seconds_until(&RoleCpu::snapshot(&worker_pids));
     drop(children);
 
-    let (done, failed, audio_s, p50, p95): (i64, i64, f64, Option<f64>, Option<f64>) =
-        sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE t.status = 'done'),
-                    count(*) FILTER (WHERE t.status = 'failed'),
-                    coalesce(sum(f.duration_s) FILTER (WHERE t.status = 'done'), 0),
-                    percentile_cont(0.5) WITHIN GROUP
-                        (ORDER BY extract(epoch FROM t.finished_at - t.queued_at)),
-                    percentile_cont(0.95) WITHIN GROUP
-                        (ORDER BY extract(epoch FROM t.finished_at - t.queued_at))
-             FROM tasks t JOIN audio_files f ON f.sha256 = t.file_sha256
-             WHERE t.job_id = $1",
-        )
-        .bind(summary.job_id)
-        .fetch_one(&env.pool)
-        .await?;
+    let (done, failed, audio_s, p50, p95, span): (
+        i64,
+        i64,
+        f64,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+    ) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE t.status = 'done'),
+                count(*) FILTER (WHERE t.status = 'failed'),
+                coalesce(sum(f.duration_s) FILTER (WHERE t.status = 'done'), 0),
+                percentile_cont(0.5) WITHIN GROUP
+                    (ORDER BY extract(epoch FROM t.finished_at - t.queued_at)),
+                percentile_cont(0.95) WITHIN GROUP
+                    (ORDER BY extract(epoch FROM t.finished_at - t.queued_at)),
+                extract(epoch FROM max(t.finished_at) - min(t.started_at))::float8
+         FROM tasks t JOIN audio_files f ON f.sha256 = t.file_sha256
+         WHERE t.job_id = $1",
+    )
+    .bind(summary.job_id)
+    .fetch_one(&env.pool)
+    .await?;
+    let streaming = feed == Feed::Streaming;
+    if !streaming {
+        wall_s = span.unwrap_or(wall_s);
+    }
     Ok(Measurement {
         files: usize::try_from(done).unwrap_or(0),
         failed: usize::try_from(failed).unwrap_or(0),
         audio_s,
         wall_s,
-        latency_p50_s: p50,
-        latency_p95_s: p95,
-        drain_s: Some(wall_s - submitted),
+        // Time waited in a backlog is not latency.
+        latency_p50_s: p50.filter(|_| streaming),
+        latency_p95_s: p95.filter(|_| streaming),
+        drain_s: Some(wall_s - submitted).filter(|_| streaming),
         cpu_busy: samples.cpu_busy,
         cpu_by_role,
         queue_depth: samples.queue_depth,

@@ -42,6 +42,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FeedName {
+    Streaming,
+    Backlog,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum CorpusName {
     Clips,
     Xc3,
@@ -63,6 +69,11 @@ enum Command {
         /// Worker counts to run end to end.
         #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
         workers: Vec<usize>,
+        /// How work reaches the workers: `streaming` (the producer ingests
+        /// while they consume) and/or `backlog` (ingest first, then time the
+        /// workers draining it).
+        #[arg(long, value_delimiter = ',', default_values = ["streaming"])]
+        feed: Vec<FeedName>,
         /// CPU threads per worker. Without it each worker gets its share of
         /// the cores (cores / workers, at least 1); with `--threads 1` every
         /// worker is one core's worth and the efficiency column is exactly
@@ -102,9 +113,10 @@ async fn main() -> anyhow::Result<()> {
             corpus,
             clips,
             workers,
+            feed,
             threads,
             out,
-        } => pipeline(&shared, &corpus, clips, &workers, threads, out).await,
+        } => pipeline(&shared, &corpus, clips, &workers, &feed, threads, out).await,
         Command::Inference => inference_table().await,
     }
 }
@@ -114,6 +126,7 @@ async fn pipeline(
     names: &[CorpusName],
     clips: usize,
     workers: &[usize],
+    feeds: &[FeedName],
     threads_per_worker: Option<usize>,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -143,32 +156,38 @@ async fn pipeline(
             ratio: None,
             efficiency: None,
         });
-        let mut single: Option<f64> = None;
-        for &w in workers {
-            let threads = threads_per_worker.unwrap_or(cores / w.max(1)).max(1);
-            eprintln!(
-                "{}: end to end with {w} worker(s) × {threads} thread(s)…",
-                corpus.name
-            );
-            let m = distributed::run(&corpus, w, threads, &artifact, &worker).await?;
-            let ratio = m.audio_per_s() / base_rate;
-            if w == 1 {
-                single = Some(m.audio_per_s() / threads as f64);
+        for &feed in feeds {
+            let (feed, label) = match feed {
+                FeedName::Streaming => (distributed::Feed::Streaming, "end to end"),
+                FeedName::Backlog => (distributed::Feed::Backlog, "backlog drain"),
+            };
+            let mut single: Option<f64> = None;
+            for &w in workers {
+                let threads = threads_per_worker.unwrap_or(cores / w.max(1)).max(1);
+                eprintln!(
+                    "{}: {label} with {w} worker(s) × {threads} thread(s)…",
+                    corpus.name
+                );
+                let m = distributed::run(&corpus, w, threads, &artifact, &worker, feed).await?;
+                let ratio = m.audio_per_s() / base_rate;
+                if w == 1 {
+                    single = Some(m.audio_per_s() / threads as f64);
+                }
+                // Per CPU thread given to the workers, relative to one worker:
+                // with one thread each this is throughput(N) / (N ×
+                // throughput(1)); past the core count it shows what
+                // oversubscription costs.
+                let efficiency = single.map(|one| m.audio_per_s() / ((w * threads) as f64 * one));
+                rows.push(Row {
+                    corpus: corpus.name.clone(),
+                    path: label.into(),
+                    workers: Some(w),
+                    threads,
+                    measurement: m,
+                    ratio: Some(ratio),
+                    efficiency,
+                });
             }
-            // Per CPU thread given to the workers, relative to one worker:
-            // with the threads split (cores / N each) this is
-            // throughput(N) / throughput(1); past the core count it shows
-            // what oversubscription costs.
-            let efficiency = single.map(|one| m.audio_per_s() / ((w * threads) as f64 * one));
-            rows.push(Row {
-                corpus: corpus.name.clone(),
-                path: "end to end".into(),
-                workers: Some(w),
-                threads,
-                measurement: m,
-                ratio: Some(ratio),
-                efficiency,
-            });
         }
     }
     let table = format!(

@@ -104,8 +104,8 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s(
         "BIRDSONG_WORKER_PREFETCH",
-        "4",
-        "unacknowledged classify messages one worker holds",
+        "16",
+        "unacknowledged classify messages one worker holds (each may hold up to 16 MiB of a fetched recording)",
     ),
     s(
         "BIRDSONG_WORKER_THREADS",
