@@ -314,7 +314,17 @@ async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
     // A fourth species, labelled; the worker classifies it with v1 (wrongly)
     // and stores its features.
     let second = new_job(&env).await;
-    labelled(&env, Some(second), 3, 5, 300).await;
+    let fourth = labelled(&env, Some(second), 3, 5, 300).await;
+    // The gate compares v1 and v2 on the holdout; only a holdout holding a
+    // recording of the new species can tell them apart. Which recordings
+    // the holdout gets follows from their content hashes, so say so plainly
+    // if a change to the generated audio moves them all out.
+    let fourth_split: Vec<(&str, &str)> = fourth.iter().map(|s| (s.as_str(), "4")).collect();
+    assert!(
+        birdsong_retrainer::split::assign(&fourth_split)
+            .contains(&birdsong_retrainer::split::Split::Holdout),
+        "no recording of the fourth species falls in the holdout: change the seeds of `labelled` above"
+    );
     wait_done(&env, second).await;
     let run = wait_run(&env, request(&env, json!({}), false).await).await;
     let promoted_seen = Instant::now();
