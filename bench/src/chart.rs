@@ -56,83 +56,41 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
 
     // Throughput relative to each corpus's in-process rate, so corpora of
     // different speeds share one axis.
-    let mut chart = ChartBuilder::on(&left)
-        .caption("throughput / in-process rate", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.5..max_workers + 0.5, 0.0..1.2)
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("workers")
-        .y_desc("fraction of in-process audio s/s")
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    for (i, corpus) in corpora.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let points: Vec<(f64, f64)> = e2e
+    let points_of = |value: fn(&Row) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+        corpora
             .iter()
-            .filter(|r| series(r) == *corpus)
-            .filter_map(|r| Some((r.workers? as f64, r.ratio?)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(corpus.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, colour.filled())),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+            .map(|name| {
+                let points = e2e
+                    .iter()
+                    .filter(|r| series(r) == *name)
+                    .filter_map(|r| Some((r.workers? as f64, value(r)?)))
+                    .collect();
+                (name.clone(), points)
+            })
+            .collect()
+    };
+    let panel = Panel {
+        caption: "throughput / in-process rate",
+        y_desc: "fraction of in-process audio s/s",
+        max_workers,
+        y_max: 1.2,
+        legend: true,
+    };
+    panel.draw(&left, &points_of(|r| r.ratio))?;
 
     // p95 latency from enqueue to result.
     let max_latency = e2e
         .iter()
         .filter_map(|r| r.measurement.latency_p95_s)
         .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&right)
-        .caption("p95 latency, enqueue to result", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.5..max_workers + 0.5, 0.0..max_latency * 1.1)
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("workers")
-        .y_desc("seconds")
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    for (i, corpus) in corpora.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let points: Vec<(f64, f64)> = e2e
-            .iter()
-            .filter(|r| series(r) == *corpus)
-            .filter_map(|r| Some((r.workers? as f64, r.measurement.latency_p95_s?)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, colour.filled())),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
-    }
+    let panel = Panel {
+        caption: "p95 latency, enqueue to result",
+        y_desc: "seconds",
+        max_workers,
+        y_max: max_latency * 1.1,
+        legend: false,
+    };
+    panel.draw(&right, &points_of(|r| r.measurement.latency_p95_s))?;
 
     // Queue depth over time, one line per run.
     let max_t = e2e
@@ -154,7 +112,7 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the producer started")
+        .x_desc("seconds since the clock started (producer start, or workers ready for a backlog)")
         .y_desc("messages ready")
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -182,4 +140,56 @@ pub fn draw(rows: &[Row], path: &Path) -> anyhow::Result<()> {
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// One chart of a figure against the worker count, a line per series.
+struct Panel {
+    caption: &'static str,
+    y_desc: &'static str,
+    max_workers: f64,
+    y_max: f64,
+    legend: bool,
+}
+
+impl Panel {
+    fn draw(
+        &self,
+        area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+        series: &[(String, Vec<(f64, f64)>)],
+    ) -> anyhow::Result<()> {
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.caption, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.5..self.max_workers + 0.5, 0.0..self.y_max)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("workers")
+            .y_desc(self.y_desc)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(|e| anyhow!("{e}"))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 4, colour.filled())))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        if self.legend {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::LowerLeft)
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
 }
