@@ -23,13 +23,11 @@ async fn main() -> anyhow::Result<()> {
         .ensure_bucket()
         .await
         .context("preparing the object store bucket")?;
-    let amqp = queue::connect(&config.queues.amqp_url, "birdsong-api")
+    // Reconnects by itself after a broker restart.
+    let publisher = Publisher::connect(&config.queues.amqp_url, "birdsong-api")
         .await
         .context("connecting to the broker")?;
-    let publisher = Publisher::new(&amqp)
-        .await
-        .context("opening a broker channel")?;
-    queue::declare_topology(publisher.channel(), &config.queues)
+    queue::declare_topology(&publisher.channel(), &config.queues)
         .await
         .context("declaring the queues")?;
     let listen = config.api.listen;
@@ -46,7 +44,6 @@ async fn main() -> anyhow::Result<()> {
     birdsong_api::serve(listener, state, shutdown)
         .await
         .context("serving HTTP")?;
-    drop(amqp);
     tracing::info!("api stopped");
     Ok(())
 }

@@ -14,6 +14,8 @@
 //! only once the broker has taken responsibility for the message, which is
 //! what lets the producer record "queued" truthfully.
 
+use std::sync::Arc;
+
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
@@ -180,28 +182,103 @@ pub async fn declare_topology(channel: &Channel, cfg: &QueueConfig) -> Result<()
 }
 
 /// A channel in confirm mode. Publishing waits for the broker's ack.
+///
+/// Made with [`Publisher::connect`] it owns its connection and, when the
+/// broker has gone away and come back (a restart, a cut connection), opens
+/// a new one on the next publish instead of failing every publish until the
+/// process restarts: a long-running API must survive a broker restart the
+/// way the consumers do. A message whose confirm was lost with the old
+/// connection is published again; consumers treat a second copy as a
+/// duplicate delivery. Made with [`Publisher::new`] it stays on the caller's
+/// connection.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    channel: Arc<std::sync::Mutex<Channel>>,
+    reconnect: Option<Arc<Reconnect>>,
+}
+
+/// What a self-reconnecting publisher needs to connect again.
+struct Reconnect {
+    url: String,
+    name: String,
+    /// The connection in use, kept open for as long as the publisher lives.
+    connection: std::sync::Mutex<Option<Connection>>,
+    /// One reconnection at a time.
+    reopening: tokio::sync::Mutex<()>,
+}
+
+async fn confirm_channel(conn: &Connection) -> Result<Channel, QueueError> {
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(broker("opening a channel"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(broker("enabling publisher confirms"))?;
+    Ok(channel)
 }
 
 impl Publisher {
     /// Opens a confirm-mode channel on `conn`.
     pub async fn new(conn: &Connection) -> Result<Self, QueueError> {
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(broker("opening a channel"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(broker("enabling publisher confirms"))?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel: Arc::new(std::sync::Mutex::new(confirm_channel(conn).await?)),
+            reconnect: None,
+        })
     }
 
-    /// The underlying channel (for declaring topology on the same channel).
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// Connects to `url` as `name` and opens a confirm-mode channel; the
+    /// publisher reconnects by itself after the broker goes away.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, QueueError> {
+        let conn = connect(url, name).await?;
+        let channel = confirm_channel(&conn).await?;
+        Ok(Self {
+            channel: Arc::new(std::sync::Mutex::new(channel)),
+            reconnect: Some(Arc::new(Reconnect {
+                url: url.to_string(),
+                name: name.to_string(),
+                connection: std::sync::Mutex::new(Some(conn)),
+                reopening: tokio::sync::Mutex::new(()),
+            })),
+        })
+    }
+
+    /// The channel in use (for declaring topology on it, or checking that
+    /// it is connected).
+    pub fn channel(&self) -> Channel {
+        match self.channel.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The channel to publish on: the current one, or for a reconnecting
+    /// publisher whose channel has closed, a new one on a new connection.
+    async fn usable_channel(&self) -> Result<Channel, QueueError> {
+        let current = self.channel();
+        let Some(reconnect) = &self.reconnect else {
+            return Ok(current);
+        };
+        if current.status().connected() {
+            return Ok(current);
+        }
+        let _one_at_a_time = reconnect.reopening.lock().await;
+        let current = self.channel();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        tracing::warn!(broker = %redact(&reconnect.url), "publisher lost the broker; reconnecting");
+        let conn = connect(&reconnect.url, &reconnect.name).await?;
+        let channel = confirm_channel(&conn).await?;
+        if let Ok(mut slot) = reconnect.connection.lock() {
+            *slot = Some(conn);
+        }
+        match self.channel.lock() {
+            Ok(mut guard) => *guard = channel.clone(),
+            Err(poisoned) => *poisoned.into_inner() = channel.clone(),
+        }
+        Ok(channel)
     }
 
     /// Publishes a persistent JSON message to a queue through the default
@@ -225,11 +302,34 @@ impl Publisher {
         body: &[u8],
         mandatory: bool,
     ) -> Result<(), QueueError> {
+        let channel = self.usable_channel().await?;
+        match self
+            .publish_on(&channel, exchange, routing_key, body, mandatory)
+            .await
+        {
+            // The connection died under this publish: once more on a new one.
+            Err(e) if self.reconnect.is_some() && !channel.status().connected() => {
+                tracing::warn!(error = %e, "publish failed with the connection; retrying on a new one");
+                let channel = self.usable_channel().await?;
+                self.publish_on(&channel, exchange, routing_key, body, mandatory)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn publish_on(
+        &self,
+        channel: &Channel,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        mandatory: bool,
+    ) -> Result<(), QueueError> {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"));
-        let confirm = self
-            .channel
+        let confirm = channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),

@@ -178,7 +178,7 @@ impl Services {
         store.ensure_bucket().await?;
         let amqp = queue::connect(&cfg.queues.amqp_url, "birdsong-producer").await?;
         let publisher = Publisher::new(&amqp).await?;
-        queue::declare_topology(publisher.channel(), &cfg.queues).await?;
+        queue::declare_topology(&publisher.channel(), &cfg.queues).await?;
         Ok(Self::new(cfg, pool, store, publisher))
     }
 

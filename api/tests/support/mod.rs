@@ -33,10 +33,19 @@ pub struct Api {
 /// Starts the API on 127.0.0.1:0 with the environment's services, after
 /// `tweak` adjusts the configuration.
 pub async fn start_api(env: &TestEnv, tweak: impl FnOnce(&mut Config)) -> Api {
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    start_api_with(env, tweak, publisher).await
+}
+
+/// [`start_api`] publishing through `publisher`.
+pub async fn start_api_with(
+    env: &TestEnv,
+    tweak: impl FnOnce(&mut Config),
+    publisher: Publisher,
+) -> Api {
     let mut config = env.config.clone();
     config.api.keys = vec![KEY.to_string(), "other-key".to_string()];
     tweak(&mut config);
-    let publisher = Publisher::new(&env.amqp).await.unwrap();
     let state = AppState::new(config, env.pool.clone(), env.store.clone(), publisher);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
