@@ -62,18 +62,7 @@ async fn new_job(env: &TestEnv) -> Uuid {
 
 /// Queues a classify task for a stored recording.
 async fn enqueue(env: &TestEnv, publisher: &Publisher, job: Uuid, sha: &str) -> Uuid {
-    let task = jobs::add_task(&env.pool, job, sha, sha).await.unwrap();
-    jobs::enqueue(
-        &env.pool,
-        publisher,
-        &env.config.queues.classify,
-        job,
-        task.id,
-        sha,
-    )
-    .await
-    .unwrap();
-    task.id
+    env.enqueue_task(publisher, job, sha, sha).await
 }
 
 /// Labelled recordings `first..first + n` of `species`, each in `job` if given.

@@ -57,6 +57,32 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Adds a task for the stored recording `sha` to `job` and publishes its
+    /// classify message, as the producer does; returns the task id.
+    pub async fn enqueue_task(
+        &self,
+        publisher: &queue::Publisher,
+        job: uuid::Uuid,
+        sha: &str,
+        source_path: &str,
+    ) -> uuid::Uuid {
+        use birdsong_common::jobs;
+        let task = jobs::add_task(&self.pool, job, sha, source_path)
+            .await
+            .expect("adding a task");
+        jobs::enqueue(
+            &self.pool,
+            publisher,
+            &self.config.queues.classify,
+            job,
+            task.id,
+            sha,
+        )
+        .await
+        .expect("publishing a classify message");
+        task.id
+    }
+
     /// Waits until no task of `job` has one of the `unfinished` statuses,
     /// polling the database; panics with the count left after `limit`.
     /// Tests differ in what they wait out (a retrainer test also waits for

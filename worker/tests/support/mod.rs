@@ -40,19 +40,8 @@ pub async fn register_and_enqueue(
     )
     .await
     .unwrap();
-    let task = jobs::add_task(&env.pool, job, sha, name).await.unwrap();
     let publisher = Publisher::new(&env.amqp).await.unwrap();
-    jobs::enqueue(
-        &env.pool,
-        &publisher,
-        &env.config.queues.classify,
-        job,
-        task.id,
-        sha,
-    )
-    .await
-    .unwrap();
-    task.id
+    env.enqueue_task(&publisher, job, sha, name).await
 }
 
 pub async fn new_job(env: &TestEnv) -> Uuid {
