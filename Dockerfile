@@ -1,6 +1,10 @@
 # Multi-stage build: dependencies are compiled in their own layer, so a change
 # to birdsong's code rebuilds only birdsong's crates.
 FROM rust:1.95-bookworm AS build
+# libsoxr: the resampler the audio crate links (librosa's own).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libsoxr-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # 1. Manifests only, with empty crate roots: builds and caches dependencies.
 COPY Cargo.toml Cargo.lock ./
@@ -26,7 +30,7 @@ RUN touch common/src/lib.rs audio/src/lib.rs model/src/lib.rs s3local/src/lib.rs
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libsoxr0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/birdsong birdsong
 COPY --from=build /out/ /usr/local/bin/

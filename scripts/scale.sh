@@ -36,6 +36,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 target=${CARGO_TARGET_DIR:-target}
+source "$(dirname "$0")/native-deps.sh"
+ensure_native_deps
 cargo build --release --locked --bins
 thread_arg=()
 [ "$threads" = 0 ] || thread_arg=(--threads "$threads")

@@ -58,6 +58,8 @@ up() {
   case $workers in ''|*[!0-9]*) echo "--workers must be a number" >&2; exit 2 ;; esac
   mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/s3"
 
+  source scripts/native-deps.sh
+  ensure_native_deps
   echo "building ($PROFILE)…"
   local flag=(); [ "$PROFILE" = release ] && flag=(--release)
   cargo build "${flag[@]}" --locked --bins -q

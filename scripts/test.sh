@@ -40,6 +40,8 @@ if ! answers "$mq_host" "$mq_port"; then
   missing=1
 fi
 [ "$missing" = 0 ] || exit 1
+source scripts/native-deps.sh
+ensure_native_deps
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

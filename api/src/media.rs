@@ -189,8 +189,8 @@ pub async fn spectrogram(
     let spec = tokio::task::spawn_blocking(move || {
         let mut resampler = MonoResampler::new(rate, ANALYSIS_SAMPLE_RATE)?;
         let mut y = Vec::with_capacity(samples.len());
-        resampler.push(&samples, &mut y);
-        resampler.finish(&mut y);
+        resampler.push(&samples, &mut y)?;
+        resampler.finish(&mut y)?;
         let mel = birdsong_audio::mel_spectrogram_db(&y);
         let (bands, frames) = mel.dim();
         let mut min_db = f32::INFINITY;

@@ -65,12 +65,12 @@ fn decode(bytes: &[u8], resample: bool) -> (Vec<f32>, f64) {
             let r = rs.get_or_insert_with(|| {
                 MonoResampler::new(d.info().sample_rate, ANALYSIS_SAMPLE_RATE).expect("rate")
             });
-            r.push(&native, &mut out);
+            r.push(&native, &mut out).expect("resamples");
         }
         native.clear();
     }
     if let Some(r) = rs.as_mut() {
-        r.finish(&mut out);
+        r.finish(&mut out).expect("resamples");
     }
     let secs = d.frames_decoded() as f64 / f64::from(d.info().sample_rate);
     (out, secs)

@@ -51,6 +51,9 @@ pub enum AudioError {
     /// The window configuration is not usable.
     #[error("invalid window configuration: {0}")]
     InvalidConfig(String),
+    /// The resampler refused the conversion or failed on the stream.
+    #[error("resampling failed: {0}")]
+    Resampler(String),
     /// Reading the input failed (file missing, permission, disk error).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

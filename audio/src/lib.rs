@@ -13,7 +13,7 @@
 //!
 //! * [`decode`]: symphonia. The format is detected from the content, never
 //!   from the file name; channels are averaged to mono.
-//! * [`resample`]: rubato, to the analysis rate of 22 050 Hz, in chunks.
+//! * [`resample`]: libsoxr at librosa's settings, to the analysis rate of 22 050 Hz, streamed.
 //! * [`window`]: how a recording is cut into windows (default 5 s, no
 //!   overlap, a final window under 1 s dropped).
 //! * [`pipeline`]: the streaming driver ([`WindowStream`]) that keeps only

@@ -155,7 +155,7 @@ impl WindowStream {
             done: false,
             frame_limit,
         };
-        s.feed(&native, !more);
+        s.feed(&native, !more)?;
         Ok(s)
     }
 
@@ -175,14 +175,15 @@ impl WindowStream {
         }
     }
 
-    fn feed(&mut self, native: &[f32], last: bool) {
+    fn feed(&mut self, native: &[f32], last: bool) -> Result<(), AudioError> {
         let before = self.buf.len();
-        self.resampler.push(native, &mut self.buf);
+        self.resampler.push(native, &mut self.buf)?;
         if last {
-            self.resampler.finish(&mut self.buf);
+            self.resampler.finish(&mut self.buf)?;
             self.eof = true;
         }
         self.total += self.buf.len() - before;
+        Ok(())
     }
 
     /// Decodes until the next window is available; returns its span.
@@ -230,8 +231,9 @@ impl WindowStream {
                 }
             }
             let native = std::mem::take(&mut self.native);
-            self.feed(&native, !more);
+            let fed = self.feed(&native, !more);
             self.native = native;
+            fed?;
         }
     }
 
