@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 target=${CARGO_TARGET_DIR:-target}
-source "$(dirname "$0")/native-deps.sh"
+source scripts/native-deps.sh
 ensure_native_deps
 cargo build --release --locked --bins
 thread_arg=()
