@@ -427,10 +427,18 @@ impl Decoder {
     }
 }
 
-/// The channel count of a WAV `fmt ` chunk, read from the first bytes
-/// (symphonia reports 0 and "too many" channels alike); rewinds the source.
+/// How far [`sniff_wav_channels`] looks for a WAV header. symphonia's probe
+/// scans up to 1 MB for a format marker, so a RIFF header can sit behind
+/// junk (a fuzzed input hid one behind an MP3 frame header at byte 17); this
+/// covers every input the fuzz target tries, and release builds, where the
+/// multiplication wraps instead of panicking, are guarded by `catch_unwind`.
+const WAV_SNIFF_BYTES: usize = 64 * 1024;
+
+/// The channel count of the first WAV `fmt ` chunk in the first
+/// [`WAV_SNIFF_BYTES`] (symphonia reports 0 and "too many" channels alike);
+/// rewinds the source.
 fn sniff_wav_channels(source: &mut Box<dyn MediaSource>) -> Option<u16> {
-    let mut head = [0u8; 512];
+    let mut head = vec![0u8; WAV_SNIFF_BYTES];
     let mut n = 0;
     while n < head.len() {
         match source.read(&mut head[n..]) {
@@ -440,11 +448,12 @@ fn sniff_wav_channels(source: &mut Box<dyn MediaSource>) -> Option<u16> {
     }
     source.seek(SeekFrom::Start(0)).ok()?;
     let head = &head[..n];
-    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-        return None;
-    }
-    let pos = head.windows(4).position(|w| w == b"fmt ")?;
-    let ch = head.get(pos + 10..pos + 12)?;
+    let riff = head
+        .windows(12)
+        .position(|w| &w[0..4] == b"RIFF" && &w[8..12] == b"WAVE")?;
+    let chunks = &head[riff + 12..];
+    let pos = chunks.windows(4).position(|w| w == b"fmt ")?;
+    let ch = chunks.get(pos + 10..pos + 12)?;
     Some(u16::from_le_bytes([ch[0], ch[1]]))
 }
 

@@ -212,6 +212,14 @@ fn absurd_channel_count_is_refused_before_parsing() {
         analyze_bytes(wav, &cfg()),
         Err(AudioError::TooManyChannels(65))
     ));
+    // Found by the fuzz target later: the same header behind 17 bytes of an
+    // MP3 frame header, where symphonia's probe still finds it.
+    let mut hidden = vec![
+        0xff, 0xf3, 0x80, 0xc4, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'X', b'i', b'n', b'g',
+    ];
+    hidden.extend(raw_wav(22_050, 59_393, 16, 1000, 1036, &[0u8; 1000]));
+    let e = analyze_bytes(hidden, &cfg()).unwrap_err();
+    assert!(matches!(e, AudioError::TooManyChannels(59_393)), "{e:?}");
 }
 
 #[test]
