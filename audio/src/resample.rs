@@ -36,7 +36,7 @@ mod ffi {
         _private: [u8; 0],
     }
 
-    #[link(name = "soxr")]
+    // Linked by build.rs (pkg-config, else -lsoxr).
     unsafe extern "C" {
         pub fn soxr_create(
             input_rate: c_double,
