@@ -131,6 +131,9 @@ struct RecipeArgs {
     /// Standard deviation of Gaussian noise added to standardised training inputs.
     #[arg(long, default_value_t = 0.0)]
     input_noise: f32,
+    /// Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
+    #[arg(long, default_value_t = 0)]
+    average_last_epochs: usize,
     /// Network architecture.
     #[arg(long, default_value = birdsong_model::MLP)]
     architecture: String,
@@ -158,6 +161,7 @@ impl RecipeArgs {
             class_weighting: !self.no_class_weights,
             balance_recordings: self.balance_recordings,
             input_noise: self.input_noise,
+            average_last_epochs: self.average_last_epochs,
             stopping,
             seed: self.seed,
         }

@@ -148,6 +148,41 @@ impl Network {
         self.output.forward(x)
     }
 
+    /// The element-wise mean of several networks of the same shape (stochastic weight
+    /// averaging over the last epochs of one run: the weights stay in one basin, so their
+    /// mean is a network, unlike the mean of independently trained ones). Parameter ids
+    /// are the first network's. `None` for no networks.
+    pub(crate) fn average(nets: &[Network]) -> Option<Network> {
+        let first = nets.first()?;
+        let n = nets.len() as f64;
+        let mean_linear = |pick: &dyn Fn(&Network) -> &Linear| -> Linear {
+            let base = pick(first);
+            let weight = nets
+                .iter()
+                .map(|net| pick(net).weight.val())
+                .reduce(|a, b| a + b)
+                .unwrap_or_else(|| base.weight.val())
+                .div_scalar(n);
+            let bias = base.bias.as_ref().map(|b0| {
+                let sum = nets
+                    .iter()
+                    .filter_map(|net| pick(net).bias.as_ref().map(|b| b.val()))
+                    .reduce(|a, b| a + b)
+                    .unwrap_or_else(|| b0.val());
+                Param::initialized(b0.id, sum.div_scalar(n))
+            });
+            Linear {
+                weight: Param::initialized(base.weight.id, weight),
+                bias,
+            }
+        };
+        let hidden = (0..first.hidden.len())
+            .map(|i| mean_linear(&|net: &Network| &net.hidden[i]))
+            .collect();
+        let output = mean_linear(&|net: &Network| &net.output);
+        Some(Network { hidden, output })
+    }
+
     /// Sum of the squared kernel weights (biases excluded), the L2 penalty as Keras'
     /// `kernel_regularizer=l2(..)` defines it.
     pub(crate) fn l2_sum(&self) -> Tensor<1> {
@@ -183,5 +218,32 @@ mod tests {
             net.num_params(),
             7 * 512 + 512 + 512 * 256 + 256 + 256 * 128 + 128 + 128 * 4 + 4
         );
+    }
+
+    #[test]
+    fn the_average_of_networks_averages_every_parameter() {
+        let device = crate::device::cpu();
+        let config = NetworkConfig::named("mlp", 3, 2).unwrap();
+        let (a, b) = (config.init(1, &device), config.init(2, &device));
+        let mean = Network::average(&[a.clone(), b.clone()]).unwrap();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0], [1, 3]), &device);
+        // Check the first layer directly and the whole stack through a forward pass of
+        // a network averaged with itself.
+        let w = |net: &Network| {
+            net.hidden[0]
+                .weight
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        for ((m, x1), x2) in w(&mean).iter().zip(w(&a)).zip(w(&b)) {
+            assert!((m - (x1 + x2) / 2.0).abs() < 1e-6);
+        }
+        let same = Network::average(&[a.clone(), a.clone(), a.clone()]).unwrap();
+        let (ya, ys) = (a.forward(x.clone()), same.forward(x));
+        let diff: f32 = (ya - ys).abs().max().into_scalar();
+        assert!(diff < 1e-5, "{diff}");
+        assert!(Network::average(&[]).is_none());
     }
 }

@@ -84,6 +84,11 @@ pub struct TrainConfig {
     /// training batch (0 = none): a cheap augmentation against memorising recordings.
     #[serde(default)]
     pub input_noise: f32,
+    /// Average the weights of the last this many epochs (stochastic weight averaging)
+    /// instead of keeping the last epoch's; 0 = off. Smooths out where the last
+    /// minibatches happened to leave the weights. Only with [`Stopping::FixedEpochs`].
+    #[serde(default)]
+    pub average_last_epochs: usize,
     /// Stopping rule.
     pub stopping: Stopping,
     /// Seed of weight initialisation, shuffling and dropout.
@@ -103,6 +108,7 @@ impl Default for TrainConfig {
             class_weighting: true,
             balance_recordings: false,
             input_noise: 0.0,
+            average_last_epochs: 0,
             stopping: Stopping::FixedEpochs,
             seed: 0,
         }
@@ -240,6 +246,7 @@ pub fn train_on(
     let mut history = Vec::new();
     let mut best: Option<(f64, Network)> = None;
     let mut since_best = 0usize;
+    let mut averaged: Vec<Network> = Vec::with_capacity(config.average_last_epochs);
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
@@ -274,6 +281,9 @@ pub fn train_on(
             loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * b as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
             network = optimizer.step(config.learning_rate, network, grads);
+        }
+        if epoch + config.average_last_epochs > config.epochs {
+            averaged.push(network.valid());
         }
 
         let mut report = EpochReport {
@@ -312,7 +322,7 @@ pub fn train_on(
         network = best_network;
     }
 
-    let final_network = network.valid();
+    let final_network = Network::average(&averaged).unwrap_or_else(|| network.valid());
     let weights = final_network
         .clone()
         .into_record()
@@ -367,7 +377,18 @@ fn validate_config(config: &TrainConfig, has_validation: bool) -> Result<()> {
             config.input_noise
         )));
     }
+    if config.average_last_epochs > config.epochs {
+        return Err(ModelError::InvalidConfig(format!(
+            "cannot average the last {} of {} epochs",
+            config.average_last_epochs, config.epochs
+        )));
+    }
     if let Stopping::EarlyStopping { patience } = config.stopping {
+        if config.average_last_epochs > 0 {
+            return Err(ModelError::InvalidConfig(
+                "weight averaging needs a fixed epoch budget, not early stopping".into(),
+            ));
+        }
         if !has_validation {
             return Err(ModelError::InvalidConfig(
                 "early stopping needs a validation set".into(),
@@ -526,5 +547,15 @@ mod tests {
         };
         assert!(validate_config(&early, false).is_err());
         assert!(validate_config(&early, true).is_ok());
+        let averaged_early = TrainConfig {
+            average_last_epochs: 2,
+            ..early
+        };
+        assert!(validate_config(&averaged_early, true).is_err());
+        let too_many = TrainConfig {
+            average_last_epochs: 61,
+            ..TrainConfig::default()
+        };
+        assert!(validate_config(&too_many, false).is_err());
     }
 }

@@ -123,6 +123,31 @@ fn same_seed_same_weights_other_seed_other_weights() {
 }
 
 #[test]
+fn weight_averaging_learns_and_changes_the_weights() {
+    // Averaging the last epochs must still give a working classifier, and a different
+    // one from the last epoch's weights (else the option does nothing).
+    let train_set = common::corpus(10, 8, 12);
+    let test_set = common::corpus(20, 4, 12);
+    let last = train(&train_set, None, &quick_config(5, 15), |_| {}).unwrap();
+    let averaged_config = TrainConfig {
+        average_last_epochs: 5,
+        ..quick_config(5, 15)
+    };
+    let averaged = train(&train_set, None, &averaged_config, |_| {}).unwrap();
+    assert_ne!(last.artifact.weights(), averaged.artifact.weights());
+    let again = train(&train_set, None, &averaged_config, |_| {}).unwrap();
+    assert_eq!(averaged.artifact.weights(), again.artifact.weights());
+    assert_eq!(averaged.artifact.meta().training.average_last_epochs, 5);
+    let evaluation = evaluate(&averaged.classifier, &test_set).unwrap();
+    assert!(
+        evaluation.window.accuracy > 0.95,
+        "window accuracy {}",
+        evaluation.window.accuracy
+    );
+    assert_eq!(evaluation.recording.accuracy, 1.0);
+}
+
+#[test]
 fn early_stopping_stops_and_needs_validation() {
     let data = common::corpus(40, 4, 6);
     let config = TrainConfig {

@@ -29,6 +29,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("input_noise", "Gaussian input noise, 0 to 10 (default 0)"),
     (
+        "average_last_epochs",
+        "average the weights of the last N epochs, at most epochs, not with patience (default 0: off)",
+    ),
+    (
         "class_weighting",
         "balance classes in the loss (default true)",
     ),
@@ -78,6 +82,9 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
             "input_noise" => {
                 out.train.input_noise = float(key, value, |v| (0.0..=10.0).contains(&v))? as f32
             }
+            "average_last_epochs" => {
+                out.train.average_last_epochs = int(key, value, 0, 100_000)? as usize
+            }
             "class_weighting" => out.train.class_weighting = boolean(key, value)?,
             "balance_recordings" => out.train.balance_recordings = boolean(key, value)?,
             "architecture" => {
@@ -106,6 +113,15 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                 ));
             }
         }
+    }
+    if out.train.average_last_epochs > out.train.epochs {
+        return Err(format!(
+            "average_last_epochs ({}) cannot exceed epochs ({})",
+            out.train.average_last_epochs, out.train.epochs
+        ));
+    }
+    if out.train.average_last_epochs > 0 && out.train.stopping != Stopping::FixedEpochs {
+        return Err("average_last_epochs needs a fixed epoch budget, not patience".into());
     }
     Ok(out)
 }
@@ -167,5 +183,9 @@ mod tests {
         assert!(parse(&json!({"architecture": "transformer"})).is_err());
         assert!(parse(&json!({"gate_metric": "loss"})).is_err());
         assert!(parse(&json!([1])).is_err());
+        assert!(parse(&json!({"epochs": 10, "average_last_epochs": 11})).is_err());
+        assert!(parse(&json!({"average_last_epochs": 5, "patience": 3})).is_err());
+        let p = parse(&json!({"average_last_epochs": 20})).unwrap();
+        assert_eq!(p.train.average_last_epochs, 20);
     }
 }
