@@ -110,14 +110,14 @@ impl Soxr {
                 ptr::null(),
             )
         };
-        let stream = NonNull::new(raw).map(Soxr);
-        if !error.is_null() || stream.is_none() {
-            return Err(AudioError::Resampler(format!(
+        // A stream returned with an error is dropped (deleted) here.
+        match (NonNull::new(raw).map(Soxr), error.is_null()) {
+            (Some(stream), true) => Ok(stream),
+            _ => Err(AudioError::Resampler(format!(
                 "cannot convert {rate_in} Hz to {rate_out} Hz: {}",
                 soxr_message(error)
-            )));
+            ))),
         }
-        stream.ok_or_else(|| AudioError::Resampler("libsoxr returned no stream".to_owned()))
     }
 
     /// Feeds `input` (`None`: end of input, drain the tail) and fills

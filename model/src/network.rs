@@ -157,18 +157,16 @@ impl Network {
         let n = nets.len() as f64;
         let mean_linear = |pick: &dyn Fn(&Network) -> &Linear| -> Linear {
             let base = pick(first);
-            let weight = nets
+            let rest = &nets[1..];
+            let weight = rest
                 .iter()
-                .map(|net| pick(net).weight.val())
-                .reduce(|a, b| a + b)
-                .unwrap_or_else(|| base.weight.val())
+                .fold(base.weight.val(), |sum, net| sum + pick(net).weight.val())
                 .div_scalar(n);
             let bias = base.bias.as_ref().map(|b0| {
-                let sum = nets
+                let sum = rest
                     .iter()
-                    .filter_map(|net| pick(net).bias.as_ref().map(|b| b.val()))
-                    .reduce(|a, b| a + b)
-                    .unwrap_or_else(|| b0.val());
+                    .filter_map(|net| pick(net).bias.as_ref())
+                    .fold(b0.val(), |sum, b| sum + b.val());
                 Param::initialized(b0.id, sum.div_scalar(n))
             });
             Linear {

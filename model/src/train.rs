@@ -357,48 +357,58 @@ pub fn train_on(
     })
 }
 
+impl TrainConfig {
+    /// Checks the hyper-parameters on their own, so that a request (the retrainer's
+    /// parameters, the CLI) is refused before any data is loaded. Training also checks
+    /// that early stopping has a validation set.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(ModelError::InvalidConfig(
+                "epochs and batch size must be positive".into(),
+            ));
+        }
+        let rate_ok = self.learning_rate > 0.0 && self.learning_rate.is_finite();
+        let l2_ok = self.l2 >= 0.0 && self.l2.is_finite();
+        if !(rate_ok && l2_ok) {
+            return Err(ModelError::InvalidConfig(format!(
+                "learning rate {} must be positive and L2 {} non-negative",
+                self.learning_rate, self.l2
+            )));
+        }
+        if !(self.input_noise >= 0.0 && self.input_noise.is_finite()) {
+            return Err(ModelError::InvalidConfig(format!(
+                "input noise {} must be a non-negative number",
+                self.input_noise
+            )));
+        }
+        if self.average_last_epochs > self.epochs {
+            return Err(ModelError::InvalidConfig(format!(
+                "cannot average the last {} of {} epochs",
+                self.average_last_epochs, self.epochs
+            )));
+        }
+        if let Stopping::EarlyStopping { patience } = self.stopping {
+            if self.average_last_epochs > 0 {
+                return Err(ModelError::InvalidConfig(
+                    "weight averaging needs a fixed epoch budget, not early stopping".into(),
+                ));
+            }
+            if patience == 0 {
+                return Err(ModelError::InvalidConfig(
+                    "early stopping patience must be positive".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn validate_config(config: &TrainConfig, has_validation: bool) -> Result<()> {
-    if config.epochs == 0 || config.batch_size == 0 {
+    config.validate()?;
+    if matches!(config.stopping, Stopping::EarlyStopping { .. }) && !has_validation {
         return Err(ModelError::InvalidConfig(
-            "epochs and batch size must be positive".into(),
+            "early stopping needs a validation set".into(),
         ));
-    }
-    let rate_ok = config.learning_rate > 0.0 && config.learning_rate.is_finite();
-    let l2_ok = config.l2 >= 0.0 && config.l2.is_finite();
-    if !(rate_ok && l2_ok) {
-        return Err(ModelError::InvalidConfig(format!(
-            "learning rate {} must be positive and L2 {} non-negative",
-            config.learning_rate, config.l2
-        )));
-    }
-    if !(config.input_noise >= 0.0 && config.input_noise.is_finite()) {
-        return Err(ModelError::InvalidConfig(format!(
-            "input noise {} must be a non-negative number",
-            config.input_noise
-        )));
-    }
-    if config.average_last_epochs > config.epochs {
-        return Err(ModelError::InvalidConfig(format!(
-            "cannot average the last {} of {} epochs",
-            config.average_last_epochs, config.epochs
-        )));
-    }
-    if let Stopping::EarlyStopping { patience } = config.stopping {
-        if config.average_last_epochs > 0 {
-            return Err(ModelError::InvalidConfig(
-                "weight averaging needs a fixed epoch budget, not early stopping".into(),
-            ));
-        }
-        if !has_validation {
-            return Err(ModelError::InvalidConfig(
-                "early stopping needs a validation set".into(),
-            ));
-        }
-        if patience == 0 {
-            return Err(ModelError::InvalidConfig(
-                "early stopping patience must be positive".into(),
-            ));
-        }
     }
     Ok(())
 }

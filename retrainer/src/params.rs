@@ -114,15 +114,9 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
             }
         }
     }
-    if out.train.average_last_epochs > out.train.epochs {
-        return Err(format!(
-            "average_last_epochs ({}) cannot exceed epochs ({})",
-            out.train.average_last_epochs, out.train.epochs
-        ));
-    }
-    if out.train.average_last_epochs > 0 && out.train.stopping != Stopping::FixedEpochs {
-        return Err("average_last_epochs needs a fixed epoch budget, not patience".into());
-    }
+    // Combinations (averaging more epochs than trained, averaging with early
+    // stopping) are the model crate's to judge.
+    out.train.validate().map_err(|e| e.to_string())?;
     Ok(out)
 }
 
