@@ -11,7 +11,7 @@
 //! Corpora: the 20 reference clips (22.05 kHz WAV and MP3) and the real
 //! recordings in `../shared/data/xc3` (MP3, 32-48 kHz, read at bench time).
 //! Stages: decode only (symphonia + downmix), decode + resample, one STFT
-//! alone per frame (the floor for features), the 95 features from PCM, and
+//! alone per frame (the floor for features), the features from PCM, and
 //! the whole path (`analyze_bytes`). Each is the median of `BENCH_RUNS`
 //! (default 5) passes over the corpus; files are read into memory first so
 //! the disk is not measured.

@@ -1,5 +1,5 @@
-//! The 95-value feature vector of one stretch of audio, and the reusable
-//! extractor that computes it.
+//! The feature vector of one stretch of audio (librosa's 95 values followed
+//! by the 128-value band profile), and the reusable extractor that computes it.
 //!
 //! What does not depend on the signal (FFT plan, window, mel and DCT
 //! matrices, the chroma banks) is built once per process and shared;
@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
 
+use crate::bands::{self, BAND_FEATURE_COUNT, BAND_FEATURE_NAMES, N_BANDS};
 use crate::chroma::{self, N_CHROMA};
 use crate::error::AudioError;
 use crate::mel::{self, MelBank, N_MELS, TOP_DB};
@@ -20,8 +21,11 @@ use crate::spectral::{self, Shape};
 use crate::stft::{self, HOP, N_BINS, Stft, n_frames};
 use crate::trim;
 
-/// Number of features.
-pub const FEATURE_COUNT: usize = 95;
+/// Number of librosa features: the first values of every vector, the
+/// definition of `features_reference.py` and the Python pipeline's input.
+pub const LIBROSA_FEATURE_COUNT: usize = 95;
+/// Number of features: the librosa features, then the band profile.
+pub const FEATURE_COUNT: usize = LIBROSA_FEATURE_COUNT + BAND_FEATURE_COUNT;
 /// The feature vector.
 pub type FeatureVector = [f32; FEATURE_COUNT];
 
@@ -124,6 +128,11 @@ const fn mfcc_name(stat: usize, i: usize) -> &'static str {
 
 const fn build_names() -> [&'static str; FEATURE_COUNT] {
     let mut names = [""; FEATURE_COUNT];
+    let mut b = 0;
+    while b < BAND_FEATURE_COUNT {
+        names[LIBROSA_FEATURE_COUNT + b] = BAND_FEATURE_NAMES[b];
+        b += 1;
+    }
     let mut s = 0;
     while s < 4 {
         let mut i = 0;
@@ -158,7 +167,8 @@ const fn build_names() -> [&'static str; FEATURE_COUNT] {
     names
 }
 
-/// Feature names, in vector order (the same as `librosa_features.json`).
+/// Feature names, in vector order (the first [`LIBROSA_FEATURE_COUNT`] are
+/// those of `librosa_features.json`).
 pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = build_names();
 
 /// Mean, population standard deviation, maximum and minimum of a series,
@@ -269,6 +279,8 @@ pub struct FeatureExtractor {
     power: Vec<f32>,
     mag: Vec<f32>,
     mel_db: Vec<f32>,
+    bands: Vec<f32>,
+    band_column: Vec<f32>,
     mfcc: Vec<f32>,
     raw_chroma: Vec<f32>,
     shapes: Vec<Shape>,
@@ -296,6 +308,8 @@ impl FeatureExtractor {
             power: Vec::new(),
             mag: vec![0.0; N_BINS],
             mel_db: Vec::new(),
+            bands: Vec::new(),
+            band_column: Vec::new(),
             mfcc: Vec::new(),
             raw_chroma: Vec::new(),
             shapes: Vec::new(),
@@ -306,8 +320,8 @@ impl FeatureExtractor {
         }
     }
 
-    /// The per-frame pass: STFT, spectral shape, piptrack peaks, mel bands in
-    /// dB. Returns the largest mel power. On x86-64 CPUs with AVX2 the same
+    /// The per-frame pass: STFT, spectral shape, piptrack peaks, pooled
+    /// profile bands, mel bands in dB. Returns the largest mel power. On x86-64 CPUs with AVX2 the same
     /// code is compiled for AVX2 and chosen at run time (the crate is built
     /// for the x86-64 baseline); results are bit-identical, since no
     /// floating-point operation changes, only the vector width.
@@ -337,14 +351,15 @@ impl FeatureExtractor {
             chroma::piptrack_frame(p, pmax, tables.pip_range, self.sr, &mut self.peaks);
             let m = &mut self.mel_db[t * N_MELS..(t + 1) * N_MELS];
             tables.mel.apply(p, m);
+            bands::pool_frame(m, &mut self.bands[t * N_BANDS..(t + 1) * N_BANDS]);
             mel_max = mel_max.max(stft::max_lanes(m));
             mel::power_to_db_slice(m);
         }
         mel_max
     }
 
-    /// The 95 features of `y` (mono, 22 050 Hz), after trimming silence:
-    /// the definition of `features_reference.py`.
+    /// The features of `y` (mono, 22 050 Hz), after trimming silence: the
+    /// definition of `features_reference.py`, then the band profile.
     pub fn features(&mut self, y: &[f32]) -> Result<FeatureVector, AudioError> {
         spectral::block_squares(y, &mut self.blocks);
         let (start, end) = trim::trim_bounds(&self.blocks, y.len());
@@ -359,6 +374,7 @@ impl FeatureExtractor {
         // mel bands, spectral shape and piptrack peaks per frame.
         self.power.resize(frames * N_BINS, 0.0);
         self.mel_db.resize(frames * N_MELS, 0.0);
+        self.bands.resize(frames * N_BANDS, 0.0);
         self.shapes.clear();
         self.peaks.clear();
         let mel_max = self.frame_loop(y, frames);
@@ -477,9 +493,15 @@ impl FeatureExtractor {
             bw.std(),
             rms.mean(),
         ];
-        for (o, v) in out[4 * N_MFCC..].iter_mut().zip(tail) {
+        for (o, v) in out[4 * N_MFCC..LIBROSA_FEATURE_COUNT].iter_mut().zip(tail) {
             *o = v as f32;
         }
+        bands::profile(
+            &mut self.bands,
+            frames,
+            &mut self.band_column,
+            &mut out[LIBROSA_FEATURE_COUNT..],
+        );
         if out.iter().any(|v| !v.is_finite()) {
             return Err(AudioError::Corrupt(
                 "sample values out of range (features are not finite)".to_owned(),

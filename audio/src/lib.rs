@@ -45,6 +45,7 @@
 //! # Ok::<(), birdsong_audio::AudioError>(())
 //! ```
 
+pub mod bands;
 pub mod chroma;
 pub mod decode;
 pub mod error;
@@ -61,7 +62,9 @@ pub mod window;
 
 pub use decode::AudioInfo;
 pub use error::AudioError;
-pub use features::{FEATURE_COUNT, FEATURE_NAMES, FeatureExtractor, FeatureVector};
+pub use features::{
+    FEATURE_COUNT, FEATURE_NAMES, FeatureExtractor, FeatureVector, LIBROSA_FEATURE_COUNT,
+};
 pub use pipeline::{
     Analysis, Window, WindowStream, analyze_bytes, analyze_file, analyze_reader, clip_features,
     clip_features_bytes, probe, probe_reader,
@@ -72,8 +75,14 @@ pub use window::{MIN_RECORDING_S, WindowConfig};
 pub const ANALYSIS_SAMPLE_RATE: u32 = 22_050;
 
 /// Bumped whenever feature values change; stored in model artifacts so a
-/// worker refuses a model trained on other features.
-pub const FEATURE_VERSION: &str = "bs-features-1";
+/// worker refuses a model trained on other features. Version 2 appended the
+/// band profile to version 1's 95 librosa values, which are unchanged.
+pub const FEATURE_VERSION: &str = "bs-features-2";
+
+/// Earlier feature versions whose vectors are a prefix of the current one:
+/// (version, length). A model trained on one of them reads the first `length`
+/// values of today's vectors and gets exactly what it was trained on.
+pub const PREFIX_FEATURE_VERSIONS: &[(&str, usize)] = &[("bs-features-1", LIBROSA_FEATURE_COUNT)];
 
 /// Length of the reference clip ([`clip_features`]): librosa's
 /// `load(duration=10)`.

@@ -19,7 +19,7 @@ use crate::resample::MonoResampler;
 use crate::window::{WindowConfig, WindowPlan};
 use crate::{ANALYSIS_SAMPLE_RATE, CLIP_SECONDS};
 
-/// One analysis window: where it is and its 95 features.
+/// One analysis window: where it is and its features.
 #[derive(Clone, Debug, Serialize)]
 pub struct Window {
     /// Start, in seconds from the beginning of the recording.
@@ -351,7 +351,8 @@ fn clip_from_source(source: Box<dyn MediaSource>) -> Result<FeatureVector, Audio
 }
 
 /// The reference clip vector of `features_reference.py`: the first 10 s,
-/// mono, 22 050 Hz, silence-trimmed, 95 features.
+/// mono, 22 050 Hz, silence-trimmed; the 95 librosa features, then the
+/// band profile of the same samples.
 pub fn clip_features(path: &Path) -> Result<FeatureVector, AudioError> {
     clip_from_source(open_path(path)?)
 }

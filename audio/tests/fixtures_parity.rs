@@ -21,7 +21,7 @@
 
 mod common;
 
-use birdsong_audio::{FEATURE_COUNT, FEATURE_NAMES, clip_features, probe};
+use birdsong_audio::{FEATURE_NAMES, LIBROSA_FEATURE_COUNT, clip_features, probe};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -69,7 +69,7 @@ fn check(file: &str, reference_name: &str, kind: Kind, rate: u32, channels: u16,
     );
     let ours = clip_features(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let mut bad = Vec::new();
-    for i in 0..FEATURE_COUNT {
+    for i in 0..LIBROSA_FEATURE_COUNT {
         if !within(kind, i, reference[i], f64::from(ours[i])) {
             bad.push(format!(
                 "{}: ours {} librosa {}",

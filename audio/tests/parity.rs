@@ -15,7 +15,7 @@
 
 mod common;
 
-use birdsong_audio::{FEATURE_COUNT, FEATURE_NAMES, clip_features};
+use birdsong_audio::{FEATURE_NAMES, LIBROSA_FEATURE_COUNT, clip_features};
 
 /// Tolerance for feature `i` given the reference value.
 pub fn tolerance(i: usize, reference: f64) -> f64 {
@@ -30,7 +30,7 @@ pub fn tolerance(i: usize, reference: f64) -> f64 {
 fn feature_names_match_reference() {
     let (names, _) =
         common::load_reference(&common::shared_dir().join("reference/librosa_features.json"));
-    assert_eq!(names.len(), FEATURE_COUNT);
+    assert_eq!(names.len(), LIBROSA_FEATURE_COUNT);
     for (a, b) in names.iter().zip(FEATURE_NAMES.iter()) {
         assert_eq!(a, b);
     }
@@ -41,12 +41,12 @@ fn twenty_reference_clips_match_librosa() {
     let shared = common::shared_dir();
     let (_, rows) = common::load_reference(&shared.join("reference/librosa_features.json"));
     assert_eq!(rows.len(), 20, "expected the 20 reference clips");
-    let mut worst = [0f64; FEATURE_COUNT];
+    let mut worst = [0f64; LIBROSA_FEATURE_COUNT];
     let mut failures = Vec::new();
     for (file, reference) in &rows {
         let path = shared.join("reference/clips").join(file);
         let ours = clip_features(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        for i in 0..FEATURE_COUNT {
+        for i in 0..LIBROSA_FEATURE_COUNT {
             let (a, b) = (f64::from(ours[i]), reference[i]);
             let err = (a - b).abs();
             worst[i] = worst[i].max(err / b.abs().max(1e-12));

@@ -244,11 +244,16 @@ fn mel_spectrogram_has_128_bands_in_db_below_max() {
 }
 
 #[test]
-fn feature_vector_has_95_finite_values_and_version() {
+fn feature_vector_has_223_finite_values_and_version() {
     let mut ex = FeatureExtractor::new();
     let v = ex.features(&common::chirp(2.0, 22_050)).unwrap();
     assert_eq!(v.len(), FEATURE_COUNT);
+    assert_eq!(FEATURE_COUNT, 223);
     assert!(v.iter().all(|x| x.is_finite()));
     assert!(matches!(ex.features(&[]), Err(AudioError::EmptyAfterTrim)));
-    assert_eq!(birdsong_audio::FEATURE_VERSION, "bs-features-1");
+    assert_eq!(birdsong_audio::FEATURE_VERSION, "bs-features-2");
+    assert_eq!(
+        birdsong_audio::PREFIX_FEATURE_VERSIONS,
+        &[("bs-features-1", birdsong_audio::LIBROSA_FEATURE_COUNT)]
+    );
 }

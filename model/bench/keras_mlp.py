@@ -7,6 +7,7 @@ time and quality with the Rust implementation on exactly the same inputs.
     python keras_mlp.py /tmp/train.csv /tmp/test.csv --seeds 1 2 3 --epochs 60
 
 Needs tensorflow (tensorflow-cpu) and numpy. Prints one JSON line per seed and a summary.
+Reads the 95 librosa features (the Python pipeline's input) unless --all-features is given.
 """
 
 import argparse
@@ -21,13 +22,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def load(path):
+LIBROSA_FEATURES = 95
+
+
+def load(path, all_features=False):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     body = rows[1:]
     ids = [r[0] for r in body]
     labels = [r[1] for r in body]
-    x = np.array([[float(v) for v in r[2:]] for r in body], dtype=np.float32)
+    end = None if all_features else 2 + LIBROSA_FEATURES
+    x = np.array([[float(v) for v in r[2:end]] for r in body], dtype=np.float32)
     return ids, labels, x
 
 
@@ -98,8 +103,10 @@ def main():
     ap.add_argument("test")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--all-features", action="store_true",
+                    help="read every exported feature, not only the 95 librosa ones")
     a = ap.parse_args()
-    train, test = load(a.train), load(a.test)
+    train, test = load(a.train, a.all_features), load(a.test, a.all_features)
     results = [run(s, a.epochs, train, test) for s in a.seeds]
     for r in results:
         print(json.dumps(r))

@@ -4,7 +4,8 @@
 # mean [min-max]. Extra arguments go to `train` (e.g. --train-hop-s 1.25).
 #
 #   cargo build --release -p birdsong-model
-#   model/bench/xc3.sh                      # reference recipe
+#   model/bench/xc3.sh                      # default recipe (band profile)
+#   model/bench/xc3.sh --features librosa   # reference recipe (the Python pipeline's)
 #   model/bench/xc3.sh --train-hop-s 1.25   # overlapping training windows
 #
 # Artifacts go to $OUT (default a temporary directory): they are derived from licensed

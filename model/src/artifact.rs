@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dataset::DataSummary;
 use crate::evaluate::Evaluation;
+use crate::features::{FEATURE_VERSION, FeatureSet, PREFIX_FEATURE_VERSIONS};
 use crate::network::NetworkConfig;
 use crate::scaler::Scaler;
 use crate::train::{EpochReport, TrainConfig};
@@ -56,8 +57,12 @@ pub struct ArtifactMeta {
     pub scaler: Scaler,
     /// Version of the feature extractor the model was trained on.
     pub feature_version: String,
-    /// Features per window.
+    /// Features per window the extractor produced (the vector the model is fed).
     pub input_size: usize,
+    /// The columns of each vector the network reads (`network.input_size` of them).
+    /// Artifacts written before feature sets existed read the librosa features.
+    #[serde(default = "FeatureSet::legacy")]
+    pub features: FeatureSet,
     /// Hyper-parameters of the training run.
     pub training: TrainConfig,
     /// What the model was trained on.
@@ -98,7 +103,8 @@ impl ArtifactMeta {
             format_version: FORMAT_VERSION,
             version: None,
             architecture: network.architecture.clone(),
-            input_size: network.input_size,
+            input_size: crate::features::FEATURE_COUNT,
+            features: training.features,
             network,
             classes,
             scaler,
@@ -116,21 +122,25 @@ impl ArtifactMeta {
     /// Checks internal consistency (also of a `model.json` written by someone else).
     fn validate(&self) -> Result<()> {
         self.network.validate()?;
+        let columns = self.features.columns();
         if self.architecture != self.network.architecture
-            || self.input_size != self.network.input_size
+            || columns.len() != self.network.input_size
+            || columns.end > self.input_size
             || self.classes.len() != self.network.num_classes
         {
             return Err(ModelError::IncompatibleArtifact(format!(
-                "metadata disagrees with itself: architecture {:?}/{:?}, input size {}/{}, {} classes for {} outputs",
+                "metadata disagrees with itself: architecture {:?}/{:?}, feature set {} ({} columns) of {} features for {} inputs, {} classes for {} outputs",
                 self.architecture,
                 self.network.architecture,
+                self.features,
+                columns.len(),
                 self.input_size,
                 self.network.input_size,
                 self.classes.len(),
                 self.network.num_classes
             )));
         }
-        self.scaler.validate(self.input_size)
+        self.scaler.validate(self.network.input_size)
     }
 }
 
@@ -139,6 +149,9 @@ impl ArtifactMeta {
 pub struct Artifact {
     meta: ArtifactMeta,
     weights: Vec<u8>,
+    /// Length of the vectors the loader feeds: `meta.input_size`, or longer when the
+    /// artifact was trained on a prefix of today's features.
+    input_size: usize,
 }
 
 impl Artifact {
@@ -146,12 +159,22 @@ impl Artifact {
     pub(crate) fn new(mut meta: ArtifactMeta, weights: Vec<u8>) -> Result<Self> {
         meta.weights_sha256 = sha256_hex(&weights);
         meta.validate()?;
-        Ok(Self { meta, weights })
+        let input_size = meta.input_size;
+        Ok(Self {
+            meta,
+            weights,
+            input_size,
+        })
     }
 
     /// The metadata (what `model.json` holds).
     pub fn meta(&self) -> &ArtifactMeta {
         &self.meta
+    }
+
+    /// Features per window a classifier built from this artifact expects from its caller.
+    pub fn input_size(&self) -> usize {
+        self.input_size
     }
 
     /// The weights file's bytes.
@@ -213,7 +236,9 @@ impl Artifact {
     /// feature version other than `feature_version`, an input size other than
     /// `input_size`, an unknown architecture or inconsistent metadata; with
     /// [`ModelError::ChecksumMismatch`] weights that are not the ones `model.json`
-    /// describes. Pass the audio crate's `FEATURE_VERSION` and `FEATURE_COUNT`.
+    /// describes. Pass the audio crate's `FEATURE_VERSION` and `FEATURE_COUNT`. An
+    /// artifact of an older feature version whose vectors are a prefix of today's
+    /// (`PREFIX_FEATURE_VERSIONS`) is accepted and reads that prefix.
     pub fn from_files(
         weights: &[u8],
         meta_json: &[u8],
@@ -228,13 +253,18 @@ impl Artifact {
             )));
         }
         let meta: ArtifactMeta = serde_json::from_slice(meta_json)?;
-        if meta.feature_version != feature_version {
+        // Vectors of an older version that are a prefix of today's still fit.
+        let prefix = feature_version == FEATURE_VERSION
+            && PREFIX_FEATURE_VERSIONS.iter().any(|&(v, n)| {
+                v == meta.feature_version && n == meta.input_size && n <= input_size
+            });
+        if meta.feature_version != feature_version && !prefix {
             return Err(ModelError::IncompatibleArtifact(format!(
                 "model was trained on features version {:?}, this build computes {feature_version:?}",
                 meta.feature_version
             )));
         }
-        if meta.input_size != input_size {
+        if meta.input_size != input_size && !prefix {
             return Err(ModelError::IncompatibleArtifact(format!(
                 "model expects {} features per window, this build computes {input_size}",
                 meta.input_size
@@ -251,6 +281,7 @@ impl Artifact {
         Ok(Self {
             meta,
             weights: weights.to_vec(),
+            input_size,
         })
     }
 }

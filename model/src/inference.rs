@@ -11,7 +11,9 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
-use crate::features::FeatureVector;
+use std::ops::Range;
+
+use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
 use crate::network::{Network, NetworkConfig};
 use crate::scaler::Scaler;
@@ -66,8 +68,11 @@ pub struct ModelInfo {
     pub architecture: String,
     /// Version of the feature extractor the model expects.
     pub feature_version: String,
-    /// Features per window the model expects.
+    /// Features per window the model expects from its caller (the whole vector; the
+    /// network reads `features` of it).
     pub input_size: usize,
+    /// The columns of each window the network reads.
+    pub features: FeatureSet,
     /// Model version assigned by whoever published it (the retrainer), if any.
     pub version: Option<String>,
     /// SHA-256 of the weights file, identifying the exact weights.
@@ -81,6 +86,7 @@ pub struct Classifier {
     device: Device,
     scaler: Scaler,
     classes: Vec<String>,
+    columns: Range<usize>,
     info: ModelInfo,
 }
 
@@ -97,6 +103,7 @@ impl Classifier {
         device: Device,
         scaler: Scaler,
         classes: Vec<String>,
+        features: FeatureSet,
         info: ModelInfo,
     ) -> Self {
         Self {
@@ -104,6 +111,7 @@ impl Classifier {
             device,
             scaler,
             classes,
+            columns: features.columns(),
             info,
         }
     }
@@ -131,10 +139,12 @@ impl Classifier {
             device: device.clone(),
             scaler: meta.scaler.clone(),
             classes: meta.classes.clone(),
+            columns: meta.features.columns(),
             info: ModelInfo {
                 architecture: meta.architecture.clone(),
                 feature_version: meta.feature_version.clone(),
-                input_size: meta.input_size,
+                input_size: artifact.input_size(),
+                features: meta.features,
                 version: meta.version.clone(),
                 weights_sha256: meta.weights_sha256.clone(),
             },
@@ -160,7 +170,7 @@ impl Classifier {
     }
 
     /// Like [`predict`](Self::predict), for row-major `data` of `width` features per row.
-    pub fn predict_rows(&self, mut data: Vec<f32>, width: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn predict_rows(&self, data: Vec<f32>, width: usize) -> Result<Vec<Vec<f32>>> {
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -171,6 +181,14 @@ impl Classifier {
                 actual: width,
             });
         }
+        let mut data = if self.columns == (0..width) {
+            data
+        } else {
+            data.chunks_exact(width)
+                .flat_map(|row| row[self.columns.clone()].iter().copied())
+                .collect()
+        };
+        let width = self.columns.len();
         self.scaler.transform_in_place(&mut data);
         let k = self.classes.len();
         let mut out = Vec::with_capacity(data.len() / width);

@@ -1,7 +1,7 @@
 //! Species classifier for birdsong: training, evaluation, inference and the versioned
 //! model artifact.
 //!
-//! The audio crate turns recordings into windows of 95 acoustic features; this crate
+//! The audio crate turns recordings into windows of acoustic features; this crate
 //! learns species from them and answers, for each window and each recording, which
 //! species it hears. It is one library used by every role that touches a model, so the
 //! worker, the retrainer and the `birdsong-model` CLI cannot drift apart:
@@ -57,7 +57,9 @@ pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE
 pub use dataset::{DataSummary, Recording, class_list, k_folds, split_by_recording};
 pub use error::{ModelError, Result};
 pub use evaluate::{Evaluation, evaluate};
-pub use features::{FEATURE_COUNT, FEATURE_VERSION, FeatureVector};
+pub use features::{
+    FEATURE_COUNT, FEATURE_VERSION, FeatureSet, FeatureVector, LIBROSA_FEATURE_COUNT,
+};
 pub use inference::{
     Classifier, ModelInfo, Prediction, RecordingPrediction, RecordingSummary, WindowPrediction,
 };

@@ -19,8 +19,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use birdsong_audio::{Analysis, WindowConfig, analyze_file};
 use birdsong_model::{
-    Artifact, Classifier, EpochReport, FEATURE_COUNT, FEATURE_VERSION, Recording, Stopping,
-    TrainConfig, evaluate, split_by_recording, train,
+    Artifact, Classifier, EpochReport, FEATURE_COUNT, FEATURE_VERSION, FeatureSet, Recording,
+    Stopping, TrainConfig, evaluate, split_by_recording, train,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -48,8 +48,8 @@ enum Command {
     /// Estimate a recipe's quality by k-fold cross-validation over recordings of one
     /// split (to compare recipes without touching the test split); prints JSON.
     CrossValidate(CrossValidateArgs),
-    /// Write the windows' features of one split as CSV (recording, label and the 95
-    /// named features), to train other tools on exactly the same inputs. Keep it out of
+    /// Write the windows' features of one split as CSV (recording, label and every
+    /// named feature), to train other tools on exactly the same inputs. Keep it out of
     /// the repository when the audio is licensed.
     Features(FeaturesArgs),
 }
@@ -137,6 +137,10 @@ struct RecipeArgs {
     /// Network architecture.
     #[arg(long, default_value = birdsong_model::MLP)]
     architecture: String,
+    /// Which features the network reads: `bands` (the band profile), `all` (librosa's 95
+    /// and the band profile) or `librosa` (the reference recipe's 95).
+    #[arg(long, default_value = "bands")]
+    features: FeatureSet,
     /// Weight windows so that every recording counts the same, however long.
     #[arg(long)]
     balance_recordings: bool,
@@ -154,6 +158,7 @@ impl RecipeArgs {
     fn config(&self, stopping: Stopping) -> TrainConfig {
         TrainConfig {
             architecture: self.architecture.clone(),
+            features: self.features,
             epochs: self.epochs,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,

@@ -1,6 +1,6 @@
 //! Per-feature standardisation fitted on the training windows.
 //!
-//! The 95 acoustic features live on wildly different scales (Hz, dB, ratios); the
+//! The acoustic features live on wildly different scales (Hz, dB, ratios); the
 //! network trains far better on zero-mean unit-variance inputs. The statistics come
 //! from the training set only and travel inside the artifact, so inference applies
 //! exactly the transform the weights were trained behind.

@@ -5,8 +5,8 @@ mod common;
 use std::path::PathBuf;
 
 use birdsong_model::{
-    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, FILE_NAMES, META_FILE, ModelError,
-    TrainConfig, WEIGHTS_FILE, evaluate, train,
+    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, FILE_NAMES, FeatureSet, META_FILE,
+    ModelError, TrainConfig, WEIGHTS_FILE, evaluate, train,
 };
 
 fn trained() -> (birdsong_model::TrainedModel, Vec<birdsong_model::Recording>) {
@@ -98,6 +98,14 @@ fn refuses_mismatched_or_corrupted_artifacts() {
         Artifact::from_files(weights, &inconsistent, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
     assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
 
+    // A feature set whose width is not the network's input.
+    let mut json: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    json["features"] = "bands".into();
+    let inconsistent = serde_json::to_vec(&json).unwrap();
+    let err =
+        Artifact::from_files(weights, &inconsistent, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+
     let err =
         Artifact::from_files(weights, b"{not json", FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
     assert!(matches!(err, ModelError::InvalidMetadata(_)), "{err}");
@@ -132,4 +140,94 @@ fn rejects_wrong_input_size_at_inference() {
         "{err}"
     );
     assert!(trained.classifier.predict(&[]).unwrap().is_empty());
+}
+
+/// The `model.json` an artifact of `bs-features-1` had: 95 inputs, no feature set.
+fn as_legacy(meta: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    v["feature_version"] = "bs-features-1".into();
+    v["input_size"] = 95.into();
+    v.as_object_mut().unwrap().remove("features");
+    v["training"].as_object_mut().unwrap().remove("features");
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn a_model_of_the_librosa_prefix_version_still_loads_and_reads_that_prefix() {
+    let data = common::corpus(70, 3, 5);
+    let config = TrainConfig {
+        seed: 9,
+        epochs: 3,
+        ..TrainConfig::reference()
+    };
+    let trained = train(&data, None, &config, |_| {}).unwrap();
+    let files = trained.artifact.to_files().unwrap();
+    let (weights, legacy) = (&files[0].1, as_legacy(&files[1].1));
+
+    let loaded = Artifact::from_files(weights, &legacy, FEATURE_VERSION, FEATURE_COUNT).unwrap();
+    assert_eq!(loaded.meta().feature_version, "bs-features-1");
+    assert_eq!(loaded.meta().features, FeatureSet::Librosa);
+    assert_eq!(loaded.input_size(), FEATURE_COUNT);
+    let classifier = Classifier::from_artifact(&loaded).unwrap();
+    assert_eq!(classifier.info().input_size, FEATURE_COUNT);
+    let windows: Vec<_> = data
+        .iter()
+        .flat_map(|r| r.windows.iter().copied())
+        .collect();
+    assert_eq!(
+        classifier.predict(&windows).unwrap(),
+        trained.classifier.predict(&windows).unwrap()
+    );
+
+    // Only as a prefix of the version it belongs to, and only that long.
+    let err = Artifact::from_files(weights, &legacy, "bs-features-9", FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+    let mut longer: serde_json::Value = serde_json::from_slice(&legacy).unwrap();
+    longer["input_size"] = 96.into();
+    let longer = serde_json::to_vec(&longer).unwrap();
+    let err = Artifact::from_files(weights, &longer, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+}
+
+#[test]
+fn a_network_reads_only_the_columns_of_its_feature_set() {
+    let data = common::corpus(70, 3, 5);
+    let windows: Vec<_> = data
+        .iter()
+        .flat_map(|r| r.windows.iter().copied())
+        .collect();
+    let bands = FeatureSet::Bands.columns();
+    // Scramble everything outside the band profile.
+    let scrambled: Vec<_> = windows
+        .iter()
+        .map(|w| {
+            let mut w = *w;
+            for (j, v) in w.iter_mut().enumerate() {
+                if !bands.contains(&j) {
+                    *v = -1e6 * (j as f32 + 1.0);
+                }
+            }
+            w
+        })
+        .collect();
+    for (features, width) in [
+        (FeatureSet::Bands, FEATURE_COUNT - 95),
+        (FeatureSet::All, FEATURE_COUNT),
+    ] {
+        let config = TrainConfig {
+            seed: 9,
+            epochs: 3,
+            features,
+            ..TrainConfig::default()
+        };
+        let trained = train(&data, None, &config, |_| {}).unwrap();
+        let meta = trained.artifact.meta();
+        assert_eq!((meta.features, meta.network.input_size), (features, width));
+        assert_eq!(meta.input_size, FEATURE_COUNT);
+        let (a, b) = (
+            trained.classifier.predict(&windows).unwrap(),
+            trained.classifier.predict(&scrambled).unwrap(),
+        );
+        assert_eq!(a == b, features == FeatureSet::Bands, "{features}");
+    }
 }

@@ -17,8 +17,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::error::{RetrainError, db, store};
 
-/// Rows per multi-row INSERT (95 floats each; well under PostgreSQL's
-/// 65 535 bind parameters).
+/// Rows per multi-row INSERT (eight parameters each, the features in one
+/// array; well under PostgreSQL's 65 535 bind parameters).
 const ROWS_PER_INSERT: usize = 500;
 
 /// One labelled recording and its windows.

@@ -1,7 +1,7 @@
 //! The hyper-parameters a retrain request may set.
 //!
-//! A request's `params` object overrides the reference recipe of
-//! `birdsong-model` key by key. Anything unknown or out of range fails the
+//! A request's `params` object overrides the default recipe of
+//! `birdsong-model` (`TrainConfig::default()`) key by key. Anything unknown or out of range fails the
 //! run before any data is read: a typo such as `epoch` must not silently
 //! train with the default and promote the result.
 
@@ -41,6 +41,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "weigh every recording the same (default false)",
     ),
     ("architecture", "network architecture (default mlp)"),
+    (
+        "features",
+        "features the network reads: bands, all or librosa (default bands)",
+    ),
     (
         "gate_metric",
         "metric of the promotion gate (default recording_macro_f1)",
@@ -98,6 +102,12 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     ));
                 }
                 out.train.architecture = name.to_string();
+            }
+            "features" => {
+                let name = value
+                    .as_str()
+                    .ok_or_else(|| format!("{key} must be a string"))?;
+                out.train.features = name.parse()?;
             }
             "gate_metric" => {
                 let name = value
@@ -179,6 +189,10 @@ mod tests {
         assert!(parse(&json!([1])).is_err());
         assert!(parse(&json!({"epochs": 10, "average_last_epochs": 11})).is_err());
         assert!(parse(&json!({"average_last_epochs": 5, "patience": 3})).is_err());
+        let p = parse(&json!({"features": "librosa"})).unwrap();
+        assert_eq!(p.train.features, birdsong_model::FeatureSet::Librosa);
+        assert!(parse(&json!({"features": "mfcc"})).is_err());
+        assert!(parse(&json!({"features": 3})).is_err());
         let p = parse(&json!({"average_last_epochs": 20})).unwrap();
         assert_eq!(p.train.average_last_epochs, 20);
     }

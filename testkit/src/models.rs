@@ -48,7 +48,7 @@ pub fn synthetic_recordings(
     Ok(out)
 }
 
-/// Trains the reference network on synthetic species `0..classes`.
+/// Trains the default network on synthetic species `0..classes`.
 pub fn train_synthetic(classes: usize) -> anyhow::Result<Artifact> {
     let recordings = synthetic_recordings(classes, 4, 10.0, 1000)?;
     let config = TrainConfig {

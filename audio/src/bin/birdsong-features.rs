@@ -1,8 +1,8 @@
 //! `birdsong-features`: prints the features of audio files as JSON lines.
 //!
 //! One object per file: `{"path","sample_rate","channels","duration_s",
-//! "windows":[{"start_s","end_s","features":[95 numbers]}]}`, or with
-//! `--clip` the reference clip vector `{"path",...,"features":[95]}`. A file
+//! "windows":[{"start_s","end_s","features":[223 numbers]}]}`, or with
+//! `--clip` the reference clip vector `{"path",...,"features":[223]}`. A file
 //! that cannot be analysed prints `{"path","error"}`; the tool goes on with
 //! the next file and exits with status 1 at the end if any failed.
 
@@ -15,7 +15,7 @@ use birdsong_audio::{WindowConfig, analyze_file, clip_features, probe};
 use clap::Parser;
 use serde_json::json;
 
-/// Compute birdsong's 95 acoustic features for audio files.
+/// Compute birdsong's acoustic features (librosa's 95 and the band profile) for audio files.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
