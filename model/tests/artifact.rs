@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use birdsong_model::{
     Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, FILE_NAMES, FeatureSet, META_FILE,
-    ModelError, TrainConfig, WEIGHTS_FILE, evaluate, train,
+    ModelError, Recording, TrainConfig, WEIGHTS_FILE, evaluate, train,
 };
 
 fn trained() -> (birdsong_model::TrainedModel, Vec<birdsong_model::Recording>) {
@@ -24,6 +24,15 @@ fn scratch_dir(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("birdsong-model-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Both classifiers give the same probabilities for every window of `data`.
+fn assert_same_predictions(a: &Classifier, b: &Classifier, data: &[Recording]) {
+    let windows: Vec<_> = data
+        .iter()
+        .flat_map(|r| r.windows.iter().copied())
+        .collect();
+    assert_eq!(a.predict(&windows).unwrap(), b.predict(&windows).unwrap());
 }
 
 /// Equal artifacts, but for the last bit of floats in `model.json`: serde_json's default
@@ -81,14 +90,7 @@ fn round_trip_gives_identical_predictions() {
     assert_eq!(classifier.info().version.as_deref(), Some("v7"));
     assert_eq!(classifier.info().architecture, "mlp");
     assert_eq!(classifier.classes(), trained.classifier.classes());
-    let windows: Vec<_> = data
-        .iter()
-        .flat_map(|r| r.windows.iter().copied())
-        .collect();
-    assert_eq!(
-        classifier.predict(&windows).unwrap(),
-        trained.classifier.predict(&windows).unwrap()
-    );
+    assert_same_predictions(&classifier, &trained.classifier, &data);
 
     // The in-memory path the worker uses gives the same artifact.
     let files = trained.artifact.to_files().unwrap();
@@ -206,14 +208,7 @@ fn a_model_of_the_librosa_prefix_version_still_loads_and_reads_that_prefix() {
     assert_eq!(loaded.input_size(), FEATURE_COUNT);
     let classifier = Classifier::from_artifact(&loaded).unwrap();
     assert_eq!(classifier.info().input_size, FEATURE_COUNT);
-    let windows: Vec<_> = data
-        .iter()
-        .flat_map(|r| r.windows.iter().copied())
-        .collect();
-    assert_eq!(
-        classifier.predict(&windows).unwrap(),
-        trained.classifier.predict(&windows).unwrap()
-    );
+    assert_same_predictions(&classifier, &trained.classifier, &data);
 
     // Only as a prefix of the version it belongs to, and only that long.
     let err = Artifact::from_files(weights, &legacy, "bs-features-9", FEATURE_COUNT).unwrap_err();
