@@ -11,8 +11,6 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
-use std::ops::Range;
-
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
 use crate::network::{Network, NetworkConfig};
@@ -86,7 +84,6 @@ pub struct Classifier {
     device: Device,
     scaler: Scaler,
     classes: Vec<String>,
-    columns: Range<usize>,
     info: ModelInfo,
 }
 
@@ -103,7 +100,6 @@ impl Classifier {
         device: Device,
         scaler: Scaler,
         classes: Vec<String>,
-        features: FeatureSet,
         info: ModelInfo,
     ) -> Self {
         Self {
@@ -111,7 +107,6 @@ impl Classifier {
             device,
             scaler,
             classes,
-            columns: features.columns(),
             info,
         }
     }
@@ -139,7 +134,6 @@ impl Classifier {
             device: device.clone(),
             scaler: meta.scaler.clone(),
             classes: meta.classes.clone(),
-            columns: meta.features.columns(),
             info: ModelInfo {
                 architecture: meta.architecture.clone(),
                 feature_version: meta.feature_version.clone(),
@@ -181,14 +175,15 @@ impl Classifier {
                 actual: width,
             });
         }
-        let mut data = if self.columns == (0..width) {
+        let columns = self.info.features.columns();
+        let mut data = if columns == (0..width) {
             data
         } else {
             data.chunks_exact(width)
-                .flat_map(|row| row[self.columns.clone()].iter().copied())
+                .flat_map(|row| row[columns.clone()].iter().copied())
                 .collect()
         };
-        let width = self.columns.len();
+        let width = columns.len();
         self.scaler.transform_in_place(&mut data);
         let k = self.classes.len();
         let mut out = Vec::with_capacity(data.len() / width);

@@ -257,7 +257,6 @@ pub fn train_on(
             device.clone(),
             scaler.clone(),
             classes.clone(),
-            config.features,
             info(String::new()),
         )
     };
@@ -366,7 +365,6 @@ pub fn train_on(
         device.clone(),
         scaler,
         classes,
-        config.features,
         info(artifact.meta().weights_sha256.clone()),
     );
     if let Some(v) = &validation_set {
