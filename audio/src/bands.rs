@@ -12,7 +12,7 @@
 //! 128 values separate species far better than the 95 (see the model crate's
 //! README); `reference/band_profile.py` is their definition in librosa.
 
-use crate::mel::{self, AMIN, N_MELS, TOP_DB};
+use crate::mel::{self, N_MELS, TOP_DB};
 
 /// Mel bands pooled into one profile band.
 pub const MELS_PER_BAND: usize = 4;
@@ -180,19 +180,15 @@ pub fn profile(bands: &mut [f32], frames: usize, column: &mut Vec<f32>, out: &mu
         out.fill(0.0);
         return;
     }
-    // dB relative to the loudest value, the same float32 steps as librosa.
+    // dB relative to the loudest value, the same float32 steps as librosa. The loudest
+    // value goes through the same conversion as the rest, so it lands on exactly 0 dB
+    // and librosa's floor (`max - top_db`) is -80 dB.
     let peak = bands.iter().copied().fold(0f32, f32::max);
-    let mut peak_db = [peak.max(AMIN)];
+    let mut peak_db = [peak];
     mel::power_to_db_slice(&mut peak_db);
     mel::power_to_db_slice(bands);
-    let mut top = f32::NEG_INFINITY;
     for v in bands.iter_mut() {
-        *v -= peak_db[0];
-        top = top.max(*v);
-    }
-    let floor = top - TOP_DB;
-    for v in bands.iter_mut() {
-        *v = v.max(floor);
+        *v = (*v - peak_db[0]).max(-TOP_DB);
     }
     for b in 0..N_BANDS {
         column.clear();
