@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Quality and training time of birdsong-model on ../shared/data/xc3: train on the
 # `train` split, evaluate on `test`, for several seeds; prints one line per seed and the
-# mean [min-max]. Extra arguments go to `train` (e.g. --train-hop-s 1.25).
+# mean [min-max]. Extra arguments go to `train` (e.g. --train-hop-s 5).
 #
 #   cargo build --release -p birdsong-model
-#   model/bench/xc3.sh                      # default recipe (band profile)
-#   model/bench/xc3.sh --features librosa   # reference recipe (the Python pipeline's)
-#   model/bench/xc3.sh --train-hop-s 1.25   # overlapping training windows
+#   model/bench/xc3.sh                      # default recipe (band profile, 1.25 s training hop)
+#   model/bench/xc3.sh --features librosa --train-hop-s 5   # reference recipe (the Python pipeline's)
+#   model/bench/xc3.sh --train-hop-s 5      # default, non-overlapping training windows
 #
 # Artifacts go to $OUT (default a temporary directory): they are derived from licensed
 # recordings, keep them out of the repository.

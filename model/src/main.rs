@@ -147,11 +147,11 @@ struct RecipeArgs {
     /// Turn off balanced class weights.
     #[arg(long)]
     no_class_weights: bool,
-    /// Hop between training windows in seconds; below the 5 s window length, windows
-    /// overlap and the network sees more (shifted) examples. Evaluation always uses the
-    /// standard non-overlapping windows.
-    #[arg(long, default_value_t = 5.0)]
-    train_hop_s: f64,
+    /// Hop between training windows in seconds (default: the recommended recipe's);
+    /// below the 5 s window length, windows overlap and the network sees more (shifted)
+    /// examples. Evaluation always uses the standard non-overlapping windows.
+    #[arg(long)]
+    train_hop_s: Option<f64>,
 }
 
 impl RecipeArgs {
@@ -167,15 +167,11 @@ impl RecipeArgs {
             balance_recordings: self.balance_recordings,
             input_noise: self.input_noise,
             average_last_epochs: self.average_last_epochs,
+            train_hop_s: self
+                .train_hop_s
+                .unwrap_or(TrainConfig::default().train_hop_s),
             stopping,
             seed: self.seed,
-        }
-    }
-
-    fn windows(&self) -> WindowConfig {
-        WindowConfig {
-            hop_s: self.train_hop_s,
-            ..WindowConfig::default()
         }
     }
 }
@@ -199,6 +195,14 @@ struct CrossValidateArgs {
     /// Patience for early stopping (see --validation-fraction).
     #[arg(long, requires = "validation_fraction")]
     patience: Option<usize>,
+    /// Seed of the fold assignment (default: --seed). Fix it while varying --seed to
+    /// compare or combine training runs on exactly the same folds.
+    #[arg(long)]
+    fold_seed: Option<u64>,
+    /// Write every held-out window's class probabilities here as JSON lines, one line per
+    /// recording, to study aggregation rules or ensembles out of fold.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -215,6 +219,10 @@ struct EvaluateArgs {
     /// are then over more (overlapping) windows, recording-level ones average more views.
     #[arg(long, default_value_t = 5.0)]
     hop_s: f64,
+    /// Also write every window's class probabilities here as JSON lines, one line per
+    /// recording.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -272,14 +280,16 @@ fn run_features(args: FeaturesArgs) -> Result<()> {
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
-    let rows = read_manifest(&args.data.manifest, &args.split)?;
-    let recordings = extract(&rows, &args.data, &args.recipe.windows())?;
-    let (train_set, validation_set) =
-        split_by_recording(recordings, args.validation_fraction, args.recipe.seed)?;
     let config = args.recipe.config(match args.patience {
         Some(patience) => Stopping::EarlyStopping { patience },
         None => Stopping::FixedEpochs,
     });
+    config.validate().context("invalid training recipe")?;
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    let windows = config.training_windows(&WindowConfig::default());
+    let recordings = extract(&rows, &args.data, &windows)?;
+    let (train_set, validation_set) =
+        split_by_recording(recordings, args.validation_fraction, args.recipe.seed)?;
     let windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
     eprintln!(
         "training {} on {} recordings ({windows} windows), validating on {}",
@@ -342,19 +352,29 @@ struct FoldResult {
 }
 
 fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
-    let rows = read_manifest(&args.data.manifest, &args.split)?;
-    // Training folds use the recipe's windows; held-out folds the standard ones.
-    let train_windows = extract(&rows, &args.data, &args.recipe.windows())?;
-    let standard = if args.recipe.train_hop_s == WindowConfig::default().hop_s {
-        train_windows.clone()
-    } else {
-        extract(&rows, &args.data, &WindowConfig::default())?
-    };
     let config = args.recipe.config(match args.patience {
         Some(patience) => Stopping::EarlyStopping { patience },
         None => Stopping::FixedEpochs,
     });
-    let folds = birdsong_model::k_folds(&standard, args.folds, args.recipe.seed)?;
+    config.validate().context("invalid training recipe")?;
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    // Training folds use the recipe's windows; held-out folds the standard ones.
+    let standard_windows = WindowConfig::default();
+    let training_windows = config.training_windows(&standard_windows);
+    let train_windows = extract(&rows, &args.data, &training_windows)?;
+    let standard = if training_windows == standard_windows {
+        train_windows.clone()
+    } else {
+        extract(&rows, &args.data, &standard_windows)?
+    };
+    let fold_seed = args.fold_seed.unwrap_or(args.recipe.seed);
+    let folds = birdsong_model::k_folds(&standard, args.folds, fold_seed)?;
+    let mut predictions = match &args.predictions {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
     let bar = progress_bar(
         args.folds as u64,
         "{elapsed_precise} [{bar:30}] fold {pos}/{len}",
@@ -376,6 +396,9 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
         .context("training failed")?;
         let epochs = trained.artifact.meta().history.len();
         let e = evaluate(&trained.classifier, held_out)?;
+        if let Some(out) = predictions.as_mut() {
+            write_predictions(out, Some(fold), &trained.classifier, held_out)?;
+        }
         results.push(FoldResult {
             fold,
             held_out_recordings: held_out.len(),
@@ -387,11 +410,14 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(mut out) = predictions {
+        out.flush().context("writing predictions")?;
+    }
     let mean =
         |f: fn(&FoldResult) -> f64| results.iter().map(f).sum::<f64>() / results.len() as f64;
     let summary = serde_json::json!({
         "config": config,
-        "train_hop_s": args.recipe.train_hop_s,
+        "fold_seed": fold_seed,
         "folds": results,
         "mean": {
             "window_accuracy": mean(|r| r.window_accuracy),
@@ -402,6 +428,28 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &summary)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// One JSON line per recording: its fold (in cross-validation), label and every window's probabilities.
+fn write_predictions(
+    out: &mut impl Write,
+    fold: Option<usize>,
+    classifier: &Classifier,
+    recordings: &[Recording],
+) -> Result<()> {
+    for r in recordings {
+        let probabilities = classifier.predict(&r.windows)?;
+        let line = serde_json::json!({
+            "fold": fold,
+            "recording": r.id,
+            "label": r.label,
+            "classes": classifier.classes(),
+            "windows": probabilities,
+        });
+        serde_json::to_writer(&mut *out, &line)?;
+        writeln!(out)?;
+    }
     Ok(())
 }
 
@@ -422,6 +470,13 @@ fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     };
     let recordings = extract(&rows, &args.data, &config)?;
     let evaluation = evaluate(&classifier, &recordings).context("evaluation failed")?;
+    if let Some(path) = &args.predictions {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        write_predictions(&mut out, None, &classifier, &recordings)?;
+        out.flush().context("writing predictions")?;
+    }
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &evaluation)?;
     writeln!(out)?;

@@ -46,6 +46,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "features the network reads: bands, all or librosa (default bands)",
     ),
     (
+        "train_hop_s",
+        "hop between training windows in seconds, 0.1 to 3600; holdout and validation keep the workers' windows (default: the recommended recipe's)",
+    ),
+    (
         "gate_metric",
         "metric of the promotion gate (default recording_macro_f1)",
     ),
@@ -89,6 +93,7 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
             "average_last_epochs" => {
                 out.train.average_last_epochs = int(key, value, 0, 100_000)? as usize
             }
+            "train_hop_s" => out.train.train_hop_s = float(key, value, |v| v > 0.0)?,
             "class_weighting" => out.train.class_weighting = boolean(key, value)?,
             "balance_recordings" => out.train.balance_recordings = boolean(key, value)?,
             "architecture" => {
@@ -195,5 +200,11 @@ mod tests {
         assert!(parse(&json!({"features": 3})).is_err());
         let p = parse(&json!({"average_last_epochs": 20})).unwrap();
         assert_eq!(p.train.average_last_epochs, 20);
+        let p = parse(&json!({"train_hop_s": 2.5})).unwrap();
+        assert_eq!(p.train.train_hop_s, 2.5);
+        for hop in [json!(0.0), json!(0.01), json!(-1), json!("2.5")] {
+            let e = parse(&json!({ "train_hop_s": hop })).unwrap_err();
+            assert!(e.contains("train_hop_s") || e.contains("hop"), "{e}");
+        }
     }
 }

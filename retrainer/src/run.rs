@@ -194,11 +194,23 @@ impl Retrainer {
         for (r, s) in recordings.iter().zip(&splits) {
             sets.entry(*s).or_default().push(to_recording(r));
         }
-        let train_set = sets.remove(&Split::Train).unwrap_or_default();
+        let mut train_set = sets.remove(&Split::Train).unwrap_or_default();
         let validation = sets.remove(&Split::Validation).unwrap_or_default();
         let holdout = sets.remove(&Split::Holdout).unwrap_or_default();
+        let training_window = params.train.training_windows(&window);
+        let mut training_decoded = 0;
+        if training_window != window {
+            (train_set, training_decoded) = self
+                .with_training_windows(&training_window, &train_set, progress)
+                .await?;
+        }
 
-        let summary = data_summary(&recordings, &splits, &fingerprint, decoded, &unusable);
+        let mut summary = data_summary(&recordings, &splits, &fingerprint, decoded, &unusable);
+        summary["training_windows"] = json!({
+            "hop_s": training_window.hop_s,
+            "windows": train_set.iter().map(|r| r.windows.len()).sum::<usize>(),
+            "decoded": training_decoded,
+        });
         sqlx::query("UPDATE retrain_runs SET data_summary = $2 WHERE id = $1")
             .bind(run)
             .bind(&summary)
@@ -352,6 +364,31 @@ impl Retrainer {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("looking for an equivalent run"))
+    }
+
+    /// The training recordings again, cut with the recipe's own windows (a shorter hop
+    /// than the workers' gives the network every call at several offsets). Holdout and
+    /// validation keep the workers' windows, so that their scores mean what a detection
+    /// means and compare with the promoted model's. Windows no worker stored are
+    /// analysed and stored here, once (the count of those is returned too).
+    async fn with_training_windows(
+        &self,
+        window: &WindowConfig,
+        train_set: &[Recording],
+        progress: &Progress,
+    ) -> Result<(Vec<Recording>, usize), RetrainError> {
+        let labels: Vec<(String, String)> = train_set
+            .iter()
+            .map(|r| (r.id.clone(), r.label.clone()))
+            .collect();
+        progress.report(json!({"stage": "loading training windows", "hop_s": window.hop_s}));
+        let p = progress.clone();
+        let (recordings, decoded, _) =
+            dataset::load(&self.pool, &self.objects, window, &labels, |i, n| {
+                p.report(json!({"stage": "decoding training windows", "done": i, "of": n}));
+            })
+            .await?;
+        Ok((recordings.iter().map(to_recording).collect(), decoded))
     }
 
     async fn train(

@@ -241,6 +241,26 @@ async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
     assert_eq!(summary["windows"], 30);
     assert_eq!(summary["decoded"], 0, "trained from the workers' features");
     assert_eq!(summary["classes"].as_object().unwrap().len(), 3);
+    // The recommended recipe trains on overlapping windows, which no worker
+    // stored: the retrainer analysed the training recordings once more, and
+    // stored what it found.
+    let training = &summary["training_windows"];
+    let train_split = &summary["splits"]["train"];
+    assert_eq!(training["hop_s"], 1.25, "{summary}");
+    assert_eq!(training["decoded"], train_split["recordings"], "{summary}");
+    // Ten seconds: 5 s windows starting every 1.25 s up to 5 s, against 2.
+    assert_eq!(
+        training["windows"].as_u64().unwrap() * 2,
+        5 * train_split["windows"].as_u64().unwrap(),
+        "{summary}"
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT file_sha256) FROM window_features WHERE hop_s = 1.25",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(Some(stored as u64), train_split["recordings"].as_u64());
     assert_eq!(promoted(&env).await.as_deref(), Some("v1"));
     assert_eq!(classes(&env, "v1").await, 3);
     // The waiting tasks were queued again and classified with v1.
@@ -322,6 +342,9 @@ async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
     assert_eq!(run.promoted, Some(true), "{:?}", run.metrics);
     assert_eq!(promoted(&env).await.as_deref(), Some("v2"));
     assert_eq!(classes(&env, "v2").await, 4);
+    // Only recordings of the new species can lack stored training windows.
+    let decoded = &run.data_summary.as_ref().unwrap()["training_windows"]["decoded"];
+    assert!(decoded.as_u64().unwrap() <= 5, "{decoded}");
     let reason: String =
         sqlx::query_scalar("SELECT status_reason FROM model_versions WHERE version = 'v2'")
             .fetch_one(&env.pool)
@@ -396,7 +419,7 @@ async fn a_worse_model_is_kept_a_forced_one_promoted_and_rollback_restores() {
     assert_eq!(v1.status, "succeeded", "{v1:?}");
     assert_eq!(v1.promoted, Some(true));
     assert_eq!(v1.data_summary.as_ref().unwrap()["decoded"], 15);
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM window_features")
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM window_features WHERE hop_s = 5")
         .fetch_one(&env.pool)
         .await
         .unwrap();
