@@ -286,8 +286,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
     });
     config.validate().context("invalid training recipe")?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
-    let windows = config.training_windows(&WindowConfig::default());
-    let recordings = extract(&rows, &args.data, &windows)?;
+    let training_window = config.training_windows(&WindowConfig::default());
+    let recordings = extract(&rows, &args.data, &training_window)?;
     let (train_set, validation_set) =
         split_by_recording(recordings, args.validation_fraction, args.recipe.seed)?;
     let windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
@@ -359,22 +359,17 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     config.validate().context("invalid training recipe")?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
     // Training folds use the recipe's windows; held-out folds the standard ones.
-    let standard_windows = WindowConfig::default();
-    let training_windows = config.training_windows(&standard_windows);
-    let train_windows = extract(&rows, &args.data, &training_windows)?;
-    let standard = if training_windows == standard_windows {
+    let standard_window = WindowConfig::default();
+    let training_window = config.training_windows(&standard_window);
+    let train_windows = extract(&rows, &args.data, &training_window)?;
+    let standard = if training_window == standard_window {
         train_windows.clone()
     } else {
-        extract(&rows, &args.data, &standard_windows)?
+        extract(&rows, &args.data, &standard_window)?
     };
     let fold_seed = args.fold_seed.unwrap_or(args.recipe.seed);
     let folds = birdsong_model::k_folds(&standard, args.folds, fold_seed)?;
-    let mut predictions = match &args.predictions {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => None,
-    };
+    let mut predictions = args.predictions.as_deref().map(create_file).transpose()?;
     let bar = progress_bar(
         args.folds as u64,
         "{elapsed_precise} [{bar:30}] fold {pos}/{len}",
@@ -431,7 +426,15 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     Ok(())
 }
 
-/// One JSON line per recording: its fold (in cross-validation), label and every window's probabilities.
+/// A buffered writer on a new file at `path`.
+fn create_file(path: &Path) -> Result<std::io::BufWriter<std::fs::File>> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(std::io::BufWriter::new(file))
+}
+
+/// One JSON line per recording: its fold (in cross-validation), label and every
+/// window's probabilities.
 fn write_predictions(
     out: &mut impl Write,
     fold: Option<usize>,
@@ -464,16 +467,15 @@ fn epoch_message(r: &EpochReport) -> String {
 fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     let classifier = load_classifier(&args.model)?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
+    // Created first, so that a bad path fails before the features are extracted.
+    let predictions = args.predictions.as_deref().map(create_file).transpose()?;
     let config = WindowConfig {
         hop_s: args.hop_s,
         ..WindowConfig::default()
     };
     let recordings = extract(&rows, &args.data, &config)?;
     let evaluation = evaluate(&classifier, &recordings).context("evaluation failed")?;
-    if let Some(path) = &args.predictions {
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        );
+    if let Some(mut out) = predictions {
         write_predictions(&mut out, None, &classifier, &recordings)?;
         out.flush().context("writing predictions")?;
     }

@@ -129,7 +129,8 @@ impl TrainConfig {
     }
 
     /// The reference recipe, the Python pipeline's: [`Default`] on the 95 librosa
-    /// features only, trained on the standard non-overlapping windows. Kept for comparisons with that pipeline.
+    /// features only, trained on the standard non-overlapping windows. Kept for
+    /// comparisons with that pipeline.
     pub fn reference() -> Self {
         Self {
             features: FeatureSet::Librosa,
