@@ -5,7 +5,7 @@
 #
 #   cargo build --release -p birdsong-model
 #   model/bench/xc3.sh                      # default recipe (band profile, 1.25 s training hop)
-#   model/bench/xc3.sh --features librosa --train-hop-s 5   # reference recipe (the Python pipeline's)
+#   model/bench/xc3.sh --features librosa --train-hop-s 5 --l2 1e-3   # reference recipe (the Python pipeline's)
 #   model/bench/xc3.sh --train-hop-s 5      # default, non-overlapping training windows
 #
 # Artifacts go to $OUT (default a temporary directory): they are derived from licensed

@@ -125,9 +125,10 @@ struct RecipeArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
-    /// L2 penalty on kernel weights.
-    #[arg(long, default_value_t = 1e-3)]
-    l2: f64,
+    /// L2 penalty on kernel weights (default: the recommended recipe's; the Python
+    /// pipeline's reference recipe used 1e-3).
+    #[arg(long)]
+    l2: Option<f64>,
     /// Standard deviation of Gaussian noise added to standardised training inputs.
     #[arg(long, default_value_t = 0.0)]
     input_noise: f32,
@@ -162,7 +163,7 @@ impl RecipeArgs {
             epochs: self.epochs,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
-            l2: self.l2,
+            l2: self.l2.unwrap_or(TrainConfig::default().l2),
             class_weighting: !self.no_class_weights,
             balance_recordings: self.balance_recordings,
             input_noise: self.input_noise,

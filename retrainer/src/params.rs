@@ -22,7 +22,7 @@ pub const KEYS: &[(&str, &str)] = &[
         "batch_size",
         "windows per minibatch, 1 to 4096 (default 32)",
     ),
-    ("l2", "L2 penalty, >= 0 (default 0.001)"),
+    ("l2", "L2 penalty, >= 0 (default 1.6e-5)"),
     (
         "patience",
         "early stopping on the validation split after N epochs without improvement",
@@ -166,6 +166,21 @@ mod tests {
         assert_eq!(p.train, TrainConfig::default());
         assert_eq!(p.gate_metric, GateMetric::RecordingMacroF1);
         assert_eq!(parse(&json!({})).unwrap(), p);
+    }
+
+    #[test]
+    fn documented_defaults_are_the_recipes() {
+        let default = TrainConfig::default();
+        let documented = |key: &str| -> f64 {
+            let (_, help) = KEYS.iter().find(|(k, _)| *k == key).unwrap();
+            let start = help.find("(default ").unwrap() + "(default ".len();
+            let end = start + help[start..].find(')').unwrap();
+            help[start..end].parse().unwrap()
+        };
+        assert_eq!(documented("l2"), default.l2);
+        assert_eq!(documented("learning_rate"), default.learning_rate);
+        assert_eq!(documented("epochs"), default.epochs as f64);
+        assert_eq!(documented("batch_size"), default.batch_size as f64);
     }
 
     #[test]
