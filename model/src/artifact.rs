@@ -122,10 +122,10 @@ impl ArtifactMeta {
     /// Checks internal consistency (also of a `model.json` written by someone else).
     fn validate(&self) -> Result<()> {
         self.network.validate()?;
-        let columns = self.features.columns();
+        let features = self.features;
         if self.architecture != self.network.architecture
-            || columns.len() != self.network.input_size
-            || columns.end > self.input_size
+            || features.width() != self.network.input_size
+            || features.end() > self.input_size
             || self.classes.len() != self.network.num_classes
         {
             return Err(ModelError::IncompatibleArtifact(format!(
@@ -133,7 +133,7 @@ impl ArtifactMeta {
                 self.architecture,
                 self.network.architecture,
                 self.features,
-                columns.len(),
+                features.width(),
                 self.input_size,
                 self.network.input_size,
                 self.classes.len(),

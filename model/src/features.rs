@@ -10,6 +10,7 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
+use birdsong_audio::bands::N_BANDS;
 pub use birdsong_audio::{
     FEATURE_COUNT, FEATURE_VERSION, FeatureVector, LIBROSA_FEATURE_COUNT, PREFIX_FEATURE_VERSIONS,
 };
@@ -27,24 +28,76 @@ pub enum FeatureSet {
     Bands,
     /// The librosa features and the band profile.
     All,
+    /// The band profile without its 32 per-band medians: each band's maximum, 90th
+    /// percentile and standard deviation. The median is the level a band sits at for
+    /// most of the window relative to its loudest moment, so it says how much of the
+    /// window is calling and how loud the background is, which describes how a
+    /// recording was made as much as the species (the xc3 training woodpeckers trill
+    /// through whole windows; test woodpeckers that call sparsely have vireo-like
+    /// medians). Cross-validation on xc3 preferred the profile without them (model
+    /// README).
+    BandsNoMedian,
 }
+
+/// First column of the band profile in the feature vector.
+const BANDS_START: usize = LIBROSA_FEATURE_COUNT;
+/// The band profile's per-band medians (third block of `N_BANDS` values).
+const MEDIANS: Range<usize> = BANDS_START + 2 * N_BANDS..BANDS_START + 3 * N_BANDS;
 
 impl FeatureSet {
     /// Every set, by name.
-    pub const ALL: [FeatureSet; 3] = [FeatureSet::Librosa, FeatureSet::Bands, FeatureSet::All];
+    pub const ALL: [FeatureSet; 4] = [
+        FeatureSet::Librosa,
+        FeatureSet::Bands,
+        FeatureSet::All,
+        FeatureSet::BandsNoMedian,
+    ];
 
-    /// The columns read, as a range of the feature vector.
-    pub fn columns(self) -> Range<usize> {
+    /// The columns read, as ranges of the feature vector in the order the network sees
+    /// them.
+    pub fn ranges(self) -> &'static [Range<usize>] {
+        const LIBROSA: &[Range<usize>] = &[Range {
+            start: 0,
+            end: LIBROSA_FEATURE_COUNT,
+        }];
+        const BANDS: &[Range<usize>] = &[Range {
+            start: BANDS_START,
+            end: FEATURE_COUNT,
+        }];
+        const ALL: &[Range<usize>] = &[Range {
+            start: 0,
+            end: FEATURE_COUNT,
+        }];
+        const NO_MEDIAN: &[Range<usize>] =
+            &[BANDS_START..MEDIANS.start, MEDIANS.end..FEATURE_COUNT];
         match self {
-            FeatureSet::Librosa => 0..LIBROSA_FEATURE_COUNT,
-            FeatureSet::Bands => LIBROSA_FEATURE_COUNT..FEATURE_COUNT,
-            FeatureSet::All => 0..FEATURE_COUNT,
+            FeatureSet::Librosa => LIBROSA,
+            FeatureSet::Bands => BANDS,
+            FeatureSet::All => ALL,
+            FeatureSet::BandsNoMedian => NO_MEDIAN,
         }
     }
 
     /// Number of columns read (the network's input width).
     pub fn width(self) -> usize {
-        self.columns().len()
+        self.ranges().iter().map(|r| r.len()).sum()
+    }
+
+    /// One past the last column read: feature vectors must be at least this long.
+    pub fn end(self) -> usize {
+        self.ranges().iter().map(|r| r.end).max().unwrap_or(0)
+    }
+
+    /// Whether the network reads column `column`.
+    pub fn reads(self, column: usize) -> bool {
+        self.ranges().iter().any(|r| r.contains(&column))
+    }
+
+    /// Appends the columns read from one feature vector to `out`.
+    pub fn select_into(self, row: &[f32], out: &mut Vec<f32>) {
+        for range in self.ranges() {
+            out.extend_from_slice(&row[range.clone()]);
+        }
     }
 
     /// The name used in configs, artifacts and on the command line.
@@ -53,6 +106,7 @@ impl FeatureSet {
             FeatureSet::Librosa => "librosa",
             FeatureSet::Bands => "bands",
             FeatureSet::All => "all",
+            FeatureSet::BandsNoMedian => "bands_no_median",
         }
     }
 
@@ -76,18 +130,22 @@ impl FromStr for FeatureSet {
         FeatureSet::ALL
             .into_iter()
             .find(|set| set.name() == s)
-            .ok_or_else(|| format!("unknown feature set {s:?}; known: librosa, bands, all"))
+            .ok_or_else(|| {
+                let known: Vec<_> = FeatureSet::ALL.iter().map(|set| set.name()).collect();
+                format!("unknown feature set {s:?}; known: {}", known.join(", "))
+            })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use birdsong_audio::FEATURE_NAMES;
 
     #[test]
     fn sets_cover_the_vector_and_round_trip_by_name() {
-        assert_eq!(FeatureSet::Librosa.columns(), 0..95);
-        assert_eq!(FeatureSet::Bands.columns(), 95..FEATURE_COUNT);
+        assert!(matches!(FeatureSet::Librosa.ranges(), [r] if *r == (0..95)));
+        assert!(matches!(FeatureSet::Bands.ranges(), [r] if *r == (95..FEATURE_COUNT)));
         assert_eq!(
             FeatureSet::Bands.width() + FeatureSet::Librosa.width(),
             FeatureSet::All.width()
@@ -96,7 +154,34 @@ mod tests {
             assert_eq!(set.name().parse::<FeatureSet>(), Ok(set));
             let json = serde_json::to_string(&set).unwrap();
             assert_eq!(json, format!("\"{}\"", set.name()));
+            assert_eq!(set.end(), FEATURE_COUNT.min(set.end()));
         }
-        assert!("mfcc".parse::<FeatureSet>().is_err());
+        let err = "mfcc".parse::<FeatureSet>().unwrap_err();
+        assert!(err.contains("bands_no_median"), "{err}");
+    }
+
+    #[test]
+    fn bands_without_medians_read_every_band_column_but_the_medians() {
+        let set = FeatureSet::BandsNoMedian;
+        assert_eq!(set.width(), 3 * N_BANDS);
+        for (column, name) in FEATURE_NAMES.iter().enumerate() {
+            // Band-profile names are `bandNN_stat` (librosa's `bandwidth_*` are not).
+            let band = name
+                .strip_prefix("band")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            assert_eq!(
+                set.reads(column),
+                band && !name.ends_with("_median"),
+                "{name}"
+            );
+        }
+        let row: Vec<f32> = (0..FEATURE_COUNT).map(|i| i as f32).collect();
+        let mut out = Vec::new();
+        set.select_into(&row, &mut out);
+        let expected: Vec<f32> = (0..FEATURE_COUNT)
+            .filter(|&i| set.reads(i))
+            .map(|i| i as f32)
+            .collect();
+        assert_eq!(out, expected);
     }
 }

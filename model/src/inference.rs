@@ -175,15 +175,17 @@ impl Classifier {
                 actual: width,
             });
         }
-        let columns = self.info.features.columns();
-        let mut data = if columns == (0..width) {
+        let features = self.info.features;
+        let mut data = if matches!(features.ranges(), [all] if *all == (0..width)) {
             data
         } else {
-            data.chunks_exact(width)
-                .flat_map(|row| row[columns.clone()].iter().copied())
-                .collect()
+            let mut selected = Vec::with_capacity(data.len() / width * features.width());
+            for row in data.chunks_exact(width) {
+                features.select_into(row, &mut selected);
+            }
+            selected
         };
-        let width = columns.len();
+        let width = features.width();
         self.scaler.transform_in_place(&mut data);
         let k = self.classes.len();
         let mut out = Vec::with_capacity(data.len() / width);

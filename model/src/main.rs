@@ -138,10 +138,12 @@ struct RecipeArgs {
     /// Network architecture.
     #[arg(long, default_value = birdsong_model::MLP)]
     architecture: String,
-    /// Which features the network reads: `bands` (the band profile), `all` (librosa's 95
-    /// and the band profile) or `librosa` (the reference recipe's 95).
-    #[arg(long, default_value = "bands")]
-    features: FeatureSet,
+    /// Which features the network reads (default: the recommended recipe's):
+    /// `bands_no_median` (the band profile without its per-band medians), `bands` (the
+    /// band profile), `all` (librosa's 95 and the band profile) or `librosa` (the
+    /// reference recipe's 95).
+    #[arg(long)]
+    features: Option<FeatureSet>,
     /// Weight windows so that every recording counts the same, however long.
     #[arg(long)]
     balance_recordings: bool,
@@ -159,7 +161,7 @@ impl RecipeArgs {
     fn config(&self, stopping: Stopping) -> TrainConfig {
         TrainConfig {
             architecture: self.architecture.clone(),
-            features: self.features,
+            features: self.features.unwrap_or(TrainConfig::default().features),
             epochs: self.epochs,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,

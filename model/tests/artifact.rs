@@ -227,22 +227,25 @@ fn a_network_reads_only_the_columns_of_its_feature_set() {
         .iter()
         .flat_map(|r| r.windows.iter().copied())
         .collect();
-    let bands = FeatureSet::Bands.columns();
-    // Scramble everything outside the band profile.
-    let scrambled: Vec<_> = windows
-        .iter()
-        .map(|w| {
-            let mut w = *w;
-            for (j, v) in w.iter_mut().enumerate() {
-                if !bands.contains(&j) {
-                    *v = -1e6 * (j as f32 + 1.0);
+    // Scramble every column outside one set: a network must see the change if and only
+    // if it reads a scrambled column.
+    let scramble = |kept: FeatureSet| -> Vec<_> {
+        windows
+            .iter()
+            .map(|w| {
+                let mut w = *w;
+                for (j, v) in w.iter_mut().enumerate() {
+                    if !kept.reads(j) {
+                        *v = -1e6 * (j as f32 + 1.0);
+                    }
                 }
-            }
-            w
-        })
-        .collect();
+                w
+            })
+            .collect()
+    };
     for (features, width) in [
         (FeatureSet::Bands, FEATURE_COUNT - 95),
+        (FeatureSet::BandsNoMedian, FEATURE_COUNT - 95 - 32),
         (FeatureSet::All, FEATURE_COUNT),
     ] {
         let config = TrainConfig {
@@ -255,10 +258,15 @@ fn a_network_reads_only_the_columns_of_its_feature_set() {
         let meta = trained.artifact.meta();
         assert_eq!((meta.features, meta.network.input_size), (features, width));
         assert_eq!(meta.input_size, FEATURE_COUNT);
-        let (a, b) = (
-            trained.classifier.predict(&windows).unwrap(),
-            trained.classifier.predict(&scrambled).unwrap(),
-        );
-        assert_eq!(a == b, features == FeatureSet::Bands, "{features}");
+        let predictions = trained.classifier.predict(&windows).unwrap();
+        for kept in [FeatureSet::Bands, FeatureSet::BandsNoMedian] {
+            let scrambled = trained.classifier.predict(&scramble(kept)).unwrap();
+            let unchanged = (0..FEATURE_COUNT).all(|j| !features.reads(j) || kept.reads(j));
+            assert_eq!(
+                predictions == scrambled,
+                unchanged,
+                "{features} keeping {kept}"
+            );
+        }
     }
 }

@@ -43,7 +43,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("architecture", "network architecture (default mlp)"),
     (
         "features",
-        "features the network reads: bands, all or librosa (default bands)",
+        "features the network reads: bands_no_median, bands, all or librosa (default bands_no_median)",
     ),
     (
         "train_hop_s",
