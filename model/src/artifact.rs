@@ -79,11 +79,14 @@ pub struct ArtifactMeta {
     pub weights_sha256: String,
 }
 
-/// Only the field every format version has, read first so that a future layout is refused
-/// as such rather than as malformed JSON.
+/// Only the field every format version has, and names a newer build may add to, read
+/// first so that a future layout or feature set is refused as such rather than as
+/// malformed JSON.
 #[derive(Deserialize)]
 struct FormatProbe {
     format_version: u32,
+    #[serde(default)]
+    features: Option<String>,
 }
 
 impl ArtifactMeta {
@@ -250,6 +253,13 @@ impl Artifact {
             return Err(ModelError::IncompatibleArtifact(format!(
                 "artifact format version {} is not {FORMAT_VERSION}, the one this build reads",
                 probe.format_version
+            )));
+        }
+        if let Some(features) = probe.features
+            && let Err(unknown) = features.parse::<FeatureSet>()
+        {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "{unknown} (the artifact was made by a newer build?)"
             )));
         }
         let meta: ArtifactMeta = serde_json::from_slice(meta_json)?;

@@ -144,6 +144,14 @@ fn refuses_mismatched_or_corrupted_artifacts() {
         Artifact::from_files(weights, &inconsistent, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
     assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
 
+    // A feature set of a newer build.
+    let mut json: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    json["features"] = "bands_v9".into();
+    let future = serde_json::to_vec(&json).unwrap();
+    let err = Artifact::from_files(weights, &future, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
+    assert!(err.to_string().contains("bands_v9"), "{err}");
+
     let err =
         Artifact::from_files(weights, b"{not json", FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
     assert!(matches!(err, ModelError::InvalidMetadata(_)), "{err}");
