@@ -154,7 +154,7 @@ mod tests {
             assert_eq!(set.name().parse::<FeatureSet>(), Ok(set));
             let json = serde_json::to_string(&set).unwrap();
             assert_eq!(json, format!("\"{}\"", set.name()));
-            assert_eq!(set.end(), FEATURE_COUNT.min(set.end()));
+            assert!(set.end() <= FEATURE_COUNT, "{set}");
         }
         let err = "mfcc".parse::<FeatureSet>().unwrap_err();
         assert!(err.contains("bands_no_median"), "{err}");

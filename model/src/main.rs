@@ -158,22 +158,24 @@ struct RecipeArgs {
 }
 
 impl RecipeArgs {
-    fn config(&self, stopping: Stopping) -> TrainConfig {
+    fn config(&self, patience: Option<usize>) -> TrainConfig {
+        let recipe = TrainConfig::default();
         TrainConfig {
             architecture: self.architecture.clone(),
-            features: self.features.unwrap_or(TrainConfig::default().features),
+            features: self.features.unwrap_or(recipe.features),
             epochs: self.epochs,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
-            l2: self.l2.unwrap_or(TrainConfig::default().l2),
+            l2: self.l2.unwrap_or(recipe.l2),
             class_weighting: !self.no_class_weights,
             balance_recordings: self.balance_recordings,
             input_noise: self.input_noise,
             average_last_epochs: self.average_last_epochs,
-            train_hop_s: self
-                .train_hop_s
-                .unwrap_or(TrainConfig::default().train_hop_s),
-            stopping,
+            train_hop_s: self.train_hop_s.unwrap_or(recipe.train_hop_s),
+            stopping: match patience {
+                Some(patience) => Stopping::EarlyStopping { patience },
+                None => Stopping::FixedEpochs,
+            },
             seed: self.seed,
         }
     }
@@ -283,10 +285,7 @@ fn run_features(args: FeaturesArgs) -> Result<()> {
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
-    let config = args.recipe.config(match args.patience {
-        Some(patience) => Stopping::EarlyStopping { patience },
-        None => Stopping::FixedEpochs,
-    });
+    let config = args.recipe.config(args.patience);
     config.validate().context("invalid training recipe")?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
     let training_window = config.training_windows(&WindowConfig::default());
@@ -355,10 +354,7 @@ struct FoldResult {
 }
 
 fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
-    let config = args.recipe.config(match args.patience {
-        Some(patience) => Stopping::EarlyStopping { patience },
-        None => Stopping::FixedEpochs,
-    });
+    let config = args.recipe.config(args.patience);
     config.validate().context("invalid training recipe")?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
     // Training folds use the recipe's windows; held-out folds the standard ones.
