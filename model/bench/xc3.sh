@@ -4,8 +4,9 @@
 # mean [min-max]. Extra arguments go to `train` (e.g. --train-hop-s 5).
 #
 #   cargo build --release -p birdsong-model
-#   model/bench/xc3.sh                      # default recipe (band profile, 1.25 s training hop)
-#   model/bench/xc3.sh --features librosa --train-hop-s 5 --l2 1e-3   # reference recipe (the Python pipeline's)
+#   model/bench/xc3.sh                      # default recipe (band profile, 1.25 s training hop, 5 networks)
+#   model/bench/xc3.sh --members 1          # default recipe with a single network
+#   model/bench/xc3.sh --features librosa --train-hop-s 5 --l2 1e-3 --members 1   # reference recipe (the Python pipeline's)
 #   model/bench/xc3.sh --train-hop-s 5      # default, non-overlapping training windows
 #
 # Artifacts go to $OUT (default a temporary directory): they are derived from licensed
@@ -23,7 +24,7 @@ for seed in $seeds; do
     --seed "$seed" "$@" 2> "$out/seed$seed.log"
   "$bin" evaluate --model "$out/seed$seed" --manifest "$data/manifest.csv" --audio-root "$data" \
     --split test 2> /dev/null > "$out/seed$seed.test.json"
-  seconds=$(sed -n 's/^trained [0-9]* epochs in \([0-9.]*\) s.*/\1/p' "$out/seed$seed.log")
+  seconds=$(sed -n 's/^trained .* in \([0-9.]*\) s;.*/\1/p' "$out/seed$seed.log")
   echo "$seed $seconds $out/seed$seed.test.json"
 done | python3 -c '
 import json, sys
@@ -33,11 +34,12 @@ for line in sys.stdin:
     m = json.load(open(path))
     r = {"seed": int(seed), "train_seconds": float(seconds),
          "window_accuracy": m["window"]["accuracy"], "window_macro_f1": m["window"]["macro_avg"]["f1"],
-         "recording_accuracy": m["recording"]["accuracy"], "windows": m["window"]["count"],
+         "recording_accuracy": m["recording"]["accuracy"], "window_log_loss": m["window"]["log_loss"],
+         "windows": m["window"]["count"],
          "recordings": m["recording"]["count"]}
     rows.append(r)
     print(json.dumps(r))
-for key in ["window_accuracy", "window_macro_f1", "recording_accuracy", "train_seconds"]:
+for key in ["window_accuracy", "window_macro_f1", "recording_accuracy", "window_log_loss", "train_seconds"]:
     v = [r[key] for r in rows]
     print(f"{key}: {sum(v)/len(v):.3f} [{min(v):.3f}-{max(v):.3f}]")
 '

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <dir>/
-//!   weights.bpk   burn record (burnpack) of the network's parameters
+//!   weights.bpk   burn record (burnpack) of the network's parameters (of every
+//!                 member's, for an ensemble)
 //!   model.json    format version, architecture and its config, class list, scaler,
 //!                 feature-extractor version, input size, training data summary,
 //!                 training config and history, metrics, creation time, and the
@@ -30,8 +31,14 @@ use crate::scaler::Scaler;
 use crate::train::{EpochReport, TrainConfig};
 use crate::{ModelError, Result};
 
-/// Version of the artifact layout; bumped on any change an older loader cannot read.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest artifact layout, bumped on any change an older loader cannot read. Version 2
+/// added ensembles (`network.members` above 1, and a weights record holding every
+/// member); an artifact of one network is still written as version 1, which builds from
+/// before ensembles read, and an ensemble as version 2, which they refuse by its version
+/// instead of misreading its weights.
+pub const FORMAT_VERSION: u32 = 2;
+/// Layout of an artifact holding a single network.
+const SINGLE_NETWORK_FORMAT_VERSION: u32 = 1;
 /// Name of the metadata file.
 pub const META_FILE: &str = "model.json";
 /// Name of the weights file.
@@ -43,7 +50,7 @@ pub const FILE_NAMES: [&str; 2] = [WEIGHTS_FILE, META_FILE];
 /// Contents of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactMeta {
-    /// Artifact layout version ([`FORMAT_VERSION`] when written by this build).
+    /// Artifact layout version (1 for one network, [`FORMAT_VERSION`] for an ensemble).
     pub format_version: u32,
     /// Version assigned by the publisher (the retrainer), if any.
     pub version: Option<String>,
@@ -103,7 +110,11 @@ impl ArtifactMeta {
         history: Vec<EpochReport>,
     ) -> Self {
         Self {
-            format_version: FORMAT_VERSION,
+            format_version: if network.members > 1 {
+                FORMAT_VERSION
+            } else {
+                SINGLE_NETWORK_FORMAT_VERSION
+            },
             version: None,
             architecture: network.architecture.clone(),
             input_size: crate::features::FEATURE_COUNT,
@@ -125,6 +136,12 @@ impl ArtifactMeta {
     /// Checks internal consistency (also of a `model.json` written by someone else).
     fn validate(&self) -> Result<()> {
         self.network.validate()?;
+        if self.network.members > 1 && self.format_version < FORMAT_VERSION {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "an ensemble of {} networks in a format version {} artifact, which holds one",
+                self.network.members, self.format_version
+            )));
+        }
         let features = self.features;
         if self.architecture != self.network.architecture
             || features.width() != self.network.input_size
@@ -249,9 +266,10 @@ impl Artifact {
         input_size: usize,
     ) -> Result<Self> {
         let probe: FormatProbe = serde_json::from_slice(meta_json)?;
-        if probe.format_version != FORMAT_VERSION {
+        if !(SINGLE_NETWORK_FORMAT_VERSION..=FORMAT_VERSION).contains(&probe.format_version) {
             return Err(ModelError::IncompatibleArtifact(format!(
-                "artifact format version {} is not {FORMAT_VERSION}, the one this build reads",
+                "artifact format version {} is not one this build reads \
+                 ({SINGLE_NETWORK_FORMAT_VERSION} to {FORMAT_VERSION})",
                 probe.format_version
             )));
         }

@@ -4,16 +4,13 @@
 //! `Arc` (or `arc-swap`) and calls it from any number of blocking threads; a model reload
 //! swaps the whole value and in-flight calls finish on the one they started with.
 
-use burn::module::Module;
-use burn::store::ModuleRecord;
-use burn::tensor::activation::softmax;
-use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
-use crate::network::{Network, NetworkConfig};
+use crate::network::Ensemble;
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
@@ -80,7 +77,7 @@ pub struct ModelInfo {
 /// A trained network with its scaler and class list, ready to classify windows.
 #[derive(Debug)]
 pub struct Classifier {
-    network: Network,
+    network: Ensemble,
     device: Device,
     scaler: Scaler,
     classes: Vec<String>,
@@ -96,7 +93,7 @@ const _: fn() = || {
 impl Classifier {
     /// Assembles a classifier from parts that are already consistent (used by training).
     pub(crate) fn from_parts(
-        network: Network,
+        network: Ensemble,
         device: Device,
         scaler: Scaler,
         classes: Vec<String>,
@@ -121,14 +118,7 @@ impl Classifier {
     /// Fails if the weights do not fit the network the metadata describes.
     pub fn from_artifact_on(artifact: &Artifact, device: &Device) -> Result<Self> {
         let meta = artifact.meta();
-        let config: &NetworkConfig = &meta.network;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(artifact.weights().to_vec()))
-            .map_err(|e| ModelError::InvalidWeights(e.to_string()))?;
-        let network = config
-            .init(0, device)
-            .try_load_record(record)
-            .map_err(|e| ModelError::InvalidWeights(e.to_string()))?
-            .valid();
+        let network = Ensemble::from_bytes(&meta.network, artifact.weights(), device)?;
         Ok(Self {
             network,
             device: device.clone(),
@@ -195,7 +185,9 @@ impl Classifier {
                 TensorData::new(chunk.to_vec(), [rows, width]),
                 &self.device,
             );
-            let probs = softmax(self.network.forward(x), 1)
+            let probs = self
+                .network
+                .probabilities(x)
                 .into_data()
                 .try_into_vec::<f32>()
                 .map_err(|e| ModelError::Backend(format!("{e:?}")))?;

@@ -9,8 +9,9 @@
 //! * **Training** — [`train`] takes labelled [`Recording`]s (whole recordings, never loose
 //!   windows, so that no recording is on both sides of a split) and a [`TrainConfig`], and
 //!   reports each epoch to a callback. The reference architecture is `"mlp"`
-//!   (95 → 512 → 256 → 128 → classes, see [`network`]); training is deterministic for a
-//!   given seed. [`split_by_recording`] makes a reproducible stratified split when the
+//!   (95 → 512 → 256 → 128 → classes, see [`network`]); the recommended recipe trains an
+//!   ensemble of several such networks from different seeds and averages their
+//!   probabilities. Training is deterministic for a given seed. [`split_by_recording`] makes a reproducible stratified split when the
 //!   caller has none.
 //! * **Evaluation** — [`evaluate`] scores a classifier per window and per recording
 //!   (accuracy, macro and weighted precision/recall/F1, per-class figures, confusion
@@ -64,5 +65,5 @@ pub use inference::{
     Classifier, ModelInfo, Prediction, RecordingPrediction, RecordingSummary, WindowPrediction,
 };
 pub use metrics::Metrics;
-pub use network::{ARCHITECTURES, MLP, NetworkConfig};
+pub use network::{ARCHITECTURES, MAX_MEMBERS, MLP, NetworkConfig};
 pub use train::{EpochReport, Stopping, TrainConfig, TrainedModel, train, train_on};

@@ -155,6 +155,10 @@ struct RecipeArgs {
     /// examples. Evaluation always uses the standard non-overlapping windows.
     #[arg(long)]
     train_hop_s: Option<f64>,
+    /// Networks to train from different seeds and average (default: the recommended
+    /// recipe's; the reference recipe trains one). Each costs a full training run.
+    #[arg(long)]
+    members: Option<usize>,
 }
 
 impl RecipeArgs {
@@ -172,6 +176,7 @@ impl RecipeArgs {
             input_noise: self.input_noise,
             average_last_epochs: self.average_last_epochs,
             train_hop_s: self.train_hop_s.unwrap_or(recipe.train_hop_s),
+            members: self.members.unwrap_or(recipe.members),
             stopping: match patience {
                 Some(patience) => Stopping::EarlyStopping { patience },
                 None => Stopping::FixedEpochs,
@@ -300,21 +305,25 @@ fn run_train(args: TrainArgs) -> Result<()> {
         validation_set.len()
     );
     let bar = progress_bar(
-        config.epochs as u64,
+        (config.epochs * config.members) as u64,
         "{elapsed_precise} [{bar:30}] epoch {pos}/{len} {msg}",
     );
     let started = Instant::now();
     let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
     let mut trained = train(&train_set, validation, &config, |r: &EpochReport| {
-        bar.set_position(r.epoch as u64);
+        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
         bar.set_message(epoch_message(r));
     })
     .context("training failed")?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(last) = trained.artifact.meta().history.last() {
+        let members = match last.members {
+            1 => String::new(),
+            n => format!(" × {n} networks"),
+        };
         eprintln!(
-            "trained {} epochs in {seconds:.1} s; {}",
+            "trained {} epochs{members} in {seconds:.1} s; {}",
             last.epoch,
             epoch_message(last)
         );
@@ -456,7 +465,11 @@ fn write_predictions(
 }
 
 fn epoch_message(r: &EpochReport) -> String {
-    let mut msg = format!("loss {:.4}", r.loss);
+    let mut msg = match r.members {
+        1 => String::new(),
+        n => format!("network {}/{n} ", r.member),
+    };
+    msg.push_str(&format!("loss {:.4}", r.loss));
     if let (Some(acc), Some(rec)) = (r.validation_accuracy, r.validation_recording_accuracy) {
         msg.push_str(&format!(" val acc {acc:.3} (recordings {rec:.3})"));
     }

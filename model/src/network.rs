@@ -5,6 +5,9 @@
 //! architecture is `"mlp"`: 95 → 512 → 256 → 128 → classes with ReLU and dropout
 //! 0.5 / 0.4 / 0.3, the network the Python pipeline used.
 //!
+//! A model holds one network or an ensemble of several of the same shape, trained from
+//! different seeds, whose class probabilities are averaged ([`Ensemble`]).
+//!
 //! Weights are initialised here from our own seeded generator (Glorot uniform kernels,
 //! zero biases, as Keras does) rather than burn's backend RNG: burn seeds the ndarray
 //! backend through one process-wide generator, which two trainings running in parallel
@@ -13,8 +16,9 @@
 
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Linear;
-use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::store::ModuleRecord;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,10 @@ pub const MLP: &str = "mlp";
 
 /// Every architecture this build can build, by name.
 pub const ARCHITECTURES: &[&str] = &[MLP];
+
+/// Most networks one ensemble may hold: each costs a full training run and a forward
+/// pass per window, and averaging beyond a handful changes little.
+pub const MAX_MEMBERS: usize = 16;
 
 /// Shape of a network: stored in the artifact and enough to rebuild the module before its
 /// weights are loaded.
@@ -41,6 +49,14 @@ pub struct NetworkConfig {
     pub dropout: Vec<f32>,
     /// Number of output classes.
     pub num_classes: usize,
+    /// Networks of this shape in the model, whose probabilities are averaged
+    /// (configurations written before ensembles existed hold one).
+    #[serde(default = "one")]
+    pub members: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl NetworkConfig {
@@ -60,6 +76,7 @@ impl NetworkConfig {
             hidden,
             dropout,
             num_classes,
+            members: 1,
         };
         config.validate()?;
         Ok(config)
@@ -86,6 +103,12 @@ impl NetworkConfig {
             return Err(ModelError::InvalidConfig(format!(
                 "hidden layers {:?} and dropout rates {:?} do not match",
                 self.hidden, self.dropout
+            )));
+        }
+        if !(1..=MAX_MEMBERS).contains(&self.members) {
+            return Err(ModelError::InvalidConfig(format!(
+                "an ensemble holds 1 to {MAX_MEMBERS} networks, not {}",
+                self.members
             )));
         }
         Ok(())
@@ -193,6 +216,96 @@ impl Network {
     }
 }
 
+/// Networks of one shape trained from different seeds; a model's class probabilities are
+/// the mean of theirs.
+///
+/// A network trained on a few dozen recordings ends up certain of windows it has no
+/// grounds to be certain about, and which windows those are changes with the seed: one
+/// seed calls a window a vireo with probability 1.00, the next a woodpecker with 1.00.
+/// Averaging several such networks keeps what they agree on and turns their
+/// disagreements into honest, middling probabilities, which is what a user thresholding
+/// detections in SQL needs (model README: cross-validated log loss and accuracy).
+#[derive(Module, Debug)]
+pub(crate) struct Ensemble {
+    members: Vec<Network>,
+}
+
+impl Ensemble {
+    /// An ensemble of the given networks (at least one).
+    pub(crate) fn new(members: Vec<Network>) -> Result<Self> {
+        if members.is_empty() || members.len() > MAX_MEMBERS {
+            return Err(ModelError::InvalidConfig(format!(
+                "an ensemble holds 1 to {MAX_MEMBERS} networks, not {}",
+                members.len()
+            )));
+        }
+        Ok(Self { members })
+    }
+
+    /// Class probabilities for a batch of standardised inputs: the softmax of one
+    /// network, or the mean of the members' softmaxes.
+    pub(crate) fn probabilities(&self, x: Tensor<2>) -> Tensor<2> {
+        let n = self.members.len();
+        let mut members = self.members.iter();
+        let Some(first) = members.next() else {
+            return x;
+        };
+        let sum = members.fold(softmax(first.forward(x.clone()), 1), |sum, m| {
+            sum + softmax(m.forward(x.clone()), 1)
+        });
+        if n == 1 {
+            sum
+        } else {
+            sum.div_scalar(n as f64)
+        }
+    }
+
+    /// The weights file's bytes: a single network is stored exactly as before ensembles
+    /// existed (so its artifact reads anywhere), several as one record of all members.
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bytes = match self.members.as_slice() {
+            [single] => single.clone().into_record().into_bytes(),
+            _ => self.clone().into_record().into_bytes(),
+        };
+        bytes
+            .map(|b| b.to_vec())
+            .map_err(|e| ModelError::InvalidWeights(e.to_string()))
+    }
+
+    /// Rebuilds the ensemble `config` describes from a weights file written by
+    /// [`to_bytes`](Self::to_bytes); fails if the weights do not fit it.
+    pub(crate) fn from_bytes(
+        config: &NetworkConfig,
+        bytes: &[u8],
+        device: &Device,
+    ) -> Result<Self> {
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+            .map_err(|e| ModelError::InvalidWeights(e.to_string()))?;
+        let invalid = |e: burn::store::RecordError| ModelError::InvalidWeights(e.to_string());
+        let members = if config.members == 1 {
+            vec![
+                config
+                    .init(0, device)
+                    .try_load_record(record)
+                    .map_err(invalid)?
+                    .valid(),
+            ]
+        } else {
+            let empty = Self {
+                members: (0..config.members)
+                    .map(|_| config.init(0, device))
+                    .collect(),
+            };
+            empty
+                .try_load_record(record)
+                .map_err(invalid)?
+                .valid()
+                .members
+        };
+        Self::new(members)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +317,14 @@ mod tests {
         assert_eq!(c.dropout, vec![0.5, 0.4, 0.3]);
         assert!(NetworkConfig::named("transformer", 95, 3).is_err());
         assert!(NetworkConfig::named("mlp", 95, 1).is_err());
+        assert_eq!(c.members, 1);
+        for (members, ok) in [(0, false), (MAX_MEMBERS, true), (MAX_MEMBERS + 1, false)] {
+            let config = NetworkConfig {
+                members,
+                ..c.clone()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "{members} members");
+        }
     }
 
     #[test]
@@ -216,6 +337,53 @@ mod tests {
             net.num_params(),
             7 * 512 + 512 + 512 * 256 + 256 + 256 * 128 + 128 + 128 * 4 + 4
         );
+    }
+
+    #[test]
+    fn an_ensemble_averages_its_members_probabilities() {
+        let device = crate::device::cpu();
+        let mut config = NetworkConfig::named("mlp", 3, 2).unwrap();
+        let (a, b) = (config.init(1, &device), config.init(2, &device));
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32, -1.0, 2.0, 3.0, 0.0, -0.5], [2, 3]),
+            &device,
+        );
+        let probs = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let (pa, pb) = (
+            probs(softmax(a.forward(x.clone()), 1)),
+            probs(softmax(b.forward(x.clone()), 1)),
+        );
+        let pair = Ensemble::new(vec![a.clone(), b]).unwrap();
+        for ((m, x1), x2) in probs(pair.probabilities(x.clone()))
+            .iter()
+            .zip(&pa)
+            .zip(&pb)
+        {
+            assert!((m - (x1 + x2) / 2.0).abs() < 1e-6);
+        }
+
+        // Weights round trip; a single network is stored as it always was.
+        config.members = 2;
+        let bytes = pair.to_bytes().unwrap();
+        let back = Ensemble::from_bytes(&config, &bytes, &device).unwrap();
+        assert_eq!(
+            probs(back.probabilities(x.clone())),
+            probs(pair.probabilities(x.clone()))
+        );
+        let single = Ensemble::new(vec![a.clone()]).unwrap();
+        let single_bytes = single.to_bytes().unwrap();
+        assert_eq!(
+            single_bytes,
+            a.clone().into_record().into_bytes().unwrap().to_vec()
+        );
+        config.members = 1;
+        let back = Ensemble::from_bytes(&config, &single_bytes, &device).unwrap();
+        assert_eq!(probs(back.probabilities(x.clone())), pa);
+        // An ensemble's weights are not one network's, nor the other way round.
+        assert!(Ensemble::from_bytes(&config, &bytes, &device).is_err());
+        config.members = 2;
+        assert!(Ensemble::from_bytes(&config, &single_bytes, &device).is_err());
+        assert!(Ensemble::new(Vec::new()).is_err());
     }
 
     #[test]

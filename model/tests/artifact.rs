@@ -5,8 +5,8 @@ mod common;
 use std::path::PathBuf;
 
 use birdsong_model::{
-    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, FILE_NAMES, FeatureSet, META_FILE,
-    ModelError, Recording, TrainConfig, WEIGHTS_FILE, evaluate, train,
+    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, FILE_NAMES, FORMAT_VERSION, FeatureSet,
+    META_FILE, ModelError, Recording, TrainConfig, WEIGHTS_FILE, evaluate, train,
 };
 
 fn trained() -> (birdsong_model::TrainedModel, Vec<birdsong_model::Recording>) {
@@ -99,6 +99,44 @@ fn round_trip_gives_identical_predictions() {
     let from_memory = Artifact::from_files(weights, meta, FEATURE_VERSION, FEATURE_COUNT).unwrap();
     assert_same_artifact(&from_memory, &trained.artifact);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn one_network_keeps_the_first_layout_and_an_ensemble_is_never_misread() {
+    let (ensemble, data) = trained();
+    let config = TrainConfig {
+        seed: 9,
+        epochs: 3,
+        members: 1,
+        ..TrainConfig::default()
+    };
+    let single = train(&data, None, &config, |_| {}).unwrap();
+    // Builds from before ensembles read one-network artifacts (layout 1) and refuse
+    // ensembles by their layout version rather than misreading their weights.
+    assert_eq!(single.artifact.meta().format_version, 1);
+    assert_eq!(ensemble.artifact.meta().format_version, FORMAT_VERSION);
+    assert_ne!(FORMAT_VERSION, 1);
+    let files = single.artifact.to_files().unwrap();
+    let loaded =
+        Artifact::from_files(&files[0].1, &files[1].1, FEATURE_VERSION, FEATURE_COUNT).unwrap();
+    let classifier = Classifier::from_artifact(&loaded).unwrap();
+    assert_same_predictions(&classifier, &single.classifier, &data);
+
+    let files = ensemble.artifact.to_files().unwrap();
+    let (weights, meta) = (&files[0].1, &files[1].1);
+    // An ensemble's weights described as one network do not load.
+    let mut json: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    json["network"]["members"] = 1.into();
+    let one = serde_json::to_vec(&json).unwrap();
+    let artifact = Artifact::from_files(weights, &one, FEATURE_VERSION, FEATURE_COUNT).unwrap();
+    let err = Classifier::from_artifact(&artifact).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidWeights(_)), "{err}");
+    // Nor does an ensemble claiming the one-network layout.
+    json["network"]["members"] = ensemble.artifact.meta().network.members.into();
+    json["format_version"] = 1.into();
+    let old = serde_json::to_vec(&json).unwrap();
+    let err = Artifact::from_files(weights, &old, FEATURE_VERSION, FEATURE_COUNT).unwrap_err();
+    assert!(matches!(err, ModelError::IncompatibleArtifact(_)), "{err}");
 }
 
 #[test]

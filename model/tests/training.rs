@@ -42,15 +42,30 @@ fn learns_clearly_different_species() {
     })
     .unwrap();
 
-    // The callback saw every epoch, with validation figures, and the loss went down.
-    assert_eq!(reports.len(), 15);
-    assert!(reports.iter().all(|r| r.validation_accuracy.is_some()));
+    // The callback saw every epoch of every network of the default ensemble, with
+    // validation figures, and each network's loss went down.
+    let members = TrainConfig::default().members;
+    assert!(members > 1);
+    assert_eq!(reports.len(), 15 * members);
     assert!(
-        reports[14].loss < reports[0].loss * 0.5,
-        "loss did not fall: {} -> {}",
-        reports[0].loss,
-        reports[14].loss
+        reports
+            .iter()
+            .all(|r| r.validation_accuracy.is_some() && r.members == members)
     );
+    for (m, network) in reports.chunks(15).enumerate() {
+        assert!(network.iter().all(|r| r.member == m + 1));
+        assert_eq!(
+            network.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+            (1..=15).collect::<Vec<_>>()
+        );
+        assert!(
+            network[14].loss < network[0].loss * 0.5,
+            "loss of network {} did not fall: {} -> {}",
+            m + 1,
+            network[0].loss,
+            network[14].loss
+        );
+    }
 
     let evaluation = assert_classifies_well(&trained.classifier, &test_set);
     assert!(evaluation.window.macro_avg.f1 > 0.95);
@@ -69,7 +84,8 @@ fn learns_clearly_different_species() {
         meta.validation_data.as_ref().map(|d| d.recordings),
         Some(val.len())
     );
-    assert_eq!(meta.history.len(), 15);
+    assert_eq!(meta.history.len(), 15 * members);
+    assert_eq!(meta.network.members, members);
     assert!(meta.metrics.contains_key("validation"));
 
     // Top-k and the recording summary agree with the probabilities.
@@ -162,8 +178,16 @@ fn early_stopping_stops_and_needs_validation() {
     assert!(matches!(err, ModelError::InvalidConfig(_)), "{err}");
     let (fit, val) = split_by_recording(data, 0.25, 1).unwrap();
     let trained = train(&fit, Some(&val), &config, |_| {}).unwrap();
-    // Validation loss on separable clusters cannot improve for 200 epochs straight.
-    assert!(trained.artifact.meta().history.len() < 200);
+    // Validation loss on separable clusters cannot improve for 200 epochs straight; each
+    // network of the ensemble stops on its own.
+    let history = &trained.artifact.meta().history;
+    for member in 1..=config.members {
+        let epochs = history.iter().filter(|r| r.member == member).count();
+        assert!(
+            (1..200).contains(&epochs),
+            "network {member}: {epochs} epochs"
+        );
+    }
 }
 
 #[test]
@@ -209,4 +233,51 @@ fn classifier_is_usable_from_many_threads() {
             s.spawn(move || assert_eq!(&c.predict(windows).unwrap(), expected));
         }
     });
+}
+
+#[test]
+fn an_ensembles_first_network_is_the_one_network_model_and_the_others_change_it() {
+    let train_set = common::corpus(10, 8, 12);
+    let test_set = common::corpus(20, 4, 12);
+    let single = train(
+        &train_set,
+        None,
+        &TrainConfig {
+            members: 1,
+            ..quick_config(5, 15)
+        },
+        |_| {},
+    )
+    .unwrap();
+    let ensemble = train(
+        &train_set,
+        None,
+        &TrainConfig {
+            members: 3,
+            ..quick_config(5, 15)
+        },
+        |_| {},
+    )
+    .unwrap();
+    // The first network draws the same seeds whatever the ensemble size, so a
+    // one-network model is what it was before ensembles existed; the other two change
+    // the answer.
+    let losses = |history: &[birdsong_model::EpochReport]| -> Vec<f64> {
+        history.iter().map(|r| r.loss).collect()
+    };
+    let history = &ensemble.artifact.meta().history;
+    assert_eq!(
+        losses(&single.artifact.meta().history),
+        losses(&history[..15])
+    );
+    assert!(history.iter().all(|r| r.members == 3));
+    assert_ne!(losses(&history[..15]), losses(&history[15..30]));
+    assert_eq!(single.artifact.meta().network.members, 1);
+    assert_eq!(ensemble.artifact.meta().network.members, 3);
+    assert_ne!(
+        single.classifier.predict(&test_set[0].windows).unwrap(),
+        ensemble.classifier.predict(&test_set[0].windows).unwrap()
+    );
+    let evaluation = assert_classifies_well(&ensemble.classifier, &test_set);
+    assert!(evaluation.window.macro_avg.f1 > 0.95);
 }

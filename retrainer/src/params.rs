@@ -5,7 +5,7 @@
 //! run before any data is read: a typo such as `epoch` must not silently
 //! train with the default and promote the result.
 
-use birdsong_model::{ARCHITECTURES, Stopping, TrainConfig};
+use birdsong_model::{ARCHITECTURES, MAX_MEMBERS, Stopping, TrainConfig};
 use serde_json::Value;
 
 use crate::gate::GateMetric;
@@ -41,6 +41,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "weigh every recording the same (default false)",
     ),
     ("architecture", "network architecture (default mlp)"),
+    (
+        "members",
+        "networks trained from different seeds and averaged, 1 to 16, each a full training run (default 5)",
+    ),
     (
         "features",
         "features the network reads: bands_no_median, bands, all or librosa (default bands_no_median)",
@@ -93,6 +97,7 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
             "average_last_epochs" => {
                 out.train.average_last_epochs = int(key, value, 0, 100_000)? as usize
             }
+            "members" => out.train.members = int(key, value, 1, MAX_MEMBERS as u64)? as usize,
             "train_hop_s" => out.train.train_hop_s = float(key, value, |v| v > 0.0)?,
             "class_weighting" => out.train.class_weighting = boolean(key, value)?,
             "balance_recordings" => out.train.balance_recordings = boolean(key, value)?,
@@ -181,15 +186,21 @@ mod tests {
         assert_eq!(documented("learning_rate"), default.learning_rate);
         assert_eq!(documented("epochs"), default.epochs as f64);
         assert_eq!(documented("batch_size"), default.batch_size as f64);
+        assert_eq!(documented("members"), default.members as f64);
+        assert!(
+            KEYS.iter()
+                .any(|(k, help)| *k == "members" && help.contains(&format!("1 to {MAX_MEMBERS}")))
+        );
     }
 
     #[test]
     fn overrides_are_applied() {
         let p = parse(
             &json!({"epochs": 5, "seed": 7, "learning_rate": 0.01, "patience": 3,
-                              "gate_metric": "window_macro_f1"}),
+                              "gate_metric": "window_macro_f1", "members": 2}),
         )
         .unwrap();
+        assert_eq!(p.train.members, 2);
         assert_eq!(p.train.epochs, 5);
         assert_eq!(p.train.seed, 7);
         assert_eq!(p.train.learning_rate, 0.01);
@@ -213,6 +224,10 @@ mod tests {
         assert_eq!(p.train.features, birdsong_model::FeatureSet::Librosa);
         assert!(parse(&json!({"features": "mfcc"})).is_err());
         assert!(parse(&json!({"features": 3})).is_err());
+        for members in [json!(0), json!(17), json!(2.5), json!("3")] {
+            let e = parse(&json!({ "members": members })).unwrap_err();
+            assert!(e.contains("members"), "{e}");
+        }
         let p = parse(&json!({"average_last_epochs": 20})).unwrap();
         assert_eq!(p.train.average_last_epochs, 20);
         let p = parse(&json!({"train_hop_s": 2.5})).unwrap();

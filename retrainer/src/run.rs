@@ -399,7 +399,10 @@ impl Retrainer {
         progress: &Progress,
     ) -> Result<TrainedModel, RetrainError> {
         let p = progress.clone();
-        p.report(json!({"stage": "training", "epoch": 0, "epochs": params.train.epochs}));
+        p.report(
+            json!({"stage": "training", "epoch": 0, "epochs": params.train.epochs,
+                        "network": 1, "networks": params.train.members}),
+        );
         tokio::task::spawn_blocking(move || {
             let validation = (!validation.is_empty()).then_some(validation.as_slice());
             birdsong_model::train(&train_set, validation, &params.train, |e| {
@@ -407,6 +410,8 @@ impl Retrainer {
                     "stage": "training",
                     "epoch": e.epoch,
                     "epochs": e.epochs,
+                    "network": e.member,
+                    "networks": e.members,
                     "loss": e.loss,
                     "validation_loss": e.validation_loss,
                     "validation_accuracy": e.validation_accuracy,
