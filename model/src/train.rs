@@ -1,4 +1,5 @@
-//! The training loop: standardise, weight classes, minibatch Adam with dropout and L2.
+//! The training loop: standardise, weight classes, minibatch Adam with dropout and L2,
+//! once per network of the ensemble ([`TrainConfig::members`]).
 //!
 //! # Stopping rule
 //!
