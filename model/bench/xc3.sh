@@ -6,7 +6,7 @@
 #   cargo build --release -p birdsong-model
 #   model/bench/xc3.sh                      # default recipe (band profile, 1.25 s training hop, 5 networks)
 #   model/bench/xc3.sh --members 1          # default recipe with a single network
-#   model/bench/xc3.sh --features librosa --train-hop-s 5 --l2 1e-3 --members 1   # reference recipe (the Python pipeline's)
+#   model/bench/xc3.sh --recipe reference   # reference recipe (the Python pipeline's)
 #   model/bench/xc3.sh --train-hop-s 5      # default, non-overlapping training windows
 #
 # Artifacts go to $OUT (default a temporary directory): they are derived from licensed

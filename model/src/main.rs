@@ -110,9 +110,24 @@ struct TrainArgs {
     model_version: Option<String>,
 }
 
+/// The recipe the other options start from.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Recipe {
+    /// Five networks on the band profile without medians, windows every 1.25 s, L2
+    /// 1.6e-5 (`TrainConfig::default()`).
+    Recommended,
+    /// The Python pipeline's: one network on librosa's 95 features, windows every 5 s,
+    /// L2 1e-3 (`TrainConfig::reference()`).
+    Reference,
+}
+
 /// How to train: shared by `train` and `cross-validate`.
 #[derive(Args)]
 struct RecipeArgs {
+    /// Recipe whose features, L2, training hop and number of networks apply unless set
+    /// below.
+    #[arg(long, value_enum, default_value_t = Recipe::Recommended)]
+    recipe: Recipe,
     /// Seed of the validation split, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -125,8 +140,7 @@ struct RecipeArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
-    /// L2 penalty on kernel weights (default: the recommended recipe's; the Python
-    /// pipeline's reference recipe used 1e-3).
+    /// L2 penalty on kernel weights (default: the recipe's).
     #[arg(long)]
     l2: Option<f64>,
     /// Standard deviation of Gaussian noise added to standardised training inputs.
@@ -138,7 +152,7 @@ struct RecipeArgs {
     /// Network architecture.
     #[arg(long, default_value = birdsong_model::MLP)]
     architecture: String,
-    /// Which features the network reads (default: the recommended recipe's):
+    /// Which features the network reads (default: the recipe's):
     /// `bands_no_median` (the band profile without its per-band medians), `bands` (the
     /// band profile), `all` (librosa's 95 and the band profile) or `librosa` (the
     /// reference recipe's 95).
@@ -150,20 +164,23 @@ struct RecipeArgs {
     /// Turn off balanced class weights.
     #[arg(long)]
     no_class_weights: bool,
-    /// Hop between training windows in seconds (default: the recommended recipe's);
+    /// Hop between training windows in seconds (default: the recipe's);
     /// below the 5 s window length, windows overlap and the network sees more (shifted)
     /// examples. Evaluation always uses the standard non-overlapping windows.
     #[arg(long)]
     train_hop_s: Option<f64>,
-    /// Networks to train from different seeds and average (default: the recommended
-    /// recipe's; the reference recipe trains one). Each costs a full training run.
+    /// Networks to train from different seeds and average (default: the recipe's).
+    /// Each costs a full training run.
     #[arg(long)]
     members: Option<usize>,
 }
 
 impl RecipeArgs {
     fn config(&self, patience: Option<usize>) -> TrainConfig {
-        let recipe = TrainConfig::default();
+        let recipe = match self.recipe {
+            Recipe::Recommended => TrainConfig::default(),
+            Recipe::Reference => TrainConfig::reference(),
+        };
         TrainConfig {
             architecture: self.architecture.clone(),
             features: self.features.unwrap_or(recipe.features),
@@ -690,4 +707,56 @@ fn progress_bar(len: u64, template: &str) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe_of(args: &[&str]) -> TrainConfig {
+        let base = [
+            "birdsong-model",
+            "train",
+            "--manifest",
+            "m",
+            "--audio-root",
+            "r",
+            "--out",
+            "o",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Train(train) => train.recipe.config(None),
+            _ => unreachable!("parsed a train command"),
+        }
+    }
+
+    #[test]
+    fn recipes_are_the_librarys_and_options_override_them() {
+        assert_eq!(recipe_of(&[]), TrainConfig::default());
+        assert_eq!(
+            recipe_of(&["--recipe", "reference"]),
+            TrainConfig::reference()
+        );
+        let mixed = recipe_of(&["--recipe", "reference", "--members", "3", "--seed", "4"]);
+        assert_eq!(
+            mixed,
+            TrainConfig {
+                members: 3,
+                seed: 4,
+                ..TrainConfig::reference()
+            }
+        );
+        let base = [
+            "birdsong-model",
+            "train",
+            "--manifest",
+            "m",
+            "--audio-root",
+            "r",
+            "--out",
+            "o",
+        ];
+        assert!(Cli::try_parse_from(base.iter().chain(&["--recipe", "keras"])).is_err());
+    }
 }
