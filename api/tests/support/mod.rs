@@ -57,7 +57,12 @@ pub async fn start_api_with(
         base: format!("http://{addr}"),
         stop: Some(stop),
         handle,
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        // One connection per request: a refused request's connection is closed by the
+        // server once it has answered, and a pooled client could send the next
+        // request down it before noticing (a broken pipe while writing the body).
+        client: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http(),
     }
 }
 
