@@ -713,18 +713,20 @@ fn progress_bar(len: u64, template: &str) -> ProgressBar {
 mod tests {
     use super::*;
 
+    /// A `train` command line with every required option.
+    const TRAIN: [&str; 8] = [
+        "birdsong-model",
+        "train",
+        "--manifest",
+        "m",
+        "--audio-root",
+        "r",
+        "--out",
+        "o",
+    ];
+
     fn recipe_of(args: &[&str]) -> TrainConfig {
-        let base = [
-            "birdsong-model",
-            "train",
-            "--manifest",
-            "m",
-            "--audio-root",
-            "r",
-            "--out",
-            "o",
-        ];
-        let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+        let cli = Cli::try_parse_from(TRAIN.iter().chain(args)).unwrap();
         match cli.command {
             Command::Train(train) => train.recipe.config(None),
             _ => unreachable!("parsed a train command"),
@@ -747,16 +749,6 @@ mod tests {
                 ..TrainConfig::reference()
             }
         );
-        let base = [
-            "birdsong-model",
-            "train",
-            "--manifest",
-            "m",
-            "--audio-root",
-            "r",
-            "--out",
-            "o",
-        ];
-        assert!(Cli::try_parse_from(base.iter().chain(&["--recipe", "keras"])).is_err());
+        assert!(Cli::try_parse_from(TRAIN.iter().chain(&["--recipe", "keras"])).is_err());
     }
 }

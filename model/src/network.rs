@@ -55,8 +55,20 @@ pub struct NetworkConfig {
     pub members: usize,
 }
 
-fn one() -> usize {
+/// Serde default of member counts written before ensembles existed.
+pub(crate) fn one() -> usize {
     1
+}
+
+/// Refuses an ensemble size outside 1..=[`MAX_MEMBERS`].
+pub(crate) fn check_members(members: usize) -> Result<()> {
+    if (1..=MAX_MEMBERS).contains(&members) {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidConfig(format!(
+            "an ensemble holds 1 to {MAX_MEMBERS} networks, not {members}"
+        )))
+    }
 }
 
 impl NetworkConfig {
@@ -105,13 +117,7 @@ impl NetworkConfig {
                 self.hidden, self.dropout
             )));
         }
-        if !(1..=MAX_MEMBERS).contains(&self.members) {
-            return Err(ModelError::InvalidConfig(format!(
-                "an ensemble holds 1 to {MAX_MEMBERS} networks, not {}",
-                self.members
-            )));
-        }
-        Ok(())
+        check_members(self.members)
     }
 
     /// Builds the network with freshly initialised weights (Glorot uniform, zero biases)
@@ -233,12 +239,7 @@ pub(crate) struct Ensemble {
 impl Ensemble {
     /// An ensemble of the given networks (at least one).
     pub(crate) fn new(members: Vec<Network>) -> Result<Self> {
-        if members.is_empty() || members.len() > MAX_MEMBERS {
-            return Err(ModelError::InvalidConfig(format!(
-                "an ensemble holds 1 to {MAX_MEMBERS} networks, not {}",
-                members.len()
-            )));
-        }
+        check_members(members.len())?;
         Ok(Self { members })
     }
 
@@ -250,14 +251,12 @@ impl Ensemble {
         let Some(first) = members.next() else {
             return x;
         };
-        let sum = members.fold(softmax(first.forward(x.clone()), 1), |sum, m| {
-            sum + softmax(m.forward(x.clone()), 1)
-        });
-        if n == 1 {
-            sum
-        } else {
-            sum.div_scalar(n as f64)
-        }
+        // Dividing by 1 is exact: one network's probabilities are its softmax, unchanged.
+        members
+            .fold(softmax(first.forward(x.clone()), 1), |sum, m| {
+                sum + softmax(m.forward(x.clone()), 1)
+            })
+            .div_scalar(n as f64)
     }
 
     /// The weights file's bytes: a single network is stored exactly as before ensembles

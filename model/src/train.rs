@@ -41,7 +41,7 @@ use crate::dataset::{DataSummary, Recording, class_list};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::features::{FEATURE_COUNT, FEATURE_VERSION, FeatureSet};
 use crate::inference::{Classifier, ModelInfo};
-use crate::network::{Ensemble, MAX_MEMBERS, MLP, Network, NetworkConfig};
+use crate::network::{Ensemble, MLP, Network, NetworkConfig, check_members, one};
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
@@ -134,10 +134,6 @@ pub struct TrainConfig {
     pub stopping: Stopping,
     /// Seed of weight initialisation, shuffling and dropout.
     pub seed: u64,
-}
-
-fn one() -> usize {
-    1
 }
 
 /// The hop of the standard (evaluation and detection) windows.
@@ -545,12 +541,7 @@ impl TrainConfig {
         if let Err(e) = self.training_windows(&WindowConfig::default()).plan() {
             return Err(ModelError::InvalidConfig(format!("training windows: {e}")));
         }
-        if !(1..=MAX_MEMBERS).contains(&self.members) {
-            return Err(ModelError::InvalidConfig(format!(
-                "an ensemble holds 1 to {MAX_MEMBERS} networks, not {}",
-                self.members
-            )));
-        }
+        check_members(self.members)?;
         if self.average_last_epochs > self.epochs {
             return Err(ModelError::InvalidConfig(format!(
                 "cannot average the last {} of {} epochs",

@@ -239,26 +239,14 @@ fn classifier_is_usable_from_many_threads() {
 fn an_ensembles_first_network_is_the_one_network_model_and_the_others_change_it() {
     let train_set = common::corpus(10, 8, 12);
     let test_set = common::corpus(20, 4, 12);
-    let single = train(
-        &train_set,
-        None,
-        &TrainConfig {
-            members: 1,
+    let with_members = |members| {
+        let config = TrainConfig {
+            members,
             ..quick_config(5, 15)
-        },
-        |_| {},
-    )
-    .unwrap();
-    let ensemble = train(
-        &train_set,
-        None,
-        &TrainConfig {
-            members: 3,
-            ..quick_config(5, 15)
-        },
-        |_| {},
-    )
-    .unwrap();
+        };
+        train(&train_set, None, &config, |_| {}).unwrap()
+    };
+    let (single, ensemble) = (with_members(1), with_members(3));
     // The first network draws the same seeds whatever the ensemble size, so a
     // one-network model is what it was before ensembles existed; the other two change
     // the answer.
