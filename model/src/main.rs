@@ -376,7 +376,9 @@ struct FoldResult {
     window_accuracy: f64,
     window_macro_f1: f64,
     recording_accuracy: f64,
-    epochs: usize,
+    /// Epochs each network of the fold's model trained (fewer than configured where
+    /// early stopping ended it).
+    epochs: Vec<usize>,
 }
 
 fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
@@ -414,7 +416,7 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
             None => train(&train_set, None, &config, |_| {}),
         }
         .context("training failed")?;
-        let epochs = trained.artifact.meta().history.len();
+        let epochs = epochs_per_network(&trained.artifact.meta().history, config.members);
         let e = evaluate(&trained.classifier, held_out)?;
         if let Some(out) = predictions.as_mut() {
             write_predictions(out, Some(fold), &trained.classifier, held_out)?;
@@ -449,6 +451,18 @@ fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     serde_json::to_writer_pretty(&mut out, &summary)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// How many epochs each of `members` networks ran, read from a training history whose
+/// reports carry the network they belong to.
+fn epochs_per_network(history: &[EpochReport], members: usize) -> Vec<usize> {
+    let mut epochs = vec![0; members];
+    for report in history {
+        if let Some(n) = report.member.checked_sub(1).and_then(|i| epochs.get_mut(i)) {
+            *n = (*n).max(report.epoch);
+        }
+    }
+    epochs
 }
 
 /// A buffered writer on a new file at `path`.
@@ -750,5 +764,27 @@ mod tests {
             }
         );
         assert!(Cli::try_parse_from(TRAIN.iter().chain(&["--recipe", "keras"])).is_err());
+    }
+
+    #[test]
+    fn epochs_are_counted_per_network() {
+        let report = |member, epoch| EpochReport {
+            epoch,
+            epochs: 60,
+            member,
+            members: 3,
+            loss: 0.0,
+            validation_loss: None,
+            validation_accuracy: None,
+            validation_recording_accuracy: None,
+        };
+        // Network 2 stopped early after 2 epochs; network 3 never reported.
+        let history = [1, 2, 3].map(|e| report(1, e));
+        let history: Vec<_> = history
+            .into_iter()
+            .chain([report(2, 1), report(2, 2)])
+            .collect();
+        assert_eq!(epochs_per_network(&history, 3), vec![3, 2, 0]);
+        assert_eq!(epochs_per_network(&history[..3], 1), vec![3]);
     }
 }
