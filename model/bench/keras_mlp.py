@@ -8,6 +8,8 @@ time and quality with the Rust implementation on exactly the same inputs.
 
 Needs tensorflow (tensorflow-cpu) and numpy. Prints one JSON line per seed and a summary.
 Reads the 95 librosa features (the Python pipeline's input) unless --all-features is given.
+--predictions writes each test window's probabilities in the format of
+`birdsong-model evaluate --predictions` (plus the seed).
 """
 
 import argparse
@@ -48,7 +50,7 @@ def macro_f1(y, p, k):
     return float(np.mean(f1s))
 
 
-def run(seed, epochs, train, test):
+def run(seed, epochs, train, test, predictions=None):
     ids, labels, x = train
     tids, tlabels, tx = test
     classes = sorted(set(labels))
@@ -82,6 +84,12 @@ def run(seed, epochs, train, test):
 
     prob = model.predict(txs, verbose=0)
     pred = prob.argmax(1)
+    if predictions is not None:
+        for rid in dict.fromkeys(tids):
+            rows = [i for i, t in enumerate(tids) if t == rid]
+            line = {"seed": seed, "recording": rid, "label": tlabels[rows[0]], "classes": classes,
+                    "windows": prob[rows].astype(float).tolist()}
+            predictions.write(json.dumps(line) + "\n")
     rec_correct, rec_total = 0, 0
     for rid in dict.fromkeys(tids):
         mask = np.array([t == rid for t in tids])
@@ -105,9 +113,14 @@ def main():
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--all-features", action="store_true",
                     help="read every exported feature, not only the 95 librosa ones")
+    ap.add_argument("--predictions", metavar="JSONL",
+                    help="write every test window's probabilities, one line per recording and seed")
     a = ap.parse_args()
     train, test = load(a.train, a.all_features), load(a.test, a.all_features)
-    results = [run(s, a.epochs, train, test) for s in a.seeds]
+    out = open(a.predictions, "w") if a.predictions else None
+    results = [run(s, a.epochs, train, test, out) for s in a.seeds]
+    if out is not None:
+        out.close()
     for r in results:
         print(json.dumps(r))
     summary = {
