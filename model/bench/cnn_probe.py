@@ -22,7 +22,8 @@ prediction is the mean of its windows' probabilities.
     python cnn_probe.py --time 10     # ms per training step and forward pass, batch of 32
 
 `--cv`: 5-fold cross-validation by recording on the train split (stratified by species),
-pooled over folds. Needs torch, librosa, numpy, pandas and scikit-learn; one thread. Prints
+pooled over folds. `--predictions P` writes every evaluated window's probabilities in the
+format of `birdsong-model evaluate --predictions`, for `combine.py`. Needs torch, librosa, numpy, pandas and scikit-learn; one thread. Prints
 one JSON line per seed.
 """
 
@@ -228,6 +229,8 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--epochs", type=int, help="default: 20 (cnn), 60 (mlp)")
     ap.add_argument("--random-crops", action="store_true")
+    ap.add_argument("--predictions", metavar="JSONL",
+                    help="write each evaluated window's probabilities, one line per recording and seed")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.time:
@@ -243,6 +246,7 @@ def main():
     label = lambda rows: [classes.index(s) for s in rows.species]
     train_maps, train_labels = load(train_rows), label(train_rows)
     test_maps = [] if args.cv else load(test_rows)
+    predictions = open(args.predictions, "w") if args.predictions else None
     for seed in args.seeds:
         start = time.process_time()
         if args.cv:
@@ -270,6 +274,12 @@ def main():
         ]
         out["cpu_s"] = round(time.process_time() - start, 1)
         print(json.dumps(out), flush=True)
+        for i, p, y in zip(ids, probs, labels) if predictions else []:
+            line = {"arch": args.arch, "seed": seed, "recording": i, "label": classes[y],
+                    "classes": classes, "windows": p.astype(float).tolist()}
+            predictions.write(json.dumps(line) + "\n")
+    if predictions:
+        predictions.close()
 
 
 if __name__ == "__main__":
