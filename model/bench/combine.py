@@ -50,6 +50,7 @@ def outcomes(recordings, classes):
             truth,
             max(range(len(classes)), key=mean.__getitem__),
             [(truth, max(range(len(w)), key=w.__getitem__), w[truth]) for w in windows],
+            len(classes),
         )
     return result
 

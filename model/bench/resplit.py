@@ -83,7 +83,7 @@ def run(cmd, log=None):
 
 
 def outcomes(predictions_path):
-    """Per recording: (label, predicted, [(window label, predicted, p(label))])."""
+    """Per recording: (label, predicted, [(window label, predicted, p(label))], classes)."""
     result = {}
     with open(predictions_path) as f:
         for line in f:
@@ -97,6 +97,7 @@ def outcomes(predictions_path):
                 truth,
                 max(range(len(mean)), key=mean.__getitem__),
                 [(truth, max(range(len(w)), key=w.__getitem__), w[truth]) for w in windows],
+                len(classes),
             )
     return result
 
@@ -114,12 +115,12 @@ def macro_f1(pairs, k):
 
 
 def figures(result):
-    windows = [w for _, _, ws in result.values() for w in ws]
-    k = 1 + max(max(t, p) for t, p, _ in windows)
+    windows = [w for _, _, ws, _ in result.values() for w in ws]
+    k = max(o[3] for o in result.values())
     return {
         "window_accuracy": sum(t == p for t, p, _ in windows) / len(windows),
         "window_macro_f1": macro_f1([(t, p) for t, p, _ in windows], k),
-        "recording_accuracy": sum(t == p for t, p, _ in result.values()) / len(result),
+        "recording_accuracy": sum(o[0] == o[1] for o in result.values()) / len(result),
         "window_log_loss": -sum(math.log(min(max(q, 1e-15), 1.0)) for _, _, q in windows)
         / len(windows),
         "recordings": len(result),
@@ -214,7 +215,7 @@ def main():
             rec, win = [0, 0, 0, 0], [0, 0, 0, 0]  # right by x, right by y, only x, only y
             for split, rx in results[x].items():
                 ry = results[y][split]
-                for rid, (t, px, wx) in rx.items():
+                for rid, (t, px, wx, _) in rx.items():
                     py, wy = ry[rid][1], ry[rid][2]
                     if len(wx) != len(wy):
                         sys.exit(f"{rid}: {len(wx)} windows in {x}, {len(wy)} in {y}")
