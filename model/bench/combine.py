@@ -20,65 +20,58 @@ import sys
 from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from resplit import figures  # noqa: E402
+from resplit import figures, outcome  # noqa: E402
 
 
 def load(paths):
-    """model -> recording -> (label, {class: [p per window]})."""
+    """Classes (sorted) and model -> recording -> (label, windows' probabilities in that
+    class order)."""
     models = defaultdict(dict)
+    classes = None
     for path in paths:
         with open(path) as f:
             for line in f:
                 p = json.loads(line)
+                classes = classes or sorted(p["classes"])
+                if sorted(p["classes"]) != classes:
+                    sys.exit(f"{path}: classes {p['classes']}, elsewhere {classes}")
+                order = [p["classes"].index(c) for c in classes]
                 model = f"{path} seed {p['seed']}" if p.get("seed") is not None else path
-                key = os.path.basename(p["recording"])
-                by_class = {c: [w[i] for w in p["windows"]] for i, c in enumerate(p["classes"])}
-                models[model][key] = (p["label"], by_class)
-    return models
+                windows = [[w[i] for i in order] for w in p["windows"]]
+                models[model][os.path.basename(p["recording"])] = (p["label"], windows)
+    return classes, models
 
 
-def outcomes(recordings, classes):
-    """The `resplit.outcomes` shape for one model's recordings."""
-    result = {}
-    for rid, (label, by_class) in recordings.items():
-        windows = [list(w) for w in zip(*(by_class[c] for c in classes))]
-        if not windows:
-            continue
-        truth = classes.index(label)
-        mean = [sum(w[c] for w in windows) / len(windows) for c in range(len(classes))]
-        result[rid] = (
-            truth,
-            max(range(len(classes)), key=mean.__getitem__),
-            [(truth, max(range(len(w)), key=w.__getitem__), w[truth]) for w in windows],
-            len(classes),
-        )
-    return result
+def scored(recordings, classes):
+    return figures({
+        rid: outcome(classes.index(label), windows)
+        for rid, (label, windows) in recordings.items()
+        if windows
+    })
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("predictions", nargs="+")
     a = ap.parse_args()
-    models = load(a.predictions)
+    classes, models = load(a.predictions)
     names = list(models)
     first = models[names[0]]
-    classes = sorted(next(iter(first.values()))[1])
     for name in names[1:]:
         if set(models[name]) != set(first):
             sys.exit(f"{name} scored other recordings than {names[0]}")
     combined = {}
     for rid, (label, _) in first.items():
         per_model = [models[n][rid][1] for n in names]
-        lengths = {len(m[classes[0]]) for m in per_model}
+        lengths = {len(m) for m in per_model}
         if len(lengths) != 1:
             sys.exit(f"{rid}: the models scored {sorted(lengths)} windows")
-        combined[rid] = (label, {
-            c: [sum(col) / len(per_model) for col in zip(*(m[c] for m in per_model))]
-            for c in classes
-        })
+        combined[rid] = (label, [
+            [sum(col) / len(col) for col in zip(*same_window)] for same_window in zip(*per_model)
+        ])
     for name in names:
-        print(json.dumps({"model": name, **figures(outcomes(models[name], classes))}))
-    print(json.dumps({"model": f"mean of {len(names)}", **figures(outcomes(combined, classes))}))
+        print(json.dumps({"model": name, **scored(models[name], classes)}))
+    print(json.dumps({"model": f"mean of {len(names)}", **scored(combined, classes)}))
 
 
 if __name__ == "__main__":

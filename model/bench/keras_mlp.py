@@ -84,17 +84,15 @@ def run(seed, epochs, train, test, predictions=None):
 
     prob = model.predict(txs, verbose=0)
     pred = prob.argmax(1)
-    if predictions is not None:
-        for rid in dict.fromkeys(tids):
-            rows = [i for i, t in enumerate(tids) if t == rid]
-            line = {"seed": seed, "recording": rid, "label": tlabels[rows[0]], "classes": classes,
-                    "windows": prob[rows].astype(float).tolist()}
-            predictions.write(json.dumps(line) + "\n")
     rec_correct, rec_total = 0, 0
     for rid in dict.fromkeys(tids):
         mask = np.array([t == rid for t in tids])
         rec_total += 1
         rec_correct += int(prob[mask].mean(0).argmax() == ty[mask][0])
+        if predictions is not None:
+            line = {"seed": seed, "recording": rid, "label": classes[ty[mask][0]],
+                    "classes": classes, "windows": prob[mask].astype(float).tolist()}
+            predictions.write(json.dumps(line) + "\n")
     return {
         "seed": seed,
         "train_seconds": seconds,

@@ -82,23 +82,26 @@ def run(cmd, log=None):
     return out.stdout
 
 
+def argmax(v):
+    return max(range(len(v)), key=v.__getitem__)
+
+
+def outcome(truth, windows):
+    """One recording scored from its windows' probabilities (class indices):
+    (label, predicted, [(window label, predicted, p(label))], number of classes)."""
+    k = len(windows[0])
+    mean = [sum(w[c] for w in windows) / len(windows) for c in range(k)]
+    return truth, argmax(mean), [(truth, argmax(w), w[truth]) for w in windows], k
+
+
 def outcomes(predictions_path):
-    """Per recording: (label, predicted, [(window label, predicted, p(label))], classes)."""
+    """Per recording with windows: its `outcome`."""
     result = {}
     with open(predictions_path) as f:
         for line in f:
             p = json.loads(line)
-            classes, windows = p["classes"], p["windows"]
-            if not windows:
-                continue
-            mean = [sum(w[c] for w in windows) / len(windows) for c in range(len(classes))]
-            truth = classes.index(p["label"])
-            result[p["recording"]] = (
-                truth,
-                max(range(len(mean)), key=mean.__getitem__),
-                [(truth, max(range(len(w)), key=w.__getitem__), w[truth]) for w in windows],
-                len(classes),
-            )
+            if p["windows"]:
+                result[p["recording"]] = outcome(p["classes"].index(p["label"]), p["windows"])
     return result
 
 
