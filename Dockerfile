@@ -13,17 +13,21 @@ COPY audio/Cargo.toml audio/
 COPY model/Cargo.toml model/
 COPY s3local/Cargo.toml s3local/
 COPY testkit/Cargo.toml testkit/
+COPY ingest/Cargo.toml ingest/
+COPY registry/Cargo.toml registry/
+COPY bench/Cargo.toml bench/
 COPY producer/Cargo.toml producer/
 COPY worker/Cargo.toml worker/
 COPY retrainer/Cargo.toml retrainer/
 COPY api/Cargo.toml api/
-RUN for d in common audio model s3local testkit; do mkdir -p $d/src && echo "" > $d/src/lib.rs; done \
- && for d in producer worker retrainer api; do mkdir -p $d/src && echo "fn main() {}" > $d/src/main.rs; done \
+RUN for d in common audio model s3local testkit ingest registry; do mkdir -p $d/src && echo "" > $d/src/lib.rs; done \
+ && for d in producer worker retrainer api bench; do mkdir -p $d/src && echo "fn main() {}" > $d/src/main.rs; done \
  && mkdir -p migrations \
  && cargo build --release --workspace --bins 2>/dev/null || true
 # 2. The real sources.
 COPY . .
 RUN touch common/src/lib.rs audio/src/lib.rs model/src/lib.rs s3local/src/lib.rs \
+    ingest/src/lib.rs registry/src/lib.rs \
  && cargo build --release --workspace --bins \
  && mkdir /out \
  && find target/release -maxdepth 1 -type f -executable -name 'birdsong-*' -exec cp {} /out/ \;

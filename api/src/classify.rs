@@ -70,6 +70,12 @@ pub async fn classify(
     }
     let model = match state.models.sync().await {
         Ok(Some(model)) => model,
+        Ok(None) if state.models.refused() > 0 => {
+            return Err(Problem::unavailable(
+                "model-refused",
+                "the promoted model was refused: its stored objects do not match the registry's checksums or are not a model this build can serve (see the api's log); promote another version",
+            ));
+        }
         Ok(None) => {
             return Err(Problem::unavailable(
                 "no-model",

@@ -51,8 +51,8 @@ use axum::routing::{get, post};
 use birdsong_common::Config;
 use birdsong_common::queue::Publisher;
 use birdsong_common::store::ObjectStore;
-use birdsong_producer::Services;
-use birdsong_worker::models::Models;
+use birdsong_ingest::Services;
+use birdsong_registry::Models;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 

@@ -1,8 +1,8 @@
 //! Labels, species, retrain requests and model versions.
 //!
 //! Thin on purpose: every state change goes through
-//! `birdsong_common::{jobs, registry}`, the same functions the producer and
-//! the retrainer use, so the API cannot promote, label or queue differently
+//! `birdsong_common::jobs` and the `birdsong_registry` library, the same
+//! functions the producer and the retrainer use, so the API cannot promote, label or queue differently
 //! from them.
 
 use axum::Json;
@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use birdsong_common::jobs;
 use birdsong_common::messages::RetrainTrigger;
-use birdsong_common::registry::{self, RegistryError, Selection};
+use birdsong_registry::{self as registry, RegistryError, Selection};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -254,19 +254,16 @@ pub async fn promote(
     let reason = body
         .reason
         .unwrap_or_else(|| "promoted through the API".to_string());
-    let promotion = registry::promote(
+    let done = registry::promote_and_requeue(
         &state.pool,
         &state.publisher,
-        &state.config.queues.model_exchange,
+        &state.config.queues,
         &version,
         &reason,
     )
     .await
     .map_err(|e| registry_problem("promoting a model", e))?;
-    let requeued =
-        registry::requeue_awaiting(&state.pool, &state.publisher, &state.config.queues.classify)
-            .await
-            .map_err(|e| registry_problem("requeueing tasks awaiting a model", e))?;
+    let (promotion, requeued) = (done.promotion, done.requeued);
     Ok(Json(json!({
         "version": promotion.version,
         "previous": promotion.previous,

@@ -4,14 +4,15 @@
 //! exists: the body and per-file size limits and the number of files while
 //! the parts stream to disk, the labels' shape, and that every part that is
 //! not an archive decodes as audio. Only then is the job opened and the
-//! parts handed to the producer's code (archive walking with its safety
+//! parts handed to the ingest library's session (archive walking with its safety
 //! checks, content hashing, probing, upload, rows, confirmed messages), so a
 //! file is judged by the same rules whichever way it arrives. Entries inside
 //! an archive that turn out not to be audio are recorded as rejections of
-//! the job, as the producer does; a failure after the job was opened
+//! the job, as for the producer; a failure after the job was opened
 //! deletes it, so a refused request leaves nothing behind.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
@@ -19,11 +20,10 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use birdsong_common::jobs::{self, JobSource, SubmissionCounts};
-use birdsong_producer::Labeler;
-use birdsong_producer::source::{Entry, Event, Limits, Payload, Root, Sniffed, Walker, sniff};
-use birdsong_producer::upload::{self, Context, Outcome};
-use birdsong_producer::{DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MEMORY_ENTRY_BYTES, Stats};
-use futures::StreamExt;
+use birdsong_ingest::session;
+use birdsong_ingest::source::{Entry, Event, Limits, Payload, Root, Sniffed, sniff};
+use birdsong_ingest::upload::Context;
+use birdsong_ingest::{DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MEMORY_ENTRY_BYTES, Labeler, Stats};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -246,7 +246,7 @@ async fn check_parts(spool: &Spool) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Hands the spooled parts to the producer's code, then labels and closes
+/// Hands the spooled parts to an ingest session, then labels and closes
 /// the job.
 async fn run(state: &AppState, job: Uuid, spool: Spool, form: &Form) -> Result<Accepted, Problem> {
     let stats = Stats::default();
@@ -298,37 +298,44 @@ async fn run(state: &AppState, job: Uuid, spool: Spool, form: &Form) -> Result<A
         if archives.is_empty() {
             return Ok(());
         }
-        tokio::task::spawn_blocking(move || {
-            let roots: Vec<Root> = archives
-                .iter()
-                .map(|a| Root {
-                    path: a.file.path().to_path_buf(),
-                    is_dir: false,
-                })
-                .collect();
-            let done = HashSet::new();
-            let stats = Stats::default();
-            let walker = Walker {
-                limits,
-                done: &done,
-                temp_dir: &temp_dir,
-                stats: &stats,
-                tx,
-            };
-            // `archives` (and so the files) live until the walk is over.
-            let walked = walker.run(&roots);
-            drop(archives);
-            walked
-        })
+        let roots: Vec<Root> = archives
+            .iter()
+            .map(|a| Root {
+                path: a.file.path().to_path_buf(),
+                is_dir: false,
+            })
+            .collect();
+        // `archives` (and so the files) live until the walk is over.
+        session::walk(
+            roots,
+            limits,
+            Arc::default(),
+            temp_dir,
+            Arc::default(),
+            tx,
+            archives,
+        )
         .await
-        .map_err(|e| Problem::internal("reading an archive", e))?
-        .map_err(|e| Problem::internal("reading an archive", e))
     };
-    let handled = consume(&ctx, rx, &renames);
+    let renamed = |path: String| rename(path, &renames);
+    let handled = session::consume(&ctx, rx, CONCURRENCY, &renamed);
     let (fed, handled) = tokio::join!(feed, handled);
-    let rejected = handled?;
-    fed?;
+    let tally = handled.map_err(|e| {
+        Problem::unavailable(
+            "submission-failed",
+            format!("the recording could not be stored or queued: {e}"),
+        )
+    })?;
+    fed.map_err(|e| Problem::internal("reading an archive", e))?;
     drop(dir);
+    let rejected: Vec<Rejection> = tally
+        .rejections
+        .into_iter()
+        .map(|r| Rejection {
+            path: r.path,
+            reason: r.reason,
+        })
+        .collect();
 
     let mut labelled = 0u64;
     let mut unmatched_labels = Vec::new();
@@ -391,58 +398,4 @@ fn rename(path: String, renames: &[(String, String)]) -> String {
         }
     }
     path
-}
-
-/// Submits entries as they come, a few at a time; refused ones become
-/// rejections of the job.
-async fn consume(
-    ctx: &Context<'_>,
-    mut rx: mpsc::Receiver<Event>,
-    renames: &[(String, String)],
-) -> Result<Vec<Rejection>, Problem> {
-    let rejected = std::sync::Mutex::new(Vec::new());
-    let events = futures::stream::poll_fn(|cx| rx.poll_recv(cx)).map(Ok::<_, Problem>);
-    let result = futures::TryStreamExt::try_for_each_concurrent(events, CONCURRENCY, |event| {
-        let rejected = &rejected;
-        async move {
-            let (path, reason) = match event {
-                Event::AlreadyDone { .. } => return Ok(()),
-                Event::Rejected { path, reason } => (rename(path, renames), reason),
-                Event::Entry(mut entry) => {
-                    entry.path = rename(entry.path, renames);
-                    let path = entry.path.clone();
-                    match upload::submit(ctx, entry).await.map_err(|e| {
-                        Problem::unavailable(
-                            "submission-failed",
-                            format!("the recording could not be stored or queued: {e}"),
-                        )
-                    })? {
-                        Outcome::Accepted { .. } => {
-                            ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            return Ok(());
-                        }
-                        Outcome::Duplicate { .. } => {
-                            ctx.stats.duplicate.fetch_add(1, Ordering::Relaxed);
-                            return Ok(());
-                        }
-                        Outcome::Rejected(reason) => (path, reason),
-                    }
-                }
-            };
-            let reason = reason.to_string();
-            jobs::reject(&ctx.services.pool, ctx.job, &path, &reason)
-                .await
-                .map_err(|e| Problem::internal("recording a rejected entry", e))?;
-            rejected
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Rejection { path, reason });
-            Ok(())
-        }
-    })
-    .await;
-    // Dropping the receiver stops the archive walk if submission failed.
-    drop(rx);
-    result?;
-    Ok(rejected.into_inner().unwrap_or_else(|e| e.into_inner()))
 }

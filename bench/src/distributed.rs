@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use birdsong_common::queue::Publisher;
-use birdsong_common::registry;
+use birdsong_ingest::{IngestOptions, ProgressMode, Services};
 use birdsong_model::Artifact;
-use birdsong_producer::{IngestOptions, ProgressMode, Services};
+use birdsong_registry as registry;
 use birdsong_testkit::TestEnv;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -97,7 +97,7 @@ pub async fn run(
         let services = Services::connect(&env.config).await?;
         let mut opts = IngestOptions::new(vec![corpus.dir.clone()]);
         opts.progress = ProgressMode::Quiet;
-        birdsong_producer::ingest(&services, &opts).await
+        birdsong_ingest::ingest(&services, &opts).await
     };
     let backlog = match feed {
         Feed::Backlog => Some(ingest().await?),

@@ -10,8 +10,6 @@
 //! * [`messages`]: the versioned JSON messages on the queues.
 //! * [`store`]: the S3 object store, content-addressed for audio.
 //! * [`jobs`]: submitting recordings as queued tasks, crash-safely.
-//! * [`registry`]: promoting model versions, requesting retrains and
-//!   reclassifying recordings from their stored features.
 //! * [`shutdown`]: SIGTERM and SIGINT as a stop flag, the same in every role.
 //!
 //! The audio and model libraries do not depend on this crate: they are pure
@@ -22,7 +20,6 @@ pub mod db;
 pub mod jobs;
 pub mod messages;
 pub mod queue;
-pub mod registry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -3,7 +3,8 @@
 //! Audio lives under `audio/<sha256>`, so one recording uploaded twice is
 //! stored (and classified) once; [`ObjectStore::put_if_absent`] checks for the
 //! object before sending any bytes. Model artifacts live under
-//! `models/<version>/<file>`. The client is aws-sdk-s3 with a configurable
+//! `models/…`, named and verified by the registry crate, written with
+//! [`ObjectStore::put_new`] so that none is ever replaced. The client is aws-sdk-s3 with a configurable
 //! endpoint and path-style addressing, so the same code talks to MinIO, the
 //! bundled `birdsong-s3` server and AWS.
 
@@ -42,6 +43,9 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    /// A conditional write found an object already there.
+    #[error("object {key} already exists in bucket {bucket}; it is never overwritten")]
+    Exists { bucket: String, key: String },
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Local {
@@ -60,11 +64,6 @@ impl StoreError {
 /// The key of a recording's bytes.
 pub fn audio_key(sha256: &str) -> String {
     format!("audio/{sha256}")
-}
-
-/// The key of one file of a model artifact.
-pub fn model_key(version: &str, file: &str) -> String {
-    format!("models/{version}/{file}")
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -177,6 +176,35 @@ impl ObjectStore {
             .await
             .map(|_| ())
             .map_err(|e| classify("put", key, e))
+    }
+
+    /// Stores `bytes` under `key` only if nothing is there: the write is
+    /// conditional (`If-None-Match: *`) where the store honours it, and
+    /// checked with a HEAD first where it may not. For objects that must
+    /// never be replaced, such as model artifacts.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let exists = || StoreError::Exists {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+        };
+        if self.head(key).await?.is_some() {
+            return Err(exists());
+        }
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .content_type("application/octet-stream")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(412) => Err(exists()),
+            Err(e) => Err(classify("put", key, e)),
+        }
     }
 
     /// Streams a local file to `key` without reading it into memory.

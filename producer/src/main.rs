@@ -1,4 +1,4 @@
-//! `birdsong-producer`: the command-line front of [`birdsong_producer`].
+//! `birdsong-producer`: the command-line front of [`birdsong_ingest`].
 //!
 //! Configuration (database, broker, object store, file size limit) comes
 //! from the `BIRDSONG_*` environment variables like every other role; the
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use birdsong_common::Config;
-use birdsong_producer::{
+use birdsong_ingest::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MEMORY_ENTRY_BYTES, IngestOptions,
     LabelSource, ProgressMode, Services,
 };
@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let services = Services::connect(&cfg)
         .await
         .context("connecting to PostgreSQL, RabbitMQ and the object store")?;
-    let summary = birdsong_producer::ingest(&services, &opts)
+    let summary = birdsong_ingest::ingest(&services, &opts)
         .await
         .context("ingest interrupted; run the same command again to resume")?;
     if args.json {

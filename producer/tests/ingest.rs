@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use birdsong_common::messages::{ClassifyTask, decode};
 use birdsong_common::queue::Publisher;
 use birdsong_common::store::{audio_key, sha256_hex};
-use birdsong_producer::{IngestOptions, LabelSource, Services, ingest};
+use birdsong_ingest::{IngestOptions, LabelSource, Services, ingest};
 use birdsong_testkit::TestEnv;
 use lapin::options::BasicGetOptions;
 use uuid::Uuid;
@@ -645,7 +645,7 @@ async fn real_recordings_with_the_manifest_as_labels() {
     let services = services(&env, None).await;
     let mut opts = IngestOptions::new(vec![folder.clone()]);
     opts.labels = LabelSource::Csv(data.join("manifest.csv"));
-    opts.progress = birdsong_producer::ProgressMode::Log {
+    opts.progress = birdsong_ingest::ProgressMode::Log {
         interval: Duration::from_millis(200),
     };
     let summary = ingest(&services, &opts).await.unwrap();

@@ -4,8 +4,8 @@
 //! asked for the run, so each variant says what to do about it: fix the
 //! parameters, label more recordings, or look at a service.
 
-use birdsong_common::registry::RegistryError;
 use birdsong_common::store::StoreError;
+use birdsong_registry::RegistryError;
 
 /// A run that could not complete.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,9 @@
 //! compares it with the promoted model on a holdout that stays the same
 //! from run to run, and promotes it only if it is better (or if the request
 //! forces it). The registry operations themselves (promotion, requests,
-//! reclassification) live in `birdsong_common::registry`, shared with the
-//! API; this crate decides *when* to use them.
+//! reclassification, publishing and loading artifacts) live in the
+//! `birdsong_registry` library, shared with the API, the worker and the
+//! tests; this crate decides *when* to use them.
 //!
 //! * [`consumer`]: the queue loop, dispositions, reconnection, shutdown.
 //! * [`run`]: one run, step by step, and the promotion decision.

@@ -1,17 +1,18 @@
 //! The retrainer process and its registry commands.
 //!
 //! `run` (the default) is the long-running consumer; the other subcommands
-//! are one-shot operations on the registry for operators, each a thin call
-//! into `birdsong_common::registry` so that the command line, the API and
-//! the retrainer change the registry by the same rules.
+//! are one-shot operations on the registry for operators, each a call into
+//! the `birdsong_registry` library (over its SQL, never beside it) so that
+//! the command line, the API and the retrainer change the registry by the
+//! same rules.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use birdsong_common::messages::RetrainTrigger;
 use birdsong_common::queue::{self, Publisher};
-use birdsong_common::registry::{self, Selection};
 use birdsong_common::{Config, db, shutdown, telemetry};
+use birdsong_registry::{self as registry, Selection};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::{Map, Value};
@@ -119,14 +120,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Promote { version, reason } => {
             let (pool, publisher) = connect(&config).await?;
-            let q = &config.queues;
-            let promotion =
-                registry::promote(&pool, &publisher, &q.model_exchange, &version, &reason)
+            let done =
+                registry::promote_and_requeue(&pool, &publisher, &config.queues, &version, &reason)
                     .await
                     .with_context(|| format!("promoting {version}"))?;
-            let requeued = registry::requeue_awaiting(&pool, &publisher, &q.classify)
-                .await
-                .context("queueing the tasks awaiting a model")?;
+            let (promotion, requeued) = (done.promotion, done.requeued);
             match (&promotion.previous, promotion.changed) {
                 (_, false) => println!("{version} was already promoted (announced again)"),
                 (Some(prev), true) => println!("{version} promoted ({prev} retired)"),

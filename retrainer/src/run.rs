@@ -7,8 +7,8 @@
 //! 2. read the labelled data and split it by content hash;
 //! 3. train, on a blocking thread, reporting each epoch in the run row;
 //! 4. score the new model and the promoted one on the same holdout;
-//! 5. upload the artifact (weights first, `model.json` last), then insert
-//!    its `model_versions` row as a candidate;
+//! 5. publish the artifact through the registry (immutable objects under a
+//!    key of its own, then its `model_versions` row as a candidate);
 //! 6. promote it through the registry if it passed the gate, and queue the
 //!    tasks that were waiting for a model.
 //!
@@ -22,20 +22,16 @@ use birdsong_audio::WindowConfig;
 use birdsong_common::Config;
 use birdsong_common::messages::RetrainRequest;
 use birdsong_common::queue::Publisher;
-use birdsong_common::registry;
-use birdsong_common::store::{ObjectStore, model_key};
-use birdsong_model::{
-    Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, META_FILE, Recording, Stopping,
-    TrainedModel, WEIGHTS_FILE, class_list,
-};
-use bytes::Bytes;
+use birdsong_common::store::ObjectStore;
+use birdsong_model::{Artifact, Classifier, Recording, Stopping, TrainedModel, class_list};
+use birdsong_registry::{self as registry, NewVersion};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::dataset::{self, Labelled};
-use crate::error::{RetrainError, db, store};
+use crate::error::{RetrainError, db};
 use crate::gate::{self, Scores};
 use crate::lock::RunLock;
 use crate::params::{self, RunParams};
@@ -269,27 +265,18 @@ impl Retrainer {
             "holdout": new_scores,
             "evaluation": artifact.meta().metrics,
         });
-        self.upload(&version, &artifact).await?;
-        let meta = artifact.meta();
-        sqlx::query(
-            "INSERT INTO model_versions (version, object_prefix, architecture, feature_version,
-                                         input_size, classes, metrics, checksum, status_reason,
-                                         retrain_run_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        registry::artifacts::publish(
+            &self.pool,
+            &self.objects,
+            &mut artifact,
+            &NewVersion {
+                version: version.clone(),
+                metrics,
+                status_reason: Some(decision.reason.clone()),
+                retrain_run_id: Some(run),
+            },
         )
-        .bind(&version)
-        .bind(format!("models/{version}/"))
-        .bind(&meta.architecture)
-        .bind(&meta.feature_version)
-        .bind(i32::try_from(meta.input_size).unwrap_or(i32::MAX))
-        .bind(json!(meta.classes))
-        .bind(&metrics)
-        .bind(&meta.weights_sha256)
-        .bind(&decision.reason)
-        .bind(run)
-        .execute(&self.pool)
-        .await
-        .map_err(db("registering the model version"))?;
+        .await?;
 
         let run_metrics = json!({
             "gate_metric": params.gate_metric.name(),
@@ -314,11 +301,10 @@ impl Retrainer {
         .map_err(db("recording the run's model"))?;
 
         if decision.promote {
-            let q = &self.config.queues;
-            let promotion = registry::promote(
+            let done = registry::promote_and_requeue(
                 &self.pool,
                 publisher,
-                &q.model_exchange,
+                &self.config.queues,
                 &version,
                 &decision.reason,
             )
@@ -328,7 +314,7 @@ impl Retrainer {
                 .execute(&self.pool)
                 .await
                 .map_err(db("recording the promotion"))?;
-            let requeued = registry::requeue_awaiting(&self.pool, publisher, &q.classify).await?;
+            let (promotion, requeued) = (done.promotion, done.requeued);
             tracing::info!(%version, previous = ?promotion.previous, requeued, reason = %decision.reason, "promoted");
         } else {
             tracing::info!(%version, reason = %decision.reason, "kept as a candidate");
@@ -425,27 +411,13 @@ impl Retrainer {
 
     /// The promoted model, loaded from the object store if possible.
     async fn current_model(&self) -> Result<Option<CurrentModel>, RetrainError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT version, object_prefix FROM model_versions WHERE status = 'promoted'",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading the promoted model"))?;
-        let Some((version, prefix)) = row else {
+        let Some(stored) = registry::artifacts::promoted(&self.pool).await? else {
             return Ok(None);
         };
+        let version = stored.version.clone();
         let load = async {
-            let weights = self
-                .objects
-                .get(&format!("{prefix}{WEIGHTS_FILE}"))
+            registry::artifacts::load(&self.objects, &stored)
                 .await
-                .map_err(|e| e.to_string())?;
-            let meta = self
-                .objects
-                .get(&format!("{prefix}{META_FILE}"))
-                .await
-                .map_err(|e| e.to_string())?;
-            Artifact::from_files(&weights, &meta, FEATURE_VERSION, FEATURE_COUNT)
                 .map_err(|e| e.to_string())
         };
         Ok(Some(match load.await {
@@ -477,18 +449,6 @@ impl Retrainer {
         .await
         .map_err(db("choosing a version name"))?;
         Ok(format!("v{}", last + 1))
-    }
-
-    /// Weights first, `model.json` last: a reader that finds the metadata
-    /// finds the weights it describes.
-    async fn upload(&self, version: &str, artifact: &Artifact) -> Result<(), RetrainError> {
-        for (name, bytes) in artifact.to_files()? {
-            self.objects
-                .put(&model_key(version, name), Bytes::from(bytes))
-                .await
-                .map_err(store(format!("uploading {name} of {version}")))?;
-        }
-        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use birdsong_common::jobs::{self, JobSource, NewFile};
 use birdsong_common::messages::RetrainTrigger;
 use birdsong_common::queue::Publisher;
-use birdsong_common::registry;
+use birdsong_registry as registry;
 use birdsong_testkit::TestEnv;
 use birdsong_testkit::audio::synthetic_wav;
 use bytes::Bytes;

@@ -2,9 +2,9 @@
 //! retrainer publishes them.
 //!
 //! Tests of the worker, the API and the retrainer need a real promoted model
-//! in the registry: weights and metadata in the object store under
-//! `models/<version>/`, a `model_versions` row, and the promotion announced
-//! on the model-events exchange. [`publish_model`] trains the reference
+//! in the registry: weights and metadata in the object store, a
+//! `model_versions` row, and the promotion announced on the model-events
+//! exchange, all written by the registry library itself. [`publish_model`] trains the reference
 //! network on synthetic calls of `classes` species (a few seconds on one
 //! core) and goes through [`registry::promote`], so what a test exercises is
 //! the production path, not a shortcut.
@@ -15,10 +15,8 @@
 use anyhow::Context;
 use birdsong_audio::WindowConfig;
 use birdsong_common::queue::Publisher;
-use birdsong_common::registry;
-use birdsong_common::store::model_key;
 use birdsong_model::{Artifact, Recording, TrainConfig};
-use bytes::Bytes;
+use birdsong_registry::{self as registry, NewVersion, StoredVersion};
 
 use crate::TestEnv;
 use crate::audio::synthetic_wav;
@@ -61,41 +59,28 @@ pub fn train_synthetic(classes: usize) -> anyhow::Result<Artifact> {
     Ok(trained.artifact)
 }
 
-/// Stores `artifact` as `version` (objects, then the registry row) without
-/// promoting it.
+/// Publishes `artifact` as `version` through the registry (immutable
+/// objects, then the `model_versions` row) without promoting it.
 pub async fn store_model(
     env: &TestEnv,
     version: &str,
     mut artifact: Artifact,
-) -> anyhow::Result<()> {
-    artifact.set_version(version);
-    for (name, bytes) in artifact.to_files().context("serialising the artifact")? {
-        env.store
-            .put(&model_key(version, name), Bytes::from(bytes))
-            .await
-            .with_context(|| format!("uploading {name}"))?;
-    }
-    let meta = artifact.meta();
-    sqlx::query(
-        "INSERT INTO model_versions (version, object_prefix, architecture, feature_version,
-                                     input_size, classes, metrics, checksum)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+) -> anyhow::Result<StoredVersion> {
+    registry::artifacts::publish(
+        &env.pool,
+        &env.store,
+        &mut artifact,
+        &NewVersion {
+            version: version.to_string(),
+            status_reason: Some("published by a test".into()),
+            ..NewVersion::default()
+        },
     )
-    .bind(version)
-    .bind(format!("models/{version}/"))
-    .bind(&meta.architecture)
-    .bind(&meta.feature_version)
-    .bind(i32::try_from(meta.input_size).unwrap_or(i32::MAX))
-    .bind(serde_json::to_value(&meta.classes)?)
-    .bind(serde_json::to_value(&meta.metrics)?)
-    .bind(&meta.weights_sha256)
-    .execute(&env.pool)
     .await
-    .context("registering the model version")?;
-    Ok(())
+    .with_context(|| format!("publishing model {version}"))
 }
 
-/// Trains a model of `classes` synthetic species, stores it as `version`
+/// Trains a model of `classes` synthetic species, publishes it as `version`
 /// and promotes it (announcing it to the workers).
 pub async fn publish_model(env: &TestEnv, version: &str, classes: usize) -> anyhow::Result<()> {
     let artifact = tokio::task::spawn_blocking(move || train_synthetic(classes))

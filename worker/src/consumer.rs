@@ -161,7 +161,11 @@ async fn consume(
 }
 
 async fn sync_model(pipeline: &Pipeline) {
-    match pipeline.models.sync().await {
+    let synced = pipeline.models.sync().await;
+    pipeline
+        .metrics
+        .set_models_refused(pipeline.models.refused());
+    match synced {
         Ok(m) => pipeline
             .metrics
             .set_model(m.as_ref().map(|m| m.version.as_str())),

@@ -71,6 +71,16 @@ impl From<StoreError> for TaskError {
     }
 }
 
+impl From<birdsong_registry::LoadError> for TaskError {
+    fn from(e: birdsong_registry::LoadError) -> Self {
+        if e.is_transient() {
+            TaskError::transient("model", e.to_string())
+        } else {
+            TaskError::permanent("invalid_model", e.to_string())
+        }
+    }
+}
+
 impl From<sqlx::Error> for TaskError {
     fn from(e: sqlx::Error) -> Self {
         TaskError::transient("database", e.to_string())

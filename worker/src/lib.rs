@@ -16,7 +16,6 @@
 pub mod consumer;
 pub mod error;
 pub mod metrics;
-pub mod models;
 pub mod pipeline;
 
 use std::sync::Arc;
@@ -29,8 +28,8 @@ use birdsong_common::{Config, db};
 use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
-use crate::models::Models;
 use crate::pipeline::Pipeline;
+use birdsong_registry::Models;
 
 /// Runs a worker until `shutdown` becomes true, then finishes in-flight tasks
 /// and returns. Waits (with back-off) for the database and object store if

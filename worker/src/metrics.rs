@@ -25,6 +25,7 @@ pub struct Metrics {
     duration_count: AtomicU64,
     duration_us: AtomicU64,
     model_version: Mutex<Option<String>>,
+    models_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -52,6 +53,12 @@ impl Metrics {
 
     pub fn retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many promoted versions were refused since start (their stored
+    /// bytes did not match the registry's checksums, or were not a model).
+    pub fn set_models_refused(&self, n: u64) {
+        self.models_refused.store(n, Ordering::Relaxed);
     }
 
     pub fn set_model(&self, version: Option<&str>) {
@@ -151,6 +158,16 @@ impl Metrics {
                 let _ = writeln!(out, "birdsong_model_info{{version=\"\"}} 0");
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP birdsong_models_refused_total Promoted model versions refused (checksum mismatch or invalid artifact)."
+        );
+        let _ = writeln!(out, "# TYPE birdsong_models_refused_total counter");
+        let _ = writeln!(
+            out,
+            "birdsong_models_refused_total {}",
+            load(&self.models_refused)
+        );
         out
     }
 }

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::error::TaskError;
 use crate::metrics::Metrics;
-use crate::models::{LoadedModel, Models};
+use birdsong_registry::{LoadedModel, Models};
 
 /// Recordings up to this size are fetched into memory (a 16 MiB WAV is
 /// about three minutes at 48 kHz); larger ones are spooled to a temporary
@@ -79,8 +79,8 @@ struct Claimed {
     file_sha256: String,
     size_bytes: i64,
     interruptions: i32,
-    /// The promoted model version and its object prefix.
-    promoted: Option<(String, String)>,
+    /// The promoted model version.
+    promoted: Option<String>,
     /// The promoted version has already classified this recording.
     known: bool,
     /// Window features for the worker's windowing are stored.
@@ -118,9 +118,11 @@ impl Pipeline {
                 reason,
             });
         }
-        let result = match self.models.ensure(task.promoted.clone()).await {
+        let ensured = self.models.ensure(task.promoted.clone()).await;
+        self.metrics.set_models_refused(self.models.refused());
+        let result = match ensured {
             Ok(model) => self.run_claimed(msg, &task, model, started).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         match result {
             Err(e) if e.is_transient() => {
@@ -146,10 +148,10 @@ impl Pipeline {
     /// the message does not match it, or it is already finished (an
     /// `awaiting_model` task is finished until a model is promoted).
     async fn claim(&self, msg: &ClassifyTask) -> Result<Option<Claimed>, TaskError> {
-        type Row = (String, i64, i32, Option<String>, Option<String>, bool, bool);
+        type Row = (String, i64, i32, Option<String>, bool, bool);
         let row: Option<Row> = sqlx::query_as(
             "WITH promoted AS (
-                 SELECT version, object_prefix FROM model_versions WHERE status = 'promoted'
+                 SELECT version FROM model_versions WHERE status = 'promoted'
              )
              UPDATE tasks t
              SET status = 'processing', attempts = t.attempts + 1,
@@ -160,7 +162,7 @@ impl Pipeline {
                AND (t.status IN ('queued', 'processing')
                     OR (t.status = 'awaiting_model' AND EXISTS (SELECT 1 FROM promoted)))
              RETURNING t.file_sha256, f.size_bytes, t.interruptions,
-                 (SELECT version FROM promoted), (SELECT object_prefix FROM promoted),
+                 (SELECT version FROM promoted),
                  EXISTS (SELECT 1 FROM file_summaries s JOIN promoted p ON p.version = s.model_version
                          WHERE s.file_sha256 = t.file_sha256),
                  EXISTS (SELECT 1 FROM window_features w
@@ -176,11 +178,11 @@ impl Pipeline {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(
-            |(file_sha256, size_bytes, interruptions, version, prefix, known, analysed)| Claimed {
+            |(file_sha256, size_bytes, interruptions, promoted, known, analysed)| Claimed {
                 file_sha256,
                 size_bytes,
                 interruptions,
-                promoted: version.zip(prefix),
+                promoted,
                 known,
                 analysed,
             },
@@ -223,7 +225,7 @@ impl Pipeline {
         // one was refused and an older model serves, compute as usual.)
         if let Some(m) = &model
             && task.known
-            && task.promoted.as_ref().is_some_and(|(v, _)| *v == m.version)
+            && task.promoted.as_ref().is_some_and(|v| *v == m.version)
         {
             self.finish_done(msg.task_id, &m.version).await?;
             self.metrics.file_done(started.elapsed(), 0.0);

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use birdsong_producer::{IngestOptions, Services, ingest};
+use birdsong_ingest::{IngestOptions, Services, ingest};
 use birdsong_testkit::TestEnv;
 use birdsong_testkit::audio::synthetic_wav;
 use support::*;
@@ -81,9 +81,9 @@ async fn a_folder_and_an_archive_are_classified_by_two_workers() {
     );
 
     for (sha, seconds) in &good {
-        let (detections, summaries, _) = result_rows(&env, sha).await;
+        let (scored, summaries, _) = result_rows(&env, sha).await;
         assert_eq!(
-            detections,
+            scored,
             expected_windows(f64::from(*seconds)),
             "no lost or duplicated windows"
         );

@@ -20,33 +20,13 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::jobs::{self, JobSource, SubmissionCounts, SubmitError};
-use crate::messages::{ClassifyTask, ModelEvent, ModelEventKind, RetrainRequest, RetrainTrigger};
-use crate::queue::{Publisher, QueueError};
+use birdsong_common::jobs::{self, JobSource, SubmissionCounts};
+use birdsong_common::messages::{
+    ClassifyTask, ModelEvent, ModelEventKind, RetrainRequest, RetrainTrigger, SCHEMA_VERSION,
+};
+use birdsong_common::queue::Publisher;
 
-/// A registry operation that could not be done.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("model version {0:?} does not exist")]
-    UnknownVersion(String),
-    #[error("model version {version:?} was rejected ({reason}) and cannot be promoted")]
-    Rejected { version: String, reason: String },
-    #[error("job {0} does not exist")]
-    UnknownJob(Uuid),
-    #[error("database error while {doing}: {source}")]
-    Db {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Submit(#[from] SubmitError),
-}
-
-fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> RegistryError {
-    move |source| RegistryError::Db { doing, source }
-}
+use crate::error::{RegistryError, db};
 
 /// What [`promote`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -117,7 +97,7 @@ pub async fn promote(
         .broadcast(
             exchange,
             &ModelEvent {
-                schema: crate::messages::SCHEMA_VERSION,
+                schema: SCHEMA_VERSION,
                 kind: ModelEventKind::Promoted,
                 version: version.to_string(),
             },
@@ -142,7 +122,7 @@ pub async fn request_retrain(
 ) -> Result<Uuid, RegistryError> {
     let run_id = Uuid::new_v4();
     let request = RetrainRequest {
-        schema: crate::messages::SCHEMA_VERSION,
+        schema: SCHEMA_VERSION,
         run_id,
         trigger,
         params: if params.is_null() {
@@ -297,4 +277,31 @@ pub async fn requeue_awaiting(
             .await?;
     }
     Ok(waiting.len())
+}
+
+/// What [`promote_and_requeue`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromotedAndRequeued {
+    #[serde(flatten)]
+    pub promotion: Promotion,
+    /// Tasks that were waiting for a model, queued again.
+    pub requeued: usize,
+}
+
+/// [`promote`], then [`requeue_awaiting`]: what every entry point that
+/// promotes (the retrainer's gate, its command line, the API) does, so that
+/// recordings analysed before any model existed get classified by it.
+pub async fn promote_and_requeue(
+    pool: &PgPool,
+    publisher: &Publisher,
+    queues: &birdsong_common::config::QueueConfig,
+    version: &str,
+    reason: &str,
+) -> Result<PromotedAndRequeued, RegistryError> {
+    let promotion = promote(pool, publisher, &queues.model_exchange, version, reason).await?;
+    let requeued = requeue_awaiting(pool, publisher, &queues.classify).await?;
+    Ok(PromotedAndRequeued {
+        promotion,
+        requeued,
+    })
 }

@@ -10,7 +10,7 @@
 //! or tar signature makes it an archive to stream through ([`crate::archive`]);
 //! anything else is a candidate recording that the decoder will accept or
 //! refuse later. Links are never followed and special files never opened,
-//! because either could make the producer read something the user did not
+//! because either could make ingestion read something the user did not
 //! mean to ingest.
 
 use std::collections::HashSet;

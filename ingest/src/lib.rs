@@ -1,10 +1,15 @@
-//! Bulk ingestion of field recordings: folders and archives in, queued
-//! classification tasks out.
+//! Ingestion of field recordings: folders, archives and uploads in, stored
+//! recordings and queued classification tasks out.
+//!
+//! Where it sits: first in the flow. The producer's command line
+//! (`birdsong-producer ingest`) and the API's `POST /v1/jobs` both call this
+//! library; what it writes (`audio/<sha256>` objects, `audio_files`, `tasks`,
+//! `job_rejections`, `classify` messages) is what the workers consume.
 //!
 //! A monitoring season is tens of thousands of files, delivered as folders
 //! from SD cards or as archives from collaborators, and an import that dies
 //! at 80 % must not be started again from zero or leave duplicates behind.
-//! The producer is therefore built around three ideas:
+//! Ingestion is therefore built around three ideas:
 //!
 //! * **Content, not names.** A recording is identified by the SHA-256 of its
 //!   bytes (stored once under `audio/<sha256>`), recognised as audio by
@@ -25,28 +30,30 @@
 //!
 //! Layout: [`source`] walks folders and sniffs files, [`archive`] streams
 //! archives safely, [`upload`] hashes, probes, stores and submits one
-//! recording, [`labels`] maps recordings to species, [`progress`] reports,
-//! [`summary`] is the final report, and [`ingest`] ties them together.
+//! recording, [`session`] submits a stream of entries (the loop both front
+//! ends share), [`labels`] maps recordings to species, [`progress`]
+//! reports, [`summary`] is the final report, and [`ingest`] ties them
+//! together for folders and archives on disk.
 
 pub mod archive;
 pub mod labels;
 pub mod progress;
 pub mod reject;
+pub mod session;
 pub mod source;
 pub mod summary;
 pub mod upload;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use birdsong_common::Config;
 use birdsong_common::db::DbError;
 use birdsong_common::jobs::{self, JobSource, SubmissionCounts, SubmitError};
 use birdsong_common::queue::{self, Publisher, QueueError};
 use birdsong_common::store::{ObjectStore, StoreError};
-use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -57,8 +64,9 @@ pub use progress::{ProgressMode, Stats};
 pub use reject::Reason;
 pub use summary::{Rejection, Summary};
 
-use source::{Event, Limits, Root, SourceError, Walker};
-use upload::{Context, Outcome};
+use session::Tally;
+use source::{Event, Limits, Root, SourceError};
+use upload::Context;
 
 /// Default number of recordings processed at once.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -409,15 +417,8 @@ struct RunInput<'a> {
     stats: Arc<Stats>,
 }
 
-#[derive(Default)]
-struct Tally {
-    labelled: u64,
-    bytes_accepted: u64,
-    rejections: Vec<Rejection>,
-}
-
-/// The walk on a blocking thread, the uploads on this task, a bounded
-/// channel between them.
+/// The walk on a blocking thread, the session's uploads on this task, a
+/// bounded channel between them.
 async fn run(input: RunInput<'_>) -> Result<Tally, IngestError> {
     let RunInput {
         services,
@@ -435,25 +436,16 @@ async fn run(input: RunInput<'_>) -> Result<Tally, IngestError> {
         max_archive_bytes: opts.max_archive_bytes,
         memory_entry_bytes: opts.memory_entry_bytes,
     };
-    let (tx, mut rx) = mpsc::channel::<Event>(opts.concurrency);
-    let walk = {
-        let stats = stats.clone();
-        let temp_dir = temp_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            stats
-                .bytes_total
-                .store(source::total_bytes(&roots), Ordering::Relaxed);
-            let walker = Walker {
-                limits,
-                done: &done,
-                temp_dir: &temp_dir,
-                stats: &stats,
-                tx,
-            };
-            walker.run(&roots)
-        })
-    };
-
+    let (tx, rx) = mpsc::channel::<Event>(opts.concurrency);
+    let walk = session::walk(
+        roots,
+        limits,
+        done,
+        temp_dir.to_path_buf(),
+        stats.clone(),
+        tx,
+        (),
+    );
     let ctx = Context {
         services,
         job,
@@ -461,64 +453,12 @@ async fn run(input: RunInput<'_>) -> Result<Tally, IngestError> {
         site: opts.site.as_deref(),
         stats: &stats,
     };
-    let tally = Mutex::new(Tally::default());
-    let events = futures::stream::poll_fn(|cx| rx.poll_recv(cx)).map(Ok::<_, IngestError>);
-    let consumed = events
-        .try_for_each_concurrent(opts.concurrency, |event| {
-            let ctx = &ctx;
-            let tally = &tally;
-            async move { handle(ctx, tally, event).await }
-        })
-        .await;
-    // Dropping the receiver stops the walk if the uploads failed.
-    drop(rx);
-    let walked = walk
-        .await
-        .map_err(|e| IngestError::Task(format!("the input walk failed: {e}")))?;
-    consumed?;
+    let consumed = session::consume(&ctx, rx, opts.concurrency, &|path| path);
+    // The session drops its receiver when it fails, which stops the walk.
+    let (walked, consumed) = tokio::join!(walk, consumed);
+    let tally = consumed?;
     walked?;
-    Ok(tally.into_inner().unwrap_or_else(|e| e.into_inner()))
-}
-
-async fn handle(ctx: &Context<'_>, tally: &Mutex<Tally>, event: Event) -> Result<(), IngestError> {
-    let stats = ctx.stats;
-    let (path, reason) = match event {
-        Event::AlreadyDone { .. } => {
-            stats.already_done.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        Event::Rejected { path, reason } => (path, reason),
-        Event::Entry(entry) => {
-            let path = entry.path.clone();
-            match upload::submit(ctx, entry).await? {
-                Outcome::Accepted { bytes, labelled } => {
-                    stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-                    t.bytes_accepted += bytes;
-                    t.labelled += u64::from(labelled);
-                    return Ok(());
-                }
-                Outcome::Duplicate { labelled } => {
-                    stats.duplicate.fetch_add(1, Ordering::Relaxed);
-                    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-                    t.labelled += u64::from(labelled);
-                    return Ok(());
-                }
-                Outcome::Rejected(reason) => (path, reason),
-            }
-        }
-    };
-    let stored = reason.to_string();
-    jobs::reject(&ctx.services.pool, ctx.job, &path, &stored).await?;
-    stats.rejected.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%path, reason = %stored, "rejected");
-    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-    t.rejections.push(Rejection {
-        path,
-        kind: reason.kind().to_string(),
-        reason: stored,
-    });
-    Ok(())
+    Ok(tally)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub enum Reason {
     Expansion(String),
     /// The bytes could not be read (I/O error, corrupt archive).
     Unreadable(String),
-    /// A valid entry of a kind the producer does not handle (encrypted,
+    /// A valid entry of a kind ingestion does not handle (encrypted,
     /// sparse, unknown compression).
     Unsupported(String),
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use birdsong_common::jobs::{self, NewFile};
 use birdsong_common::messages::{ClassifyTask, ModelEvent, RetrainRequest, RetrainTrigger, decode};
 use birdsong_common::queue::Publisher;
-use birdsong_common::registry::{self, RegistryError, Selection};
+use birdsong_registry::{self as registry, RegistryError, Selection};
 use birdsong_testkit::TestEnv;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;

@@ -1,0 +1,127 @@
+//! Stored models against a real S3-protocol server and PostgreSQL: two
+//! deployments sharing a bucket each serve their own `v1`, a stored object
+//! is never overwritten, and a model whose bytes were altered after
+//! publication is refused while the model in service stays.
+
+use birdsong_common::queue::Publisher;
+use birdsong_common::store::StoreError;
+use birdsong_registry::artifacts::{self, object_key};
+use birdsong_registry::{LoadError, Models};
+use birdsong_testkit::TestEnv;
+use birdsong_testkit::models::{store_model, train_synthetic};
+use bytes::Bytes;
+
+async fn trained(classes: usize) -> birdsong_model::Artifact {
+    tokio::task::spawn_blocking(move || train_synthetic(classes))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_deployments_sharing_a_bucket_each_serve_their_own_v1() {
+    let a = TestEnv::start().await.expect("first deployment");
+    let b = TestEnv::start().await.expect("second deployment");
+    // Both deployments write to the first one's bucket.
+    let bucket = a.store.clone();
+    let (two, three) = tokio::join!(trained(2), trained(3));
+
+    let a_v1 = artifacts::publish(
+        &a.pool,
+        &bucket,
+        &mut two.clone(),
+        &birdsong_registry::NewVersion {
+            version: "v1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let b_v1 = artifacts::publish(
+        &b.pool,
+        &bucket,
+        &mut three.clone(),
+        &birdsong_registry::NewVersion {
+            version: "v1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(a_v1.object_prefix, b_v1.object_prefix);
+
+    for (env, expected) in [(&a, 2), (&b, 3)] {
+        let publisher = Publisher::new(&env.amqp).await.unwrap();
+        birdsong_registry::promote(
+            &env.pool,
+            &publisher,
+            &env.config.queues.model_exchange,
+            "v1",
+            "test",
+        )
+        .await
+        .unwrap();
+        let models = Models::new(env.pool.clone(), bucket.clone());
+        let served = models.sync().await.unwrap().expect("a model in service");
+        assert_eq!(served.version, "v1");
+        assert_eq!(served.classifier.classes().len(), expected);
+        assert_eq!(models.refused(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_stored_model_object_is_never_overwritten() {
+    let env = TestEnv::start().await.expect("test environment");
+    let stored = store_model(&env, "v1", trained(2).await).await.unwrap();
+    let key = object_key(&stored.object_prefix, birdsong_model::WEIGHTS_FILE);
+    let again = env.store.put_new(&key, Bytes::from_static(b"other")).await;
+    assert!(matches!(again, Err(StoreError::Exists { .. })), "{again:?}");
+    // The registry still loads what it published.
+    let loaded = artifacts::load(&env.store, &stored).await.unwrap();
+    assert_eq!(loaded.meta().weights_sha256, stored.checksum);
+}
+
+#[tokio::test]
+async fn a_tampered_model_is_refused_and_the_current_one_kept() {
+    let env = TestEnv::start().await.expect("test environment");
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let exchange = env.config.queues.model_exchange.clone();
+    store_model(&env, "v1", trained(2).await).await.unwrap();
+    let v2 = store_model(&env, "v2", trained(3).await).await.unwrap();
+    birdsong_registry::promote(&env.pool, &publisher, &exchange, "v1", "first")
+        .await
+        .unwrap();
+    let models = Models::new(env.pool.clone(), env.store.clone());
+    assert_eq!(models.sync().await.unwrap().unwrap().version, "v1");
+
+    // Someone replaces v2's label list behind the registry's back (a plain
+    // put, as any client with write access to the bucket could do).
+    let meta_key = object_key(&v2.object_prefix, birdsong_model::META_FILE);
+    let meta = env.store.get(&meta_key).await.unwrap();
+    let altered = String::from_utf8(meta.to_vec())
+        .unwrap()
+        .replace("species-2", "Red-bellied Woodpecker");
+    env.store
+        .put(&meta_key, Bytes::from(altered.into_bytes()))
+        .await
+        .unwrap();
+    let refused = artifacts::load(&env.store, &v2).await.unwrap_err();
+    assert!(
+        matches!(refused, LoadError::Tampered { file, .. } if file == birdsong_model::META_FILE),
+        "{refused}"
+    );
+    assert!(!refused.is_transient());
+
+    birdsong_registry::promote(&env.pool, &publisher, &exchange, "v2", "second")
+        .await
+        .unwrap();
+    let served = models.sync().await.unwrap().expect("still serving");
+    assert_eq!(
+        served.version, "v1",
+        "the refused version must not be served"
+    );
+    assert_eq!(models.refused(), 1);
+    // Asking again does not load (or count) it again.
+    assert_eq!(models.sync().await.unwrap().unwrap().version, "v1");
+    assert_eq!(models.refused(), 1);
+}
