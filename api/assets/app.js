@@ -42,6 +42,13 @@
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
   const pct = (v) => (v == null ? "—" : (v * 100).toFixed(1) + " %");
   const num = (v, d) => (v == null ? "—" : Number(v).toFixed(d == null ? 1 : d));
+  // A score is not a detection: a file or window where no species reached
+  // its threshold says so in words, never as an empty cell or "null".
+  const NO_DETECTION = `<span class="none">no detection</span>`;
+  // "species-1 32.0 %, species-0 20.1 %": the best scores, detected or not.
+  const scores = (top) => (Array.isArray(top) && top.length ? top.map((t) => `${esc(t.species)} ${pct(t.confidence)}`).join(", ") : "—");
+  // The species a file was detected with: "wren (3 windows, best 91.0 %)".
+  const detectedText = (list) => list.map((d) => `${esc(d.species)} (${d.windows} window${d.windows === 1 ? "" : "s"}, best ${pct(d.max_score)})`).join(", ");
 
   // ---- key ---------------------------------------------------------------
   function keyState() {
@@ -233,11 +240,24 @@
       form.append("file", wav, "recording.wav");
       const r = await api("/v1/classify", { method: "POST", body: form });
       $("record-state").textContent = "";
-      $("record-result").innerHTML = `<div class="result"><div class="species">${esc(r.species || "no call recognised")}</div>
-        <div class="muted">confidence ${pct(r.confidence)} · ${num(r.duration_s)} s · model ${esc(r.model_version)}</div>
-        <div class="table-wrap"><table><thead><tr><th scope="col">Start (s)</th><th scope="col">End (s)</th><th scope="col">Species</th><th scope="col">Confidence</th></tr></thead><tbody>
-        ${r.detections.map((d) => `<tr><td class="num">${num(d.start_s)}</td><td class="num">${num(d.end_s)}</td><td>${esc(d.species)}</td><td class="num">${pct(d.confidence)}</td></tr>`).join("")}
-        </tbody></table></div></div>`;
+      const detected = r.detected || [];
+      const verdict = detected.length
+        ? `confidence ${pct(r.confidence)} · detected: ${detectedText(detected)}`
+        : "no species reached its threshold";
+      const dets = r.detections.length
+        ? `<div class="table-wrap"><table><caption class="visually-hidden">Detections in the clip</caption><thead><tr><th scope="col">Start (s)</th><th scope="col">End (s)</th><th scope="col">Species</th><th scope="col">Confidence</th><th scope="col" class="hide-narrow">Threshold</th></tr></thead><tbody>
+        ${r.detections.map((d) => `<tr><td class="num">${num(d.start_s)}</td><td class="num">${num(d.end_s)}</td><td>${esc(d.species)}</td><td class="num">${pct(d.confidence)}</td><td class="num hide-narrow">${pct(d.threshold)}</td></tr>`).join("")}
+        </tbody></table></div>`
+        : "";
+      const windows = r.window_scores || [];
+      const all = windows.length
+        ? `<details class="windows"><summary>Every window's scores (${windows.length})</summary><div class="table-wrap"><table><caption class="visually-hidden">Scores of every window of the clip</caption><thead><tr><th scope="col">Start (s)</th><th scope="col">End (s)</th><th scope="col">Detected</th><th scope="col">Best scores</th></tr></thead><tbody>
+        ${windows.map((w) => `<tr><td class="num">${num(w.start_s)}</td><td class="num">${num(w.end_s)}</td><td>${w.detected.length ? w.detected.map((d) => esc(d.species)).join(", ") : NO_DETECTION}</td><td class="muted">${scores(w.top_k)}</td></tr>`).join("")}
+        </tbody></table></div></details>`
+        : "";
+      $("record-result").innerHTML = `<div class="result"><div class="species">${r.species ? esc(r.species) : NO_DETECTION}</div>
+        <div class="muted">${verdict} · best mean scores: ${scores(r.top_k)} · ${num(r.duration_s)} s · model ${esc(r.model_version)}</div>
+        ${dets}${all}</div>`;
     } catch (err) {
       $("record-state").textContent = "Could not classify the clip: " + err.message;
     }
@@ -284,35 +304,76 @@
     await loadResults();
     $("job-title").focus();
   }
+  // One row per detection (a window whose score for a species reached its
+  // threshold); a classified file without any gets one row saying "no
+  // detection" with its best scores. With "every window" ticked, one row per
+  // window instead, detected or not (`?windows=all`).
   async function loadResults() {
-    const q = new URLSearchParams({ limit: "50" });
+    const allWindows = $("all-windows").checked;
+    const q = new URLSearchParams({ limit: allWindows ? "10" : "50" });
+    if (allWindows) q.set("windows", "all");
     if (state.resultsCursor) q.set("cursor", state.resultsCursor);
     const page = await api(`/v1/jobs/${state.job}/results?` + q);
     const body = $("results-table").tBodies[0];
-    page.items.forEach((f) => {
-      if (!f.detections.length) {
-        const tr = document.createElement("tr");
-        tr.innerHTML = `<td class="path">${esc(f.source_path)}</td><td colspan="4" class="muted">${esc(f.status)}${f.error ? ": " + esc(f.error) : ""}</td><td></td>`;
-        body.appendChild(tr);
-        return;
-      }
-      f.detections.forEach((d, i) => {
-        const tr = document.createElement("tr");
-        tr.innerHTML = `<td class="path">${i === 0 ? esc(f.source_path) : ""}</td><td class="num">${num(d.start_s)}</td><td class="num hide-narrow">${num(d.end_s)}</td>
-          <td class="species">${esc(d.species)}</td><td class="num">${pct(d.confidence)}</td>
-          <td><button type="button" class="small secondary">Inspect<span class="visually-hidden"> ${esc(f.source_path)} at ${num(d.start_s)} s</span></button></td>`;
+    const inspectButton = (f, start) => `<button type="button" class="small secondary">Inspect<span class="visually-hidden"> ${esc(f.source_path)} at ${num(start)} s</span></button>`;
+    // `span` is the stretch the Inspect button opens (none for a file row).
+    const addRow = (f, first, cells, span, title) => {
+      const tr = document.createElement("tr");
+      tr.dataset.path = f.source_path;
+      tr.innerHTML = `<td class="path">${first ? esc(f.source_path) : ""}</td>${cells}<td>${span ? inspectButton(f, span.start_s) : ""}</td>`;
+      if (span) {
         tr.querySelector("button").addEventListener("click", () => {
           body.querySelectorAll("tr").forEach((r) => r.classList.remove("selected"));
           tr.classList.add("selected");
-          inspect(f, d).catch((e) => showNotice(e.message));
+          inspect(f, span, title).catch((e) => showNotice(e.message));
         });
-        body.appendChild(tr);
+      }
+      body.appendChild(tr);
+    };
+    page.items.forEach((f) => {
+      if (f.detected == null) {
+        // Not classified (yet): its status, and why if it failed.
+        addRow(f, true, `<td colspan="5" class="muted">${esc(f.status)}${f.error ? ": " + esc(f.error) : ""}</td>`, null);
+        return;
+      }
+      if (allWindows) {
+        const threshold = new Map(f.detections.map((d) => [`${d.window_index}|${d.species}`, d.threshold]));
+        const windows = f.window_scores || [];
+        if (!windows.length) addRow(f, true, `<td colspan="5" class="muted">no windows</td>`, null);
+        windows.forEach((w, i) => {
+          const best = w.detected[0];
+          const names = w.detected.length ? w.detected.map((d) => esc(d.species)).join(", ") : NO_DETECTION;
+          const title = best ? `${best.species} in ${f.source_path}` : `No detection in ${f.source_path}`;
+          addRow(f, i === 0, `<td class="num">${num(w.start_s)}</td><td class="num hide-narrow">${num(w.end_s)}</td>
+            <td class="species">${names}<div class="muted small">scores: ${scores(w.top_k)}</div></td>
+            <td class="num">${best ? pct(best.confidence) : "—"}</td>
+            <td class="num hide-narrow">${best ? pct(threshold.get(`${w.window_index}|${best.species}`)) : "—"}</td>`, w, title);
+        });
+        return;
+      }
+      if (!f.detections.length) {
+        const why = f.detected.length ? "no detection matches the filters" : `best scores: ${scores(f.top_k)}`;
+        addRow(f, true, `<td class="num">—</td><td class="num hide-narrow">—</td>
+          <td class="species">${NO_DETECTION}<div class="muted small">${why}</div></td><td class="num">—</td><td class="num hide-narrow">—</td>`, null);
+        return;
+      }
+      f.detections.forEach((d, i) => {
+        addRow(f, i === 0, `<td class="num">${num(d.start_s)}</td><td class="num hide-narrow">${num(d.end_s)}</td>
+          <td class="species">${esc(d.species)}</td><td class="num">${pct(d.confidence)}</td><td class="num hide-narrow">${pct(d.threshold)}</td>`, d, `${d.species} in ${f.source_path}`);
       });
     });
-    if (!body.children.length) body.innerHTML = `<tr><td colspan="6" class="muted">No results yet.</td></tr>`;
+    if (!body.children.length) body.innerHTML = `<tr><td colspan="7" class="muted">No results yet.</td></tr>`;
     state.resultsCursor = page.next_cursor;
     $("results-more").hidden = !page.next_cursor;
   }
+  $("all-windows").addEventListener("change", () => {
+    state.resultsCursor = null;
+    $("results-table").tBodies[0].innerHTML = "";
+    $("results-caption").textContent = $("all-windows").checked
+      ? "Results of the job, one row per window with its scores, detected or not"
+      : "Results of the job, one row per detection; files without one say no detection";
+    loadResults().catch((e) => showNotice(e.message));
+  });
   $("results-more").addEventListener("click", () => loadResults().catch((e) => showNotice(e.message)));
 
   async function download(format) {
@@ -329,10 +390,10 @@
   $("export-csv").addEventListener("click", () => download("csv").catch((e) => showNotice(e.message)));
   $("export-raven").addEventListener("click", () => download("raven").catch((e) => showNotice(e.message)));
 
-  async function inspect(file, det) {
+  async function inspect(file, det, title) {
     const range = `start=${det.start_s}&end=${det.end_s}`;
     $("inspector").hidden = false;
-    $("inspector-title").textContent = `${det.species} in ${file.source_path}, ${num(det.start_s)}–${num(det.end_s)} s`;
+    $("inspector-title").textContent = `${title}, ${num(det.start_s)}–${num(det.end_s)} s`;
     const [spec, wav] = await Promise.all([
       api(`/v1/files/${file.file_sha256}/spectrogram?${range}`),
       api(`/v1/files/${file.file_sha256}/audio?${range}`, { raw: true }).then((r) => r.blob()),
@@ -477,13 +538,16 @@
     }
     const job = $("chart-scope").value;
     const s = await api("/v1/stats" + (job ? "?job=" + encodeURIComponent(job) : ""));
-    $("chart-state").textContent = `${s.detections} detections`;
+    const none = s.recordings - s.recordings_with_detections;
+    $("chart-state").textContent = `${s.detections} detection${s.detections === 1 ? "" : "s"} in ${s.recordings_with_detections} of ${s.recordings} recording${s.recordings === 1 ? "" : "s"}` +
+      (none ? ` (${none} with no detection)` : "") + "; only scores at or above their species' threshold count.";
     const species = s.species.map((x) => ({ label: x.species, value: x.detections }));
     if (s.other_detections) species.push({ label: "other species", value: s.other_detections });
-    window.Charts.hbar($("chart-species"), species, "Detections by species");
-    window.Charts.vbar($("chart-histogram"), s.confidence_histogram.map((n, i) => ({ label: (i / 10).toFixed(1), value: n })), "Detections by confidence (bins of 0.1)", { every: 2 });
-    window.Charts.line($("chart-trend"), s.confidence_trend.map((p) => ({ label: new Date(p.hour).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit" }), value: p.mean_confidence })), "Mean confidence per hour", 1);
-    window.Charts.vbar($("chart-hours"), s.by_hour.map((n, h) => ({ label: String(h), value: n })), "Detections by hour of the day (UTC)", { every: 3, cls: "bar2" });
+    const nothing = s.recordings ? "No detections: no window reached its species' threshold." : "No data yet.";
+    window.Charts.hbar($("chart-species"), species, "Detections by species", { emptyText: nothing });
+    window.Charts.vbar($("chart-histogram"), s.confidence_histogram.map((n, i) => ({ label: (i / 10).toFixed(1), value: n })), "Detections by confidence (bins of 0.1)", { every: 2, emptyText: nothing });
+    window.Charts.line($("chart-trend"), s.confidence_trend.map((p) => ({ label: new Date(p.hour).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit" }), value: p.mean_confidence })), "Mean confidence of detections per hour", 1);
+    window.Charts.vbar($("chart-hours"), s.by_hour.map((n, h) => ({ label: String(h), value: n })), "Detections by hour of the day (UTC)", { every: 3, cls: "bar2", emptyText: nothing });
   }
   $("chart-scope").addEventListener("change", () => loadCharts().catch((e) => showNotice(e.message)));
 

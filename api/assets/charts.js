@@ -16,8 +16,8 @@
   }
 
   // items: [{label, value}], drawn as horizontal bars (long labels fit).
-  function hbar(el, items, label) {
-    if (!items.length) return empty(el, "No data yet.");
+  function hbar(el, items, label, opts = {}) {
+    if (!items.length) return empty(el, opts.emptyText || "No data yet.");
     const row = 22, left = 150, w = 520, h = items.length * row + 10;
     const max = Math.max(...items.map((i) => i.value), 1);
     let body = "";

@@ -5,7 +5,12 @@
 //! is held to its own size and duration limits, nothing is stored, and the
 //! number of classifications running at once is bounded by the CPU count so
 //! that a burst of them cannot starve the rest of the API. The answer has
-//! the shape of one item of a job's results.
+//! the shape of one item of a job's results, decided the way a worker
+//! decides: `detections` are the windows whose score for a species reached
+//! that species' threshold, `species` the one detected in the most windows
+//! (null, with `detected` empty, when nothing was), and since the clip is
+//! short, `window_scores` (every window's top-k) always comes along, so that
+//! "no detection" can be checked against what the model did think.
 
 use axum::Json;
 use axum::extract::{Multipart, State};
@@ -14,7 +19,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::problem::{ApiResult, Problem};
-use crate::results::{Detection, FileResult};
+use crate::results::{DetectedSpecies, Detection, FileResult, WindowDetection, WindowScore};
 use crate::spool::{Spool, multipart_problem};
 
 /// Species kept per window and per recording.
@@ -126,37 +131,73 @@ pub async fn classify(
                 .collect::<Vec<_>>()
         )
     };
-    let detections: Vec<Detection> = analysis
-        .windows
-        .iter()
-        .zip(&probs)
-        .enumerate()
-        .map(|(i, (w, p))| {
-            let top = classifier.top_k(p, TOP_K);
-            let (species, confidence) = top
-                .first()
-                .map(|t| (t.species.clone(), t.probability.clamp(0.0, 1.0)))
-                .unwrap_or_default();
-            Detection {
-                window_index: i32::try_from(i).unwrap_or(i32::MAX),
+    // The threshold each detection was held to, reported with it as the
+    // worker stores it (thresholds come in class order).
+    let threshold_of = |species: &str| {
+        classifier
+            .classes()
+            .iter()
+            .position(|c| c == species)
+            .and_then(|i| classifier.thresholds().get(i).copied())
+            .unwrap_or(birdsong_model::DEFAULT_THRESHOLD)
+    };
+    let mut detections: Vec<Detection> = Vec::new();
+    let mut window_scores: Vec<WindowScore> = Vec::with_capacity(probs.len());
+    for (i, (w, p)) in analysis.windows.iter().zip(&probs).enumerate() {
+        let window_index = i32::try_from(i).unwrap_or(i32::MAX);
+        let top = classifier.top_k(p, TOP_K);
+        let top_k = top_json(&top);
+        let found = classifier.detections(p);
+        for d in &found {
+            detections.push(Detection {
+                window_index,
                 start_s: w.start_s,
                 end_s: w.end_s,
-                species,
-                confidence,
-                top_k: top_json(&top),
-            }
-        })
-        .collect();
+                species: d.species.clone(),
+                confidence: d.probability.clamp(0.0, 1.0),
+                threshold: threshold_of(&d.species),
+                top_k: top_k.clone(),
+            });
+        }
+        let (top_species, top_score) = top
+            .first()
+            .map(|t| (t.species.clone(), t.probability.clamp(0.0, 1.0)))
+            .unwrap_or_default();
+        window_scores.push(WindowScore {
+            window_index,
+            start_s: w.start_s,
+            end_s: w.end_s,
+            top_species,
+            top_score,
+            top_k,
+            detected: found
+                .into_iter()
+                .map(|d| WindowDetection {
+                    species: d.species,
+                    confidence: d.probability.clamp(0.0, 1.0),
+                })
+                .collect(),
+        });
+    }
     let summary = classifier.summarize(&probs, TOP_K);
-    let best = summary.as_ref().and_then(|s| s.top.first());
+    // The recording's call, as the worker makes it: the species detected in
+    // the most windows, or none.
+    let call = summary.as_ref().and_then(|s| s.detected.first());
     Ok(Json(FileResult {
         task_id: None,
         source_path: part.name.clone(),
         file_sha256: part.sha256.clone(),
         status: "done".into(),
         error: None,
-        species: best.map(|t| t.species.clone()),
-        confidence: best.map(|t| t.probability.clamp(0.0, 1.0)),
+        species: call.map(|c| c.species.clone()),
+        confidence: call.map(|c| c.max_score.clamp(0.0, 1.0)),
+        // Classified, so never null: a clip without windows has no detection.
+        detected: Some(
+            summary
+                .as_ref()
+                .map(|s| s.detected.iter().map(DetectedSpecies::from).collect())
+                .unwrap_or_default(),
+        ),
         top_k: summary.as_ref().map(|s| top_json(&s.top)),
         windows: summary
             .as_ref()
@@ -164,5 +205,6 @@ pub async fn classify(
         model_version: Some(model.version.clone()),
         duration_s: Some(analysis.info.duration_s),
         detections,
+        window_scores: Some(window_scores),
     }))
 }

@@ -1,5 +1,12 @@
 //! `GET /v1/jobs/{id}/export`: every detection of a job, streamed.
 //!
+//! A detection is a (window, species) pair whose score reached the species'
+//! threshold, so a recording in which nothing was detected contributes no
+//! row: that is what a selection table should say about it (Raven users
+//! annotate calls, not silence). Every window's scores are in the results
+//! (`?windows=all`) and the `job_window_scores` view instead. A window in
+//! which two species were detected gives two rows with the same times.
+//!
 //! A season's job can have millions of detections, so rows go from the
 //! database cursor to the socket in chunks through a small channel and are
 //! never collected. The Raven format is a Raven Pro selection table
@@ -28,9 +35,10 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// The Raven Pro selection table header.
 pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\tConfidence\tFile";
 
-/// The CSV header.
+/// The CSV header. `threshold` (the species' threshold in that model) comes
+/// last so that readers of the earlier columns by position keep working.
 pub const CSV_HEADER: &str =
-    "source_path,file_sha256,window_index,start_s,end_s,species,confidence,model_version";
+    "source_path,file_sha256,window_index,start_s,end_s,species,confidence,model_version,threshold";
 
 /// The band a detection covers: the analysis works on the whole spectrum
 /// up to the Nyquist frequency of the analysis rate.
@@ -62,6 +70,7 @@ struct Row {
     species: String,
     confidence: f32,
     model_version: String,
+    threshold: f32,
 }
 
 pub async fn export(
@@ -109,12 +118,13 @@ async fn produce(
         Format::Ndjson => {}
     }
     let mut rows = sqlx::query_as::<_, Row>(
-        "SELECT source_path, file_sha256, window_index, start_s, end_s, species, confidence, model_version
+        "SELECT source_path, file_sha256, window_index, start_s, end_s, species, confidence,
+                model_version, threshold
          FROM job_detections
          WHERE job_id = $1
            AND ($2::text IS NULL OR species = $2)
            AND ($3::real IS NULL OR confidence >= $3)
-         ORDER BY source_path, file_sha256, window_index",
+         ORDER BY source_path, file_sha256, window_index, confidence DESC, species",
     )
     .bind(job)
     .bind(species)
@@ -162,6 +172,7 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
                 &row.species,
                 &format!("{:.4}", row.confidence),
                 &row.model_version,
+                &format!("{:.4}", row.threshold),
             ]);
             if written.is_ok()
                 && let Ok(bytes) = w.into_inner()

@@ -1,15 +1,26 @@
 //! `GET /v1/files/{sha256}`: one recording, from every table that knows it.
+//!
+//! Its results say what was detected (`species` null and `detected` empty:
+//! no detection) and its `detections` are the above-threshold windows of the
+//! newest result; `?windows=all` adds every window's scores of that result,
+//! so that a recording without detections can still be looked into.
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
-use crate::results::Detection;
+use crate::results::{DetectedSpecies, Detection, WindowScore, Windows};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    pub windows: Option<Windows>,
+}
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct FileRow {
@@ -33,11 +44,18 @@ pub struct Label {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One model version's verdict on the recording.
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Summary {
     pub model_version: String,
-    pub species: String,
-    pub confidence: f32,
+    /// The species detected in the most windows; null: no detection.
+    pub species: Option<String>,
+    /// Its highest window score; null with `species`.
+    pub confidence: Option<f32>,
+    /// Every species detected, most windows first; empty: no detection.
+    #[sqlx(json)]
+    pub detected: Vec<DetectedSpecies>,
+    /// The highest mean scores, detected or not.
     pub top_k: serde_json::Value,
     pub windows: i32,
     pub created_at: DateTime<Utc>,
@@ -61,14 +79,20 @@ pub struct FileDetails {
     pub labels: Vec<Label>,
     /// Recording-level results, newest first (one per model version).
     pub results: Vec<Summary>,
-    /// The detections of the newest result's model version.
+    /// The detections (scores above threshold) of the newest result's model
+    /// version, by window then score.
     pub detections: Vec<Detection>,
+    /// Every window's scores under the newest result's model version; only
+    /// with `windows=all`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_scores: Option<Vec<WindowScore>>,
     pub tasks: Vec<Task>,
 }
 
 pub async fn file(
     State(state): State<AppState>,
     ApiPath(sha): ApiPath<String>,
+    ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<Json<FileDetails>> {
     if !birdsong_common::store::is_sha256_hex(&sha) {
         return Err(Problem::bad_request(
@@ -93,25 +117,50 @@ pub async fn file(
     .fetch_all(pool)
     .await?;
     let results: Vec<Summary> = sqlx::query_as(
-        "SELECT model_version, species, confidence, top_k, windows, created_at
+        "SELECT model_version, species, confidence, detected, top_k, windows, created_at
          FROM file_summaries WHERE file_sha256 = $1 ORDER BY created_at DESC, model_version",
     )
     .bind(&sha)
     .fetch_all(pool)
     .await?;
-    let detections = match results.first() {
-        Some(latest) => {
+    let latest = results.first().map(|r| r.model_version.as_str());
+    let detections = match latest {
+        Some(version) => {
             sqlx::query_as(
-                "SELECT window_index, start_s, end_s, species, confidence, top_k
+                "SELECT window_index, start_s, end_s, species, confidence, threshold, top_k
                  FROM detections WHERE file_sha256 = $1 AND model_version = $2
-                 ORDER BY window_index",
+                 ORDER BY window_index, confidence DESC, species",
             )
             .bind(&sha)
-            .bind(&latest.model_version)
+            .bind(version)
             .fetch_all(pool)
             .await?
         }
         None => Vec::new(),
+    };
+    let window_scores = match (q.windows.unwrap_or_default(), latest) {
+        (Windows::Detections, _) => None,
+        (Windows::All, None) => Some(Vec::new()),
+        (Windows::All, Some(version)) => Some(
+            sqlx::query_as(
+                "SELECT w.window_index, w.start_s, w.end_s, w.species AS top_species,
+                        w.confidence AS top_score, w.top_k,
+                        coalesce((SELECT jsonb_agg(jsonb_build_object('species', d.species,
+                                                                      'confidence', d.confidence)
+                                                   ORDER BY d.confidence DESC)
+                                  FROM detections d
+                                  WHERE d.file_sha256 = w.file_sha256
+                                    AND d.model_version = w.model_version
+                                    AND d.window_index = w.window_index), '[]') AS detected
+                 FROM window_scores w
+                 WHERE w.file_sha256 = $1 AND w.model_version = $2
+                 ORDER BY w.window_index",
+            )
+            .bind(&sha)
+            .bind(version)
+            .fetch_all(pool)
+            .await?,
+        ),
     };
     let tasks = sqlx::query_as(
         "SELECT job_id, id AS task_id, source_path, status, error, model_version, finished_at
@@ -125,6 +174,7 @@ pub async fn file(
         labels,
         results,
         detections,
+        window_scores,
         tasks,
     }))
 }

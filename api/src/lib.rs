@@ -173,13 +173,15 @@ pub fn routes(state: AppState) -> Routes {
         .add(
             Doc {
                 query: &[
-                    ("limit", "files per page (1-500, default 100)"),
+                    ("limit", "files per page (1-500, default 100; with windows=all 1-100, default 20)"),
                     ("cursor", "next_cursor of the previous page"),
                     ("species", "only detections (and files with detections) of this species"),
                     ("min_confidence", "only detections at or above this confidence (0-1)"),
+                    ("windows", "detections (default) or all: also every window's scores (window_scores: top_species, top_score, top_k, detected), detected or not, unfiltered"),
                 ],
+                ok: (200, JSON, "items: one per file, with species and confidence (the species detected in the most windows and its highest score; both null when nothing was detected), detected ([{species, windows, max_score}]; [] = no detection, null = not classified yet), top_k (highest mean scores, detected or not), windows, and detections: only the windows whose score reached the species' threshold ({window_index, start_s, end_s, species, confidence, threshold, top_k}); next_cursor"),
                 errors: &[400, 404],
-                ..r("get", "/v1/jobs/{id}/results", "Per-file results and detections, paginated", Access::Read)
+                ..r("get", "/v1/jobs/{id}/results", "Per-file results and above-threshold detections, paginated", Access::Read)
             },
             get(results::results),
         )
@@ -190,14 +192,18 @@ pub fn routes(state: AppState) -> Routes {
                     ("species", "only this species"),
                     ("min_confidence", "only detections at or above this confidence"),
                 ],
-                ok: (200, "text/csv", "one row per detection, streamed"),
+                ok: (200, "text/csv", "one row per detection (a window whose score for a species reached that species' threshold), streamed; recordings without detections have no rows"),
                 errors: &[400, 404],
-                ..r("get", "/v1/jobs/{id}/export", "Export a job's detections", Access::Read)
+                ..r("get", "/v1/jobs/{id}/export", "Export a job's above-threshold detections", Access::Read)
             },
             get(export::export),
         )
         .add(
             Doc {
+                query: &[
+                    ("windows", "detections (default) or all: also window_scores, every window's scores under the newest result's model version"),
+                ],
+                ok: (200, JSON, "the recording, its labels, results per model version (species and confidence null with detected [] when nothing was detected; top_k the highest mean scores), the newest result's above-threshold detections (with threshold) and its tasks"),
                 errors: &[400, 404],
                 ..r("get", "/v1/files/{sha256}", "Everything known about one recording", Access::Read)
             },
@@ -229,6 +235,7 @@ pub fn routes(state: AppState) -> Routes {
         .add(
             Doc {
                 query: &[("job", "a job id; without it, every recording's newest result")],
+                ok: (200, JSON, "above-threshold detections by species, confidence (histogram, hourly trend) and hour of the day; recordings classified and recordings_with_detections (the rest: no detection)"),
                 errors: &[400, 404],
                 ..r("get", "/v1/stats", "Detections by species, confidence and hour of the day", Access::Read)
             },
@@ -241,6 +248,7 @@ pub fn routes(state: AppState) -> Routes {
         .add(
             Doc {
                 body: &[("multipart/form-data", "exactly one file part")],
+                ok: (200, JSON, "one results item: species/confidence null and detected [] when nothing reached its threshold, detections above threshold, and window_scores for every window"),
                 errors: &[400, 413, 415, 422, 503],
                 ..r("post", "/v1/classify", "Classify one short recording synchronously", Access::Write)
             },

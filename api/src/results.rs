@@ -5,6 +5,14 @@
 //! a client walks the pages are neither skipped nor repeated. The cursor is
 //! opaque to clients (hex of a versioned string naming the job and the last
 //! task) and is refused if it was made for another job.
+//!
+//! A score is not a detection. Each file's `species` is the species detected
+//! in the most windows (a window score at or above that species' threshold),
+//! and is null when nothing was: "no detection" is an answer, and the most
+//! common one for a field archive. `detections` are only the above-threshold
+//! (window, species) pairs; what the model thought of every window, detected
+//! or not, is there on request (`?windows=all`, from `job_window_scores`),
+//! so that a recording without detections can still be looked into.
 
 use std::collections::HashMap;
 
@@ -21,6 +29,11 @@ use crate::problem::{ApiResult, Problem};
 /// Default and largest page size.
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 500;
+/// Default and largest page size with every window's scores (`windows=all`):
+/// a file of an hour has over a thousand windows, each with its top-k, so
+/// pages of files are kept smaller to keep answers of a few megabytes.
+const DEFAULT_LIMIT_ALL_WINDOWS: u32 = 20;
+const MAX_LIMIT_ALL_WINDOWS: u32 = 100;
 
 /// Parses a job id from the path.
 pub fn job_id(raw: &str) -> Result<Uuid, Problem> {
@@ -162,7 +175,23 @@ pub async fn status(
     }))
 }
 
-/// Filters shared by results and exports.
+/// Which windows a result lists besides its detections.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Windows {
+    /// Only the detections (the default): small answers, and what most
+    /// clients want.
+    #[default]
+    Detections,
+    /// Also `window_scores`: every window's top-k scores and what was
+    /// detected in it, detected or not.
+    All,
+}
+
+/// The query of `GET /v1/jobs/{id}/results`. `species` and
+/// `min_confidence` filter detections (and keep only the files that have a
+/// matching one); they never filter `window_scores`, which are every window
+/// of the files returned.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsQuery {
@@ -170,6 +199,7 @@ pub struct ResultsQuery {
     pub cursor: Option<String>,
     pub species: Option<String>,
     pub min_confidence: Option<f32>,
+    pub windows: Option<Windows>,
 }
 
 /// Checks a confidence threshold.
@@ -183,15 +213,65 @@ pub fn check_confidence(c: Option<f32>) -> Result<(), Problem> {
     }
 }
 
-/// One window's call.
+/// A detection: one window in which one species' score reached that
+/// species' threshold. A window can hold several (two species calling at
+/// once), and most windows hold none.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Detection {
     pub window_index: i32,
     pub start_s: f64,
     pub end_s: f64,
     pub species: String,
+    /// The species' score in this window (at least `threshold`).
     pub confidence: f32,
+    /// The species' threshold in the model that scored the window.
+    pub threshold: f32,
+    /// The window's highest scores, detected or not, for context.
     pub top_k: serde_json::Value,
+}
+
+/// A species detected in a recording: in how many windows, and its highest
+/// score (an element of `file_summaries.detected`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedSpecies {
+    pub species: String,
+    pub windows: i64,
+    pub max_score: f32,
+}
+
+impl From<&birdsong_model::inference::Presence> for DetectedSpecies {
+    fn from(p: &birdsong_model::inference::Presence) -> Self {
+        Self {
+            species: p.species.clone(),
+            windows: i64::try_from(p.windows).unwrap_or(i64::MAX),
+            max_score: p.max_score.clamp(0.0, 1.0),
+        }
+    }
+}
+
+/// A species detected in one window, with its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowDetection {
+    pub species: String,
+    pub confidence: f32,
+}
+
+/// What the model thought of one window, detected or not: the answer to
+/// "why was nothing detected here?".
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct WindowScore {
+    pub window_index: i32,
+    pub start_s: f64,
+    pub end_s: f64,
+    /// The best-scoring species, whether or not it reached its threshold.
+    pub top_species: String,
+    pub top_score: f32,
+    /// The `k` highest scores, highest first (`[{species, confidence}]`).
+    pub top_k: serde_json::Value,
+    /// The species detected in the window, highest score first; empty for
+    /// no detection.
+    #[sqlx(json)]
+    pub detected: Vec<WindowDetection>,
 }
 
 /// One recording's result: the recording-level call and its detections.
@@ -203,13 +283,28 @@ pub struct FileResult {
     pub file_sha256: String,
     pub status: String,
     pub error: Option<String>,
+    /// The species detected in the most windows (then the highest score);
+    /// null when nothing was detected (`detected` is then `[]`) or the file
+    /// is not classified yet (`detected` is then null too).
     pub species: Option<String>,
+    /// `species`' highest window score; null with it.
     pub confidence: Option<f32>,
+    /// Every species detected, most windows first: `[]` is "no detection",
+    /// null "not classified" (see `status`).
+    pub detected: Option<Vec<DetectedSpecies>>,
+    /// The highest mean scores over the recording, detected or not: the
+    /// best guesses when nothing was detected.
     pub top_k: Option<serde_json::Value>,
+    /// Windows analysed.
     pub windows: Option<i32>,
     pub model_version: Option<String>,
     pub duration_s: Option<f64>,
+    /// Above-threshold (window, species) pairs, by window then score.
     pub detections: Vec<Detection>,
+    /// Every window's scores; only with `windows=all` (and always from
+    /// `POST /v1/classify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_scores: Option<Vec<WindowScore>>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -221,6 +316,8 @@ struct FileRow {
     error: Option<String>,
     species: Option<String>,
     confidence: Option<f32>,
+    #[sqlx(json(nullable))]
+    detected: Option<Vec<DetectedSpecies>>,
     top_k: Option<serde_json::Value>,
     windows: Option<i32>,
     model_version: Option<String>,
@@ -232,6 +329,13 @@ struct DetectionRow {
     file_sha256: String,
     #[sqlx(flatten)]
     detection: Detection,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct WindowScoreRow {
+    file_sha256: String,
+    #[sqlx(flatten)]
+    score: WindowScore,
 }
 
 #[derive(Debug, Serialize)]
@@ -271,13 +375,8 @@ pub async fn results(
 ) -> ApiResult<Json<ResultsPage>> {
     let job = job_id(&id)?;
     check_confidence(q.min_confidence)?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let windows = q.windows.unwrap_or_default();
+    let limit = check_limit(q.limit, windows)?;
     let after = q
         .cursor
         .as_deref()
@@ -287,7 +386,7 @@ pub async fn results(
     let filtered = q.species.is_some() || q.min_confidence.is_some();
     let rows: Vec<FileRow> = sqlx::query_as(
         "SELECT r.task_id, r.source_path, r.file_sha256, r.status, r.error, r.species,
-                r.confidence, r.top_k, r.windows, r.model_version, r.duration_s
+                r.confidence, r.detected, r.top_k, r.windows, r.model_version, r.duration_s
          FROM job_file_results r
          WHERE r.job_id = $1
            AND ($2::uuid IS NULL OR r.task_id > $2)
@@ -310,14 +409,15 @@ pub async fn results(
     let more = rows.len() > limit as usize;
     let rows: Vec<FileRow> = rows.into_iter().take(limit as usize).collect();
     let shas: Vec<String> = rows.iter().map(|r| r.file_sha256.clone()).collect();
+    // A job names each recording once (tasks are unique per job and file),
+    // so the recording identifies its rows within the job.
     let detections: Vec<DetectionRow> = sqlx::query_as(
-        "SELECT DISTINCT ON (file_sha256, window_index)
-                file_sha256, window_index, start_s, end_s, species, confidence, top_k
+        "SELECT file_sha256, window_index, start_s, end_s, species, confidence, threshold, top_k
          FROM job_detections
          WHERE job_id = $1 AND file_sha256 = ANY($2)
            AND ($3::text IS NULL OR species = $3)
            AND ($4::real IS NULL OR confidence >= $4)
-         ORDER BY file_sha256, window_index",
+         ORDER BY file_sha256, window_index, confidence DESC, species",
     )
     .bind(job)
     .bind(&shas)
@@ -329,6 +429,27 @@ pub async fn results(
     for d in detections {
         by_file.entry(d.file_sha256).or_default().push(d.detection);
     }
+    let mut scores_by_file: Option<HashMap<String, Vec<WindowScore>>> = match windows {
+        Windows::Detections => None,
+        Windows::All => {
+            let scores: Vec<WindowScoreRow> = sqlx::query_as(
+                "SELECT file_sha256, window_index, start_s, end_s, top_species, top_score, top_k,
+                        detected
+                 FROM job_window_scores
+                 WHERE job_id = $1 AND file_sha256 = ANY($2)
+                 ORDER BY file_sha256, window_index",
+            )
+            .bind(job)
+            .bind(&shas)
+            .fetch_all(&state.pool)
+            .await?;
+            let mut map: HashMap<String, Vec<WindowScore>> = HashMap::new();
+            for w in scores {
+                map.entry(w.file_sha256).or_default().push(w.score);
+            }
+            Some(map)
+        }
+    };
     let next_cursor = if more {
         rows.last().map(|r| encode_cursor(job, r.task_id))
     } else {
@@ -338,6 +459,9 @@ pub async fn results(
         .into_iter()
         .map(|r| FileResult {
             detections: by_file.remove(&r.file_sha256).unwrap_or_default(),
+            window_scores: scores_by_file
+                .as_mut()
+                .map(|m| m.remove(&r.file_sha256).unwrap_or_default()),
             task_id: Some(r.task_id),
             source_path: r.source_path,
             file_sha256: r.file_sha256,
@@ -345,6 +469,7 @@ pub async fn results(
             error: r.error,
             species: r.species,
             confidence: r.confidence,
+            detected: r.detected,
             top_k: r.top_k,
             windows: r.windows,
             model_version: r.model_version,
@@ -356,6 +481,28 @@ pub async fn results(
         items,
         next_cursor,
     }))
+}
+
+/// The page size asked for, or the default; smaller with every window's
+/// scores.
+fn check_limit(limit: Option<u32>, windows: Windows) -> Result<u32, Problem> {
+    let (default, max) = match windows {
+        Windows::Detections => (DEFAULT_LIMIT, MAX_LIMIT),
+        Windows::All => (DEFAULT_LIMIT_ALL_WINDOWS, MAX_LIMIT_ALL_WINDOWS),
+    };
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        let with = match windows {
+            Windows::Detections => "",
+            Windows::All => " with windows=all",
+        };
+        Err(Problem::bad_request(
+            "invalid-query",
+            format!("limit must be between 1 and {max}{with}"),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +518,29 @@ mod tests {
         assert_eq!(decode_cursor(job, "zz").unwrap_err().status, 400);
         assert_eq!(
             decode_cursor(job, &hex::encode("r1|x|y"))
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn pages_with_every_window_are_smaller() {
+        assert_eq!(
+            check_limit(None, Windows::Detections).unwrap(),
+            DEFAULT_LIMIT
+        );
+        assert_eq!(
+            check_limit(None, Windows::All).unwrap(),
+            DEFAULT_LIMIT_ALL_WINDOWS
+        );
+        assert_eq!(check_limit(Some(500), Windows::Detections).unwrap(), 500);
+        assert_eq!(
+            check_limit(Some(500), Windows::All).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            check_limit(Some(0), Windows::Detections)
                 .unwrap_err()
                 .status,
             400

@@ -7,6 +7,13 @@
 //! recording's time is known, and the time of classification otherwise;
 //! hours are UTC. The aggregation runs in PostgreSQL, so the answer stays
 //! small however many detections there are.
+//!
+//! Only detections count: window scores that reached their species'
+//! threshold (the `detections` table). Windows without one are not "low
+//! confidence detections" of their best species but no detection at all,
+//! so the histogram starts at the lowest threshold, and the recordings
+//! without any detection are counted apart (`recordings` minus
+//! `recordings_with_detections`) rather than spread over the species.
 
 use axum::Json;
 use axum::extract::State;
@@ -50,6 +57,11 @@ pub struct TrendPoint {
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub job_id: Option<Uuid>,
+    /// Recordings classified in the scope.
+    pub recordings: i64,
+    /// Those in which at least one species was detected; the others are
+    /// "no detection".
+    pub recordings_with_detections: i64,
     pub detections: i64,
     pub species: Vec<SpeciesCount>,
     pub other_detections: i64,
@@ -98,6 +110,17 @@ pub async fn stats(
     };
     let with = scope(job.is_some());
     let pool = &state.pool;
+    let (recordings, recordings_with_detections): (i64, i64) = sqlx::query_as(if job.is_some() {
+        "SELECT count(*) FILTER (WHERE detected IS NOT NULL),
+                count(*) FILTER (WHERE jsonb_array_length(detected) > 0)
+         FROM job_file_results WHERE job_id = $1"
+    } else {
+        "SELECT count(*), count(*) FILTER (WHERE jsonb_array_length(detected) > 0)
+         FROM latest_file_results WHERE $1::uuid IS NULL"
+    })
+    .bind(job)
+    .fetch_one(pool)
+    .await?;
     let species: Vec<SpeciesCount> = sqlx::query_as(AssertSqlSafe(format!(
         "{with} SELECT species, count(*) AS detections, avg(confidence)::float8 AS mean_confidence
          FROM d GROUP BY species ORDER BY detections DESC, species LIMIT $2"
@@ -150,6 +173,8 @@ pub async fn stats(
     }
     Ok(Json(Stats {
         job_id: job,
+        recordings,
+        recordings_with_detections,
         detections,
         other_detections: detections - listed,
         species,

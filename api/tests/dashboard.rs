@@ -76,15 +76,17 @@ async fn dashboard_in_a_headless_browser() {
     npm_ci(&dir).await;
 
     let env = TestEnv::start().await.expect("test environment");
-    birdsong_testkit::models::publish_model(&env, "v1", 3)
-        .await
-        .unwrap();
+    // A model that has heard background, so that the quiet recording gets
+    // "no detection" and the page must say so.
+    publish_model_with_background(&env, "v1").await;
     let api = start_api(&env, |_| {}).await;
     let worker = start_worker(&env);
 
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("dawn-chorus.wav");
     std::fs::write(&clip, synthetic_wav(1, 12.0, 7)).unwrap();
+    let quiet = tmp.path().join("empty-meadow.wav");
+    std::fs::write(&quiet, noise_wav(9.0, 4242, 150.0)).unwrap();
     let shots = dir.join("screenshots");
     let chromium = std::env::var("BIRDSONG_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_string());
     let out = tokio::process::Command::new("node")
@@ -92,6 +94,7 @@ async fn dashboard_in_a_headless_browser() {
         .env("BASE", &api.base)
         .env("KEY", KEY)
         .env("CLIP", &clip)
+        .env("QUIET", &quiet)
         .env("SHOTS", &shots)
         .env("CHROMIUM", chromium)
         .kill_on_drop(true)
@@ -110,14 +113,26 @@ async fn dashboard_in_a_headless_browser() {
     let jobs = jobs.json();
     let job = &jobs["jobs"][0];
     assert_eq!(job["status"], "finished", "{jobs}");
-    assert_eq!(job["done"], 1, "{jobs}");
+    assert_eq!(job["done"], 2, "{jobs}");
     let id = job["job_id"].as_str().unwrap();
     let results = api.get(&format!("/v1/jobs/{id}/results")).await.json();
-    let species = results["items"][0]["detections"][0]["species"]
+    let item = |name: &str| {
+        results["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["source_path"] == name)
+            .unwrap_or_else(|| panic!("{name} in {results}"))
+            .clone()
+    };
+    let species = item("dawn-chorus.wav")["detections"][0]["species"]
         .as_str()
-        .unwrap()
+        .expect("the call is detected")
         .to_string();
     assert!(stdout.contains(&format!("species: {species}")), "{stdout}");
+    let quiet = item("empty-meadow.wav");
+    assert!(quiet["species"].is_null(), "{quiet}");
+    assert!(stdout.contains("quiet: no detection"), "{stdout}");
     let system = api.get("/v1/system").await.json();
     assert!(
         !system["workers"].as_array().unwrap().is_empty(),
@@ -216,14 +231,17 @@ async fn dashboard_endpoints_answer_and_refuse() {
     assert_eq!(first["jobs"][0]["status"], "finished");
     assert_eq!(first["jobs"][0]["tasks"], 1);
 
-    // A detection's window as audio and as a spectrogram.
+    // A window (detected or not: every window is listed with windows=all)
+    // as audio and as a spectrogram.
     let results = api
-        .get(&format!("/v1/jobs/{}/results", submitted[0]))
+        .get(&format!("/v1/jobs/{}/results?windows=all", submitted[0]))
         .await
         .json();
     let item = &results["items"][0];
+    check_result(item, true);
+    check_windows(item);
     let sha = item["file_sha256"].as_str().unwrap();
-    let det = &item["detections"][0];
+    let det = &item["window_scores"][0];
     let (start, end) = (
         det["start_s"].as_f64().unwrap(),
         det["end_s"].as_f64().unwrap(),
@@ -267,8 +285,8 @@ async fn dashboard_endpoints_answer_and_refuse() {
         .get(&format!("/v1/stats?job={}", submitted[0]))
         .await
         .json();
-    let windows = item["detections"].as_array().unwrap().len() as i64;
-    assert_eq!(stats["detections"], windows, "{stats}");
+    let detections = item["detections"].as_array().unwrap().len() as i64;
+    assert_eq!(stats["detections"], detections, "{stats}");
     assert_eq!(
         stats["confidence_histogram"]
             .as_array()
@@ -276,14 +294,21 @@ async fn dashboard_endpoints_answer_and_refuse() {
             .iter()
             .map(|v| v.as_i64().unwrap())
             .sum::<i64>(),
-        windows
+        detections
     );
     assert_eq!(stats["by_hour"].as_array().unwrap().len(), 24);
+    assert_eq!(stats["recordings"], 1, "{stats}");
+    assert_eq!(
+        stats["recordings_with_detections"],
+        i64::from(detections > 0),
+        "{stats}"
+    );
     let everything = api.get("/v1/stats").await.json();
     assert!(
-        everything["detections"].as_i64().unwrap() >= windows,
+        everything["detections"].as_i64().unwrap() >= detections,
         "{everything}"
     );
+    assert_eq!(everything["recordings"], 3, "{everything}");
 
     // The system view.
     let system = api.get("/v1/system").await;

@@ -96,8 +96,11 @@ async fn files_and_an_archive_go_round_trip() {
             assert!(seen.insert(item["task_id"].as_str().unwrap().to_string()));
             assert_eq!(item["status"], "done");
             assert_eq!(item["model_version"], "v1");
+            // Detections are the windows above a species' threshold, not
+            // one per window: at most one per window and species.
+            check_result(item, true);
             let d = item["detections"].as_array().unwrap();
-            assert_eq!(d.len() as i64, item["windows"].as_i64().unwrap());
+            assert!(d.len() as i64 <= item["windows"].as_i64().unwrap() * 3);
             detections += d.len();
         }
         match page["next_cursor"].as_str() {
@@ -120,9 +123,12 @@ async fn files_and_an_archive_go_round_trip() {
         .get(&format!("/v1/jobs/{job}/results?limit=500"))
         .await
         .json();
-    let first_species = all["items"][0]["detections"][0]["species"]
-        .as_str()
+    let first_species = all["items"]
+        .as_array()
         .unwrap()
+        .iter()
+        .find_map(|i| i["detections"][0]["species"].as_str())
+        .expect("a clear synthetic call is detected")
         .to_string();
     let filtered = api
         .get(&format!(
@@ -242,8 +248,11 @@ async fn files_and_an_archive_go_round_trip() {
     assert_eq!(c["status"], "done");
     assert_eq!(c["file_sha256"], birdsong_common::store::sha256_hex(&clip));
     assert_eq!(c["windows"], 3);
-    assert_eq!(c["detections"].as_array().unwrap().len(), 3);
-    assert!(c["species"].as_str().is_some());
+    check_result(&c, true);
+    check_windows(&c);
+    // A clear call of a species the model was trained on is detected.
+    assert!(c["species"].as_str().is_some(), "{c}");
+    assert!(!c["detections"].as_array().unwrap().is_empty(), "{c}");
 
     // Registry endpoints.
     let models = api.get("/v1/models").await.json();

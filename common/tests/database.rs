@@ -104,7 +104,7 @@ async fn unique_keys_make_result_writes_idempotent() {
     .unwrap();
     for _ in 0..2 {
         sqlx::query(
-            "INSERT INTO detections (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k)
+            "INSERT INTO window_scores (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k)
              VALUES ($1, 'v1', 0, 0, 5, 'a', 0.9, '[]')
              ON CONFLICT (file_sha256, model_version, window_index) DO UPDATE SET confidence = EXCLUDED.confidence",
         )
@@ -112,12 +112,24 @@ async fn unique_keys_make_result_writes_idempotent() {
         .execute(&env.pool)
         .await
         .unwrap();
-    }
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM detections")
-        .fetch_one(&env.pool)
+        sqlx::query(
+            "INSERT INTO detections (file_sha256, model_version, window_index, start_s, end_s, species, confidence, threshold, top_k)
+             VALUES ($1, 'v1', 0, 0, 5, 'a', 0.9, 0.5, '[]')
+             ON CONFLICT (file_sha256, model_version, window_index, species) DO UPDATE SET confidence = EXCLUDED.confidence",
+        )
+        .bind(&sha)
+        .execute(&env.pool)
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    }
+    for table in ["window_scores", "detections"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 1, "{table}");
+    }
     // Only one promoted model at a time.
     sqlx::query("UPDATE model_versions SET status = 'promoted'")
         .execute(&env.pool)

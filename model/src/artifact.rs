@@ -84,6 +84,10 @@ pub struct ArtifactMeta {
     pub created_at: String,
     /// SHA-256 (hex) of the weights file.
     pub weights_sha256: String,
+    /// Per-species detection thresholds chosen on held-out recordings; a model
+    /// without them detects at [`crate::detection::DEFAULT_THRESHOLD`].
+    #[serde(default)]
+    pub thresholds: Option<crate::detection::Thresholds>,
 }
 
 /// Only the field every format version has, and names a newer build may add to, read
@@ -130,6 +134,7 @@ impl ArtifactMeta {
             metrics: BTreeMap::new(),
             created_at: rfc3339_now(),
             weights_sha256: String::new(),
+            thresholds: None,
         }
     }
 
@@ -205,6 +210,13 @@ impl Artifact {
     /// Sets the version the publisher assigns (e.g. the retrainer's version string).
     pub fn set_version(&mut self, version: impl Into<String>) {
         self.meta.version = Some(version.into());
+    }
+
+    /// Sets the per-species detection thresholds (chosen on held-out recordings with
+    /// [`crate::detection::calibrate`]); every role that loads the artifact detects
+    /// with them.
+    pub fn set_thresholds(&mut self, thresholds: crate::detection::Thresholds) {
+        self.meta.thresholds = Some(thresholds);
     }
 
     /// Stores an evaluation under `set` (e.g. `"test"`), replacing one of the same name.

@@ -82,10 +82,54 @@ impl DataSummary {
     }
 }
 
-/// The sorted, distinct labels of `recordings`: the class list of a model trained on them.
+/// Labels that mean "no target species here": recordings (or clips) labelled with one
+/// of these, in any letter case, train every species' output as absent and never
+/// become a class. A user labels rain, traffic, frogs, their site's empty dawn chorus
+/// this way, and the model learns to say "none of these" to them.
+pub const BACKGROUND_LABELS: [&str; 3] = ["background", "noise", "none"];
+
+/// Whether `label` is one of the [`BACKGROUND_LABELS`].
+pub fn is_background(label: &str) -> bool {
+    let label = label.trim();
+    BACKGROUND_LABELS
+        .iter()
+        .any(|b| b.eq_ignore_ascii_case(label))
+}
+
+/// The sorted, distinct species labels of `recordings` (background labels left out):
+/// the class list of a model trained on them.
 pub fn class_list(recordings: &[Recording]) -> Vec<String> {
-    let set: BTreeSet<&str> = recordings.iter().map(|r| r.label.as_str()).collect();
+    let set: BTreeSet<&str> = recordings
+        .iter()
+        .map(|r| r.label.as_str())
+        .filter(|l| !is_background(l))
+        .collect();
     set.into_iter().map(str::to_string).collect()
+}
+
+/// Column of the window's mean RMS level in the feature vector: the one feature that
+/// keeps the recording's absolute level (the band profile is relative to each
+/// window's own peak).
+fn rms_column() -> usize {
+    birdsong_audio::FEATURE_NAMES
+        .iter()
+        .position(|n| *n == "rms_mean")
+        .unwrap_or(birdsong_audio::LIBROSA_FEATURE_COUNT - 1)
+}
+
+/// Which windows of one recording are quiet: their mean level is more than
+/// `margin_db` below the recording's loudest window. A recording is labelled as a
+/// whole, but the bird calls in some of its windows only; the quiet ones between calls
+/// hold the site's background, and training them as the species teaches a model that
+/// background means that species.
+pub fn quiet_windows(windows: &[FeatureVector], margin_db: f32) -> Vec<bool> {
+    let column = rms_column();
+    let level = |w: &FeatureVector| 20.0 * w[column].max(1e-10).log10();
+    let loudest = windows.iter().map(level).fold(f32::NEG_INFINITY, f32::max);
+    windows
+        .iter()
+        .map(|w| level(w) < loudest - margin_db)
+        .collect()
 }
 
 /// Splits recordings into (train, validation), stratified by label and reproducible for a

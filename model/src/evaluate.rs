@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Recording;
+use crate::dataset::{Recording, is_background};
+use crate::detection::{DetectionMetrics, detection_metrics};
 use crate::inference::{Classifier, mean_probabilities};
 use crate::metrics::Metrics;
 use crate::{ModelError, Result};
@@ -20,19 +21,35 @@ pub struct Evaluation {
     pub recording: Metrics,
     /// Recordings left out because they had no windows.
     pub skipped_recordings: usize,
+    /// Detections at the model's thresholds, average precision per species, and how
+    /// often background recordings' and quiet windows get a detection (evaluations
+    /// stored before detections existed have none).
+    #[serde(default)]
+    pub detection: Option<DetectionMetrics>,
 }
+
+/// Windows this far below their recording's loudest are left out of detection metrics
+/// as positives (whether the bird calls in them is unknown), the same for every model.
+pub const EVALUATION_QUIET_MARGIN_DB: f32 = 20.0;
 
 /// Evaluates `classifier` on `recordings` in one batched pass over all their windows.
 ///
 /// Fails with [`ModelError::UnknownLabel`] if a label is not one of the classifier's
 /// classes: such a recording can never be right, and silently scoring it would mix two
 /// questions (is the model good, does it know this species).
+///
+/// Background-labelled recordings ([`crate::dataset::BACKGROUND_LABELS`]) take no part
+/// in the closed-set figures and serve as negatives in the detection figures.
 pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Evaluation> {
     let classes = classifier.classes();
     let scored: Vec<&Recording> = recordings
         .iter()
-        .filter(|r| !r.windows.is_empty())
+        .filter(|r| !r.windows.is_empty() && !is_background(&r.label))
         .collect();
+    let background = recordings
+        .iter()
+        .filter(|r| !r.windows.is_empty() && is_background(&r.label))
+        .count();
     let mut labels = Vec::with_capacity(scored.len());
     for r in &scored {
         let label = classes
@@ -61,6 +78,11 @@ pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Eva
     Ok(Evaluation {
         window: Metrics::compute(classes, &window_truth, &probabilities)?,
         recording: Metrics::compute(classes, &labels, &recording_probabilities)?,
-        skipped_recordings: recordings.len() - scored.len(),
+        skipped_recordings: recordings.len() - scored.len() - background,
+        detection: Some(detection_metrics(
+            classifier,
+            recordings,
+            Some(EVALUATION_QUIET_MARGIN_DB),
+        )?),
     })
 }

@@ -8,9 +8,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
+use crate::detection::DEFAULT_THRESHOLD;
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
 use crate::network::Ensemble;
+use crate::network::Output;
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
@@ -27,24 +29,41 @@ pub struct Prediction {
     pub probability: f32,
 }
 
-/// The verdict on a whole recording: mean of its windows' probabilities.
+/// A species detected in a recording: in how many windows, and how surely.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    pub species: String,
+    /// Windows in which its score reached its threshold.
+    pub windows: usize,
+    /// Its highest window score.
+    pub max_score: f32,
+}
+
+/// The verdict on a whole recording.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordingSummary {
     /// Windows summarised.
     pub windows: usize,
-    /// Mean probability of each class over the windows, in [`Classifier::classes`] order.
+    /// Mean score of each class over the windows, in [`Classifier::classes`] order.
     pub probabilities: Vec<f32>,
-    /// The `k` most probable classes, most probable first.
+    /// The `k` classes with the highest mean score, highest first: the best guess at
+    /// *which* species a recording is, if it is one of them.
     pub top: Vec<Prediction>,
+    /// Species detected in at least one window, most windows first: empty when no
+    /// window reached any threshold ("no detection").
+    pub detected: Vec<Presence>,
 }
 
 /// Predictions for one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowPrediction {
-    /// Probability of each class, in [`Classifier::classes`] order.
+    /// Score of each class, in [`Classifier::classes`] order.
     pub probabilities: Vec<f32>,
-    /// The `k` most probable classes, most probable first.
+    /// The `k` highest-scoring classes, highest first, detected or not.
     pub top: Vec<Prediction>,
+    /// Classes whose score reached their threshold, highest first; empty for "no
+    /// detection".
+    pub detections: Vec<Prediction>,
 }
 
 /// Predictions for one recording: each window's, and the recording's summary.
@@ -72,6 +91,9 @@ pub struct ModelInfo {
     pub version: Option<String>,
     /// SHA-256 of the weights file, identifying the exact weights.
     pub weights_sha256: String,
+    /// How the network's outputs become scores.
+    #[serde(default = "Output::legacy")]
+    pub output: Output,
 }
 
 /// A trained network with its scaler and class list, ready to classify windows.
@@ -82,6 +104,7 @@ pub struct Classifier {
     scaler: Scaler,
     classes: Vec<String>,
     info: ModelInfo,
+    thresholds: Vec<f32>,
 }
 
 // Workers share one classifier across threads; keep that a compile-time guarantee.
@@ -99,12 +122,14 @@ impl Classifier {
         classes: Vec<String>,
         info: ModelInfo,
     ) -> Self {
+        let thresholds = vec![DEFAULT_THRESHOLD; classes.len()];
         Self {
             network,
             device,
             scaler,
             classes,
             info,
+            thresholds,
         }
     }
 
@@ -119,7 +144,19 @@ impl Classifier {
     pub fn from_artifact_on(artifact: &Artifact, device: &Device) -> Result<Self> {
         let meta = artifact.meta();
         let network = Ensemble::from_bytes(&meta.network, artifact.weights(), device)?;
+        let thresholds = match &meta.thresholds {
+            Some(t) if t.values.len() == meta.classes.len() => t.values.clone(),
+            Some(t) => {
+                return Err(ModelError::IncompatibleArtifact(format!(
+                    "{} thresholds for {} classes",
+                    t.values.len(),
+                    meta.classes.len()
+                )));
+            }
+            None => vec![DEFAULT_THRESHOLD; meta.classes.len()],
+        };
         Ok(Self {
+            thresholds,
             network,
             device: device.clone(),
             scaler: meta.scaler.clone(),
@@ -131,8 +168,44 @@ impl Classifier {
                 features: meta.features,
                 version: meta.version.clone(),
                 weights_sha256: meta.weights_sha256.clone(),
+                output: meta.network.output,
             },
         })
+    }
+
+    /// Each class's detection threshold, in [`classes`](Self::classes) order: the
+    /// artifact's calibrated ones, or [`DEFAULT_THRESHOLD`] for a model without.
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    /// The same classifier deciding with other thresholds (one per class).
+    pub fn with_thresholds(mut self, thresholds: Vec<f32>) -> Result<Self> {
+        if thresholds.len() != self.classes.len() {
+            return Err(ModelError::InvalidConfig(format!(
+                "{} thresholds for {} classes",
+                thresholds.len(),
+                self.classes.len()
+            )));
+        }
+        self.thresholds = thresholds;
+        Ok(self)
+    }
+
+    /// The classes of one score vector that reach their thresholds, highest first.
+    pub fn detections(&self, probabilities: &[f32]) -> Vec<Prediction> {
+        let mut found: Vec<Prediction> = probabilities
+            .iter()
+            .zip(&self.thresholds)
+            .zip(&self.classes)
+            .filter(|((p, t), _)| *p >= *t)
+            .map(|((p, _), c)| Prediction {
+                species: c.clone(),
+                probability: *p,
+            })
+            .collect();
+        found.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        found
     }
 
     /// The class labels, in the order of every probability vector this classifier returns.
@@ -187,7 +260,7 @@ impl Classifier {
             );
             let probs = self
                 .network
-                .probabilities(x)
+                .probabilities(x, self.info.output)
                 .into_data()
                 .try_into_vec::<f32>()
                 .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
@@ -223,10 +296,28 @@ impl Classifier {
         k: usize,
     ) -> Option<RecordingSummary> {
         let probabilities = mean_probabilities(window_probabilities, self.classes.len())?;
+        let mut detected: Vec<Presence> = Vec::new();
+        for (c, species) in self.classes.iter().enumerate() {
+            let scores = window_probabilities.iter().map(|w| w[c]);
+            let windows = scores.clone().filter(|s| *s >= self.thresholds[c]).count();
+            if windows > 0 {
+                detected.push(Presence {
+                    species: species.clone(),
+                    windows,
+                    max_score: scores.fold(0f32, f32::max),
+                });
+            }
+        }
+        detected.sort_by(|a, b| {
+            b.windows
+                .cmp(&a.windows)
+                .then(b.max_score.total_cmp(&a.max_score))
+        });
         Some(RecordingSummary {
             windows: window_probabilities.len(),
             top: self.top_k(&probabilities, k),
             probabilities,
+            detected,
         })
     }
 
@@ -250,6 +341,7 @@ impl Classifier {
                         .into_iter()
                         .map(|p| WindowPrediction {
                             top: self.top_k(&p, k),
+                            detections: self.detections(&p),
                             probabilities: p,
                         })
                         .collect(),

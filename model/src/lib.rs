@@ -44,26 +44,36 @@
 
 pub mod artifact;
 pub mod dataset;
+pub mod detection;
 pub mod device;
 mod error;
 pub mod evaluate;
 mod features;
 pub mod inference;
 pub mod metrics;
+pub mod negatives;
 pub mod network;
 pub mod scaler;
 pub mod train;
 
 pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE, WEIGHTS_FILE};
-pub use dataset::{DataSummary, Recording, class_list, k_folds, split_by_recording};
+pub use dataset::{
+    BACKGROUND_LABELS, DataSummary, Recording, class_list, is_background, k_folds, quiet_windows,
+    split_by_recording,
+};
+pub use detection::{
+    DEFAULT_TARGET_PRECISION, DEFAULT_THRESHOLD, DetectionMetrics, OpenSet, Thresholds, calibrate,
+    detection_metrics, open_set,
+};
 pub use error::{ModelError, Result};
 pub use evaluate::{Evaluation, evaluate};
 pub use features::{
     FEATURE_COUNT, FEATURE_VERSION, FeatureSet, FeatureVector, LIBROSA_FEATURE_COUNT,
 };
 pub use inference::{
-    Classifier, ModelInfo, Prediction, RecordingPrediction, RecordingSummary, WindowPrediction,
+    Classifier, ModelInfo, Prediction, Presence, RecordingPrediction, RecordingSummary,
+    WindowPrediction,
 };
 pub use metrics::Metrics;
-pub use network::{ARCHITECTURES, MAX_MEMBERS, MLP, NetworkConfig};
+pub use network::{ARCHITECTURES, MAX_MEMBERS, MLP, NetworkConfig, Output};
 pub use train::{EpochReport, Stopping, TrainConfig, TrainedModel, train, train_on};

@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use birdsong_audio::{Analysis, WindowConfig, analyze_file};
+use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
 use birdsong_model::{
-    Artifact, Classifier, EpochReport, FEATURE_COUNT, FEATURE_VERSION, FeatureSet, Recording,
-    Stopping, TrainConfig, evaluate, split_by_recording, train,
+    Artifact, Classifier, EpochReport, FEATURE_COUNT, FEATURE_VERSION, FeatureSet, Output,
+    Recording, Stopping, TrainConfig, calibrate, evaluate, open_set, split_by_recording, train,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -43,6 +44,9 @@ enum Command {
     Train(TrainArgs),
     /// Score a model on the manifest's recordings of one split; prints metrics JSON.
     Evaluate(EvaluateArgs),
+    /// Choose a model's per-species detection thresholds on one split of the manifest
+    /// (recordings it was not trained on) and write them into its artifact.
+    Calibrate(CalibrateArgs),
     /// Classify audio files; prints one JSON line per window and one per file.
     Predict(PredictArgs),
     /// Estimate a recipe's quality by k-fold cross-validation over recordings of one
@@ -108,6 +112,14 @@ struct TrainArgs {
     /// Version string recorded in the artifact.
     #[arg(long)]
     model_version: Option<String>,
+    /// Choose the per-species detection thresholds on this split of the manifest
+    /// (default: on the validation recordings, if --validation-fraction is set; else
+    /// every species detects at the default threshold).
+    #[arg(long)]
+    calibrate_split: Option<String>,
+    /// Precision each species' threshold is chosen to reach.
+    #[arg(long, default_value_t = birdsong_model::DEFAULT_TARGET_PRECISION)]
+    target_precision: f64,
 }
 
 /// The recipe the other options start from.
@@ -173,6 +185,20 @@ struct RecipeArgs {
     /// Each costs a full training run.
     #[arg(long)]
     members: Option<usize>,
+    /// How outputs become scores (default: the recipe's): `sigmoid` (one presence
+    /// score per species, trained one-vs-rest) or `softmax` (one distribution).
+    #[arg(long)]
+    output: Option<Output>,
+    /// With sigmoid outputs, train windows this many dB below their recording's
+    /// loudest as negatives (default: the recipe's).
+    #[arg(long, conflicts_with = "no_quiet_negatives")]
+    quiet_margin_db: Option<f32>,
+    /// Train every window as its recording's label, quiet or not.
+    #[arg(long)]
+    no_quiet_negatives: bool,
+    /// Do not train synthetic background (silence, noise, hum) as negatives.
+    #[arg(long)]
+    no_synthetic_negatives: bool,
 }
 
 impl RecipeArgs {
@@ -194,6 +220,13 @@ impl RecipeArgs {
             average_last_epochs: self.average_last_epochs,
             train_hop_s: self.train_hop_s.unwrap_or(recipe.train_hop_s),
             members: self.members.unwrap_or(recipe.members),
+            output: self.output.unwrap_or(recipe.output),
+            quiet_margin_db: if self.no_quiet_negatives {
+                None
+            } else {
+                self.quiet_margin_db.or(recipe.quiet_margin_db)
+            },
+            synthetic_negatives: recipe.synthetic_negatives && !self.no_synthetic_negatives,
             stopping: match patience {
                 Some(patience) => Stopping::EarlyStopping { patience },
                 None => Stopping::FixedEpochs,
@@ -250,6 +283,27 @@ struct EvaluateArgs {
     /// recording.
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// A folder of recordings of species the model does not know (searched
+    /// recursively for audio files): adds the open-set figures (how well the top score
+    /// separates them from the split's windows, and how many of their windows would
+    /// be detections).
+    #[arg(long)]
+    unknown: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Artifact directory (rewritten in place with the new thresholds).
+    #[arg(long)]
+    model: PathBuf,
+    /// Split of the manifest to choose the thresholds on.
+    #[arg(long)]
+    split: String,
+    /// Precision each species' threshold is chosen to reach.
+    #[arg(long, default_value_t = birdsong_model::DEFAULT_TARGET_PRECISION)]
+    target_precision: f64,
 }
 
 #[derive(Args)]
@@ -277,6 +331,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => run_train(args),
         Command::Evaluate(args) => run_evaluate(args),
+        Command::Calibrate(args) => run_calibrate(args),
         Command::Predict(args) => run_predict(args),
         Command::CrossValidate(args) => run_cross_validate(args),
         Command::Features(args) => run_features(args),
@@ -356,6 +411,42 @@ fn run_train(args: TrainArgs) -> Result<()> {
             evaluation.recording.accuracy
         );
         trained.artifact.set_metrics(split.clone(), evaluation);
+    }
+    let calibration = match &args.calibrate_split {
+        Some(split) => {
+            let rows = read_manifest(&args.data.manifest, split)?;
+            Some((
+                split.clone(),
+                extract(&rows, &args.data, &WindowConfig::default())?,
+            ))
+        }
+        None if !validation_set.is_empty() => {
+            // The validation recordings were cut with the training hop; thresholds
+            // apply to the standard windows.
+            let ids: Vec<&str> = validation_set.iter().map(|r| r.id.as_str()).collect();
+            let rows: Vec<ManifestRow> = read_manifest(&args.data.manifest, &args.split)?
+                .into_iter()
+                .filter(|r| ids.contains(&r.path.as_str()))
+                .collect();
+            Some((
+                "validation".to_string(),
+                extract(&rows, &args.data, &WindowConfig::default())?,
+            ))
+        }
+        None => None,
+    };
+    if let Some((name, recordings)) = calibration {
+        let thresholds = calibrate(
+            &trained.classifier,
+            &recordings,
+            args.target_precision,
+            Some(EVALUATION_QUIET_MARGIN_DB),
+        )?;
+        eprintln!(
+            "thresholds for precision {} chosen on {name} ({} windows): {:?}",
+            args.target_precision, thresholds.windows, thresholds.values
+        );
+        trained.artifact.set_thresholds(thresholds);
     }
     if let Some(version) = args.model_version {
         trained.artifact.set_version(version);
@@ -522,9 +613,43 @@ fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         write_predictions(&mut out, None, &classifier, &recordings)?;
         out.flush().context("writing predictions")?;
     }
+    let open_set = match &args.unknown {
+        Some(dir) => {
+            let unknown = extract_folder(dir, &args.data, &config)?;
+            Some(open_set(&classifier, &recordings, &unknown, config.hop_s)?)
+        }
+        None => None,
+    };
+    let mut report = serde_json::to_value(&evaluation)?;
+    if let Some(open_set) = open_set {
+        report["open_set"] = serde_json::to_value(open_set)?;
+    }
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &evaluation)?;
+    serde_json::to_writer_pretty(&mut out, &report)?;
     writeln!(out)?;
+    Ok(())
+}
+
+fn run_calibrate(args: CalibrateArgs) -> Result<()> {
+    let mut artifact = Artifact::load_dir(&args.model, FEATURE_VERSION, FEATURE_COUNT)
+        .with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let classifier = Classifier::from_artifact(&artifact)?;
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+    let thresholds = calibrate(
+        &classifier,
+        &recordings,
+        args.target_precision,
+        Some(EVALUATION_QUIET_MARGIN_DB),
+    )?;
+    eprintln!(
+        "thresholds for precision {} chosen on {} ({} windows): {:?}",
+        args.target_precision, args.split, thresholds.windows, thresholds.values
+    );
+    artifact.set_thresholds(thresholds);
+    artifact
+        .save_dir(&args.model)
+        .with_context(|| format!("writing the artifact to {}", args.model.display()))?;
     Ok(())
 }
 
@@ -676,6 +801,50 @@ fn extract(rows: &[ManifestRow], data: &DataArgs, config: &WindowConfig) -> Resu
         recordings.len()
     );
     Ok(recordings)
+}
+
+/// Extracts every audio file under `dir` (by extension, recursively), labelled with
+/// its folder's name: recordings for the open-set figures.
+fn extract_folder(dir: &Path, data: &DataArgs, config: &WindowConfig) -> Result<Vec<Recording>> {
+    const AUDIO: [&str; 6] = ["mp3", "wav", "flac", "ogg", "m4a", "aiff"];
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| AUDIO.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("no audio files under {}", dir.display());
+    }
+    let rows: Vec<ManifestRow> = files
+        .iter()
+        .map(|p| ManifestRow {
+            path: p.display().to_string(),
+            species: p
+                .parent()
+                .and_then(|f| f.file_name())
+                .map(|f| format!("unknown: {}", f.to_string_lossy()))
+                .unwrap_or_else(|| "unknown".into()),
+            split: String::new(),
+        })
+        .collect();
+    let absolute = DataArgs {
+        manifest: data.manifest.clone(),
+        audio_root: PathBuf::from("/"),
+        threads: data.threads,
+    };
+    extract(&rows, &absolute, config)
 }
 
 /// Maps `f` over `items` on scoped threads (work-stealing by index), keeping input order.

@@ -54,7 +54,10 @@ pub struct Metrics {
     pub per_class: Vec<ClassMetrics>,
     /// `confusion[true][predicted]` counts, rows and columns in class order.
     pub confusion: Vec<Vec<usize>>,
-    /// Mean negative log probability of the true class.
+    /// Mean negative log probability of the true class, the scores normalised to sum
+    /// to 1 first (softmax scores already do; per-species sigmoid scores are
+    /// independent, and without normalising, a model scoring every species near 1
+    /// would have no loss).
     pub log_loss: f64,
 }
 
@@ -105,7 +108,17 @@ impl Metrics {
             }
             let predicted = argmax(p).unwrap_or(0);
             confusion[t][predicted] += 1;
-            log_loss -= f64::from(p[t]).clamp(LOG_LOSS_EPS, 1.0).ln();
+            // Rows that already sum to 1 (softmax, up to float32 rounding) are used as
+            // they are.
+            let total: f64 = p.iter().map(|&v| f64::from(v)).sum();
+            let share = if (total - 1.0).abs() <= 1e-3 {
+                f64::from(p[t])
+            } else if total > 0.0 {
+                f64::from(p[t]) / total
+            } else {
+                0.0
+            };
+            log_loss -= share.clamp(LOG_LOSS_EPS, 1.0).ln();
         }
         let n = truth.len();
         let correct: usize = (0..k).map(|i| confusion[i][i]).sum();

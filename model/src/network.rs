@@ -17,7 +17,7 @@
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Linear;
 use burn::store::ModuleRecord;
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -53,6 +53,56 @@ pub struct NetworkConfig {
     /// (configurations written before ensembles existed hold one).
     #[serde(default = "one")]
     pub members: usize,
+    /// How the outputs become scores (configurations written before per-species
+    /// outputs existed are softmax networks).
+    #[serde(default = "Output::legacy")]
+    pub output: Output,
+}
+
+/// How a network's outputs become scores.
+///
+/// A softmax spreads one unit of probability over the known species, so a window of
+/// wind, or of a species the model was never shown, still gives some species a score
+/// near 1: the scores say which species is likeliest *if* one of them is calling, never
+/// whether one is. Per-species sigmoid outputs, trained one-vs-rest with windows of
+/// other species, quiet windows and labelled background as negatives, each say whether
+/// that species is present, so "none of these" is every score being low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// One probability distribution over the species (rows sum to 1).
+    Softmax,
+    /// An independent presence score per species.
+    #[default]
+    Sigmoid,
+}
+
+impl Output {
+    /// What artifacts written before this setting existed use.
+    pub(crate) fn legacy() -> Self {
+        Output::Softmax
+    }
+
+    /// The name used in configurations and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Softmax => "softmax",
+            Output::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+impl std::str::FromStr for Output {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "softmax" => Ok(Output::Softmax),
+            "sigmoid" => Ok(Output::Sigmoid),
+            other => Err(ModelError::InvalidConfig(format!(
+                "unknown output {other:?} (softmax or sigmoid)"
+            ))),
+        }
+    }
 }
 
 /// Serde default of member counts written before ensembles existed.
@@ -89,6 +139,7 @@ impl NetworkConfig {
             dropout,
             num_classes,
             members: 1,
+            output: Output::default(),
         };
         config.validate()?;
         Ok(config)
@@ -243,18 +294,22 @@ impl Ensemble {
         Ok(Self { members })
     }
 
-    /// Class probabilities for a batch of standardised inputs: the softmax of one
-    /// network, or the mean of the members' softmaxes.
-    pub(crate) fn probabilities(&self, x: Tensor<2>) -> Tensor<2> {
+    /// Scores for a batch of standardised inputs: each member's softmax or sigmoid
+    /// (`output`), averaged over the members.
+    pub(crate) fn probabilities(&self, x: Tensor<2>, output: Output) -> Tensor<2> {
         let n = self.members.len();
         let mut members = self.members.iter();
         let Some(first) = members.next() else {
             return x;
         };
-        // Dividing by 1 is exact: one network's probabilities are its softmax, unchanged.
+        let score = |logits: Tensor<2>| match output {
+            Output::Softmax => softmax(logits, 1),
+            Output::Sigmoid => sigmoid(logits),
+        };
+        // Dividing by 1 is exact: one network's scores are unchanged.
         members
-            .fold(softmax(first.forward(x.clone()), 1), |sum, m| {
-                sum + softmax(m.forward(x.clone()), 1)
+            .fold(score(first.forward(x.clone())), |sum, m| {
+                sum + score(m.forward(x.clone()))
             })
             .div_scalar(n as f64)
     }
@@ -353,7 +408,7 @@ mod tests {
             probs(softmax(b.forward(x.clone()), 1)),
         );
         let pair = Ensemble::new(vec![a.clone(), b]).unwrap();
-        for ((m, x1), x2) in probs(pair.probabilities(x.clone()))
+        for ((m, x1), x2) in probs(pair.probabilities(x.clone(), Output::Softmax))
             .iter()
             .zip(&pa)
             .zip(&pb)
@@ -366,8 +421,8 @@ mod tests {
         let bytes = pair.to_bytes().unwrap();
         let back = Ensemble::from_bytes(&config, &bytes, &device).unwrap();
         assert_eq!(
-            probs(back.probabilities(x.clone())),
-            probs(pair.probabilities(x.clone()))
+            probs(back.probabilities(x.clone(), Output::Softmax)),
+            probs(pair.probabilities(x.clone(), Output::Softmax))
         );
         let single = Ensemble::new(vec![a.clone()]).unwrap();
         let single_bytes = single.to_bytes().unwrap();
@@ -377,7 +432,7 @@ mod tests {
         );
         config.members = 1;
         let back = Ensemble::from_bytes(&config, &single_bytes, &device).unwrap();
-        assert_eq!(probs(back.probabilities(x.clone())), pa);
+        assert_eq!(probs(back.probabilities(x.clone(), Output::Softmax)), pa);
         // An ensemble's weights are not one network's, nor the other way round.
         assert!(Ensemble::from_bytes(&config, &bytes, &device).is_err());
         config.members = 2;

@@ -29,7 +29,7 @@
 use birdsong_audio::WindowConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -38,10 +38,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::{Artifact, ArtifactMeta};
 use crate::dataset::{DataSummary, Recording, class_list};
+use crate::dataset::{is_background, quiet_windows};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::features::{FEATURE_COUNT, FEATURE_VERSION, FeatureSet};
 use crate::inference::{Classifier, ModelInfo};
-use crate::network::{Ensemble, MLP, Network, NetworkConfig, check_members, one};
+use crate::negatives::synthetic_background;
+use crate::network::{Ensemble, MLP, Network, NetworkConfig, Output, check_members, one};
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
@@ -62,6 +64,10 @@ pub const RECOMMENDED_L2: f64 = 1.6e-5;
 /// that many times the training time; the extra forward passes do not show next to
 /// decoding and feature extraction.
 pub const RECOMMENDED_MEMBERS: usize = 5;
+
+/// Windows this far below their recording's loudest are trained as negatives by the
+/// recommended recipe (see [`TrainConfig::quiet_margin_db`]).
+pub const RECOMMENDED_QUIET_MARGIN_DB: f32 = 20.0;
 
 /// L2 penalty of the reference recipe (Keras's `l2(1e-3)` on every kernel).
 pub const REFERENCE_L2: f64 = 1e-3;
@@ -130,6 +136,21 @@ pub struct TrainConfig {
     /// written before ensembles existed trained one.
     #[serde(default = "one")]
     pub members: usize,
+    /// How outputs become scores: per-species sigmoids trained one-vs-rest (the
+    /// default, whose scores can say "none of these") or one softmax over the species
+    /// (the Python pipeline's). Configs written before this existed trained softmax.
+    #[serde(default = "Output::legacy")]
+    pub output: Output,
+    /// With sigmoid outputs, train windows more than this many dB below their
+    /// recording's loudest window as negatives for every species rather than as the
+    /// recording's label ([`crate::dataset::quiet_windows`]); `None` = every window
+    /// carries its recording's label.
+    #[serde(default)]
+    pub quiet_margin_db: Option<f32>,
+    /// With sigmoid outputs, also train synthetic background (near-silence, white,
+    /// pink and brown noise, mains hum; [`crate::negatives`]) as negatives.
+    #[serde(default)]
+    pub synthetic_negatives: bool,
     /// Stopping rule (each member's).
     pub stopping: Stopping,
     /// Seed of weight initialisation, shuffling and dropout.
@@ -160,6 +181,9 @@ impl TrainConfig {
             l2: REFERENCE_L2,
             train_hop_s: standard_hop_s(),
             members: 1,
+            output: Output::Softmax,
+            quiet_margin_db: None,
+            synthetic_negatives: false,
             ..Self::default()
         }
     }
@@ -186,6 +210,9 @@ impl Default for TrainConfig {
             average_last_epochs: 0,
             train_hop_s: RECOMMENDED_TRAIN_HOP_S,
             members: RECOMMENDED_MEMBERS,
+            output: Output::Sigmoid,
+            quiet_margin_db: Some(RECOMMENDED_QUIET_MARGIN_DB),
+            synthetic_negatives: true,
             stopping: Stopping::FixedEpochs,
             seed: 0,
         }
@@ -284,26 +311,50 @@ pub fn train_on(
 
     let features = config.features;
     let width = features.width();
+    let k = classes.len();
+    let sigmoid = config.output == Output::Sigmoid;
+    // `k` marks a negative window: no species present (sigmoid outputs only).
     let mut x: Vec<f32> = Vec::new();
     let mut y: Vec<usize> = Vec::new();
     let mut recording_of: Vec<usize> = Vec::new();
     for (index, r) in train_set.iter().enumerate() {
-        let label = classes
-            .binary_search(&r.label)
-            .map_err(|_| ModelError::UnknownLabel(r.label.clone()))?;
-        for w in &r.windows {
+        let label = if is_background(&r.label) {
+            if !sigmoid {
+                // A softmax has no "none of these" to learn it as.
+                continue;
+            }
+            k
+        } else {
+            classes
+                .binary_search(&r.label)
+                .map_err(|_| ModelError::UnknownLabel(r.label.clone()))?
+        };
+        let quiet = match config.quiet_margin_db {
+            Some(margin) if sigmoid => quiet_windows(&r.windows, margin),
+            _ => vec![false; r.windows.len()],
+        };
+        for (w, quiet) in r.windows.iter().zip(quiet) {
             features.select_into(w, &mut x);
-            y.push(label);
+            y.push(if quiet { k } else { label });
+            recording_of.push(index);
+        }
+    }
+    if sigmoid && config.synthetic_negatives {
+        // One pseudo-recording after the real ones.
+        let index = train_set.len();
+        for w in synthetic_background(&config.training_windows(&WindowConfig::default()))? {
+            features.select_into(&w, &mut x);
+            y.push(k);
             recording_of.push(index);
         }
     }
     let scaler = Scaler::fit(&x, width)?;
     scaler.transform_in_place(&mut x);
-    let k = classes.len();
-    let sample_weights = sample_weights(&y, &recording_of, k, config);
+    let sample_weights = sample_weights(&y, &recording_of, k + 1, config);
 
     let mut network_config = NetworkConfig::named(&config.architecture, width, k)?;
     network_config.members = config.members;
+    network_config.output = config.output;
     network_config.validate()?;
     let info = |weights_sha256: String| ModelInfo {
         architecture: network_config.architecture.clone(),
@@ -312,6 +363,7 @@ pub fn train_on(
         features: config.features,
         version: None,
         weights_sha256,
+        output: config.output,
     };
     let data = TrainingData {
         x: &x,
@@ -445,9 +497,16 @@ fn train_member(
             let b = batch.len();
             let mut xb = Vec::with_capacity(b * width);
             let mut target = vec![0f32; b * k];
+            let mut row_weights = vec![0f32; b];
             for (row, &i) in batch.iter().enumerate() {
                 xb.extend_from_slice(&x[i * width..(i + 1) * width]);
-                target[row * k + y[i]] = weights[i];
+                row_weights[row] = weights[i];
+                if y[i] < k {
+                    target[row * k + y[i]] = match config.output {
+                        Output::Softmax => weights[i],
+                        Output::Sigmoid => 1.0,
+                    };
+                }
             }
             if config.input_noise > 0.0 {
                 add_gaussian_noise(&mut rng, &mut xb, config.input_noise);
@@ -463,11 +522,24 @@ fn train_member(
             let logits = network.forward_train(xb, masks);
             // Weighted cross entropy averaged over the batch (Keras' class_weight
             // semantics), plus the L2 penalty on kernels.
-            let cross_entropy = log_softmax(logits, 1)
-                .mul(target)
-                .sum()
-                .neg()
-                .div_scalar(b as f64);
+            let cross_entropy = match config.output {
+                Output::Softmax => log_softmax(logits, 1)
+                    .mul(target)
+                    .sum()
+                    .neg()
+                    .div_scalar(b as f64),
+                // One binary cross entropy per species, summed over the species
+                // and weighted per window: -(t log σ(z) + (1 - t) log σ(-z)).
+                Output::Sigmoid => {
+                    let row_weights =
+                        Tensor::<2>::from_data(TensorData::new(row_weights, [b, 1]), &ad_device);
+                    let absent = target.clone().neg().add_scalar(1.0);
+                    let per_class = log_sigmoid(logits.clone())
+                        .mul(target)
+                        .add(log_sigmoid(logits.neg()).mul(absent));
+                    per_class.mul(row_weights).sum().neg().div_scalar(b as f64)
+                }
+            };
             let loss = cross_entropy + network.l2_sum().mul_scalar(config.l2);
             loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * b as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
@@ -538,6 +610,13 @@ impl TrainConfig {
                 self.input_noise
             )));
         }
+        if let Some(margin) = self.quiet_margin_db
+            && !(margin > 0.0 && margin.is_finite())
+        {
+            return Err(ModelError::InvalidConfig(format!(
+                "the quiet-window margin {margin} dB must be a positive number"
+            )));
+        }
         if let Err(e) = self.training_windows(&WindowConfig::default()).plan() {
             return Err(ModelError::InvalidConfig(format!("training windows: {e}")));
         }
@@ -603,8 +682,10 @@ fn sample_weights(
         for (&l, &w) in labels.iter().zip(&weights) {
             mass[l] += w;
         }
+        // Groups (classes, and the negatives) that have windows at all.
+        let groups = mass.iter().filter(|&&m| m > 0.0).count().max(1);
         for (w, &l) in weights.iter_mut().zip(labels) {
-            *w *= n as f64 / (k as f64 * mass[l]);
+            *w *= n as f64 / (groups as f64 * mass[l]);
         }
     } else {
         let total: f64 = weights.iter().sum();

@@ -479,8 +479,23 @@ fn evaluate(
 ) -> Result<Evaluated, RetrainError> {
     let TrainedModel {
         mut artifact,
-        classifier,
+        mut classifier,
     } = trained;
+    // Detection thresholds come from recordings the model was not trained on: the
+    // holdout, plus the validation recordings when there are any. They decide which
+    // scores are detections, never which species wins, so the gate's figures on the
+    // same holdout are unaffected.
+    let calibration: Vec<Recording> = holdout.iter().chain(validation).cloned().collect();
+    if !calibration.is_empty() {
+        let thresholds = birdsong_model::calibrate(
+            &classifier,
+            &calibration,
+            birdsong_model::DEFAULT_TARGET_PRECISION,
+            Some(birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB),
+        )?;
+        classifier = classifier.with_thresholds(thresholds.values.clone())?;
+        artifact.set_thresholds(thresholds);
+    }
     let new_scores = gate::score(&classifier, holdout)?;
     if !holdout.is_empty() {
         artifact.set_metrics("holdout", birdsong_model::evaluate(&classifier, holdout)?);

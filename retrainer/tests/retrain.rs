@@ -263,6 +263,18 @@ async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
     assert_eq!(Some(stored as u64), train_split["recordings"].as_u64());
     assert_eq!(promoted(&env).await.as_deref(), Some("v1"));
     assert_eq!(classes(&env, "v1").await, 3);
+    // Its detection thresholds were chosen on the holdout and travel with it.
+    let stored = registry::artifacts::promoted(&env.pool)
+        .await
+        .unwrap()
+        .expect("a promoted version");
+    let artifact = registry::artifacts::load(&env.store, &stored)
+        .await
+        .unwrap();
+    let thresholds = artifact.meta().thresholds.clone().expect("thresholds");
+    assert_eq!(thresholds.values.len(), 3);
+    assert!(thresholds.windows > 0);
+    assert!(thresholds.values.iter().all(|t| (0.5..=0.99).contains(t)));
     // The waiting tasks were queued again and classified with v1.
     wait_done(&env, first).await;
     assert_eq!(

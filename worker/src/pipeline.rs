@@ -433,26 +433,47 @@ impl Pipeline {
                 let mut species = Vec::with_capacity(n);
                 let mut confidence = Vec::with_capacity(n);
                 let mut top_k = Vec::with_capacity(n);
-                for p in &probs {
+                let mut found = Found::default();
+                for (i, p) in probs.iter().enumerate() {
                     let top = classifier.top_k(p, TOP_K);
                     let (s, c) = best(&top);
                     species.push(s);
                     confidence.push(c);
                     top_k.push(top_k_json(&top).to_string());
+                    for d in classifier.detections(p) {
+                        let class = classifier.classes().iter().position(|c| *c == d.species);
+                        found.window.push(index[i]);
+                        found.threshold.push(
+                            class.map_or(birdsong_model::DEFAULT_THRESHOLD, |c| {
+                                classifier.thresholds()[c]
+                            }),
+                        );
+                        found.confidence.push(d.probability.clamp(0.0, 1.0));
+                        found.species.push(d.species);
+                    }
                 }
                 let summary = classifier
                     .summarize(&probs, TOP_K)
                     .ok_or_else(|| TaskError::permanent("no_windows", "nothing to summarise"))?;
-                let (summary_species, summary_confidence) = best(&summary.top);
+                // The recording's call: the species detected in the most windows, or
+                // none ("no detection").
+                let call = summary.detected.first();
+                let detected = serde_json::to_value(&summary.detected)
+                    .map_err(|e| TaskError::permanent("internal", e.to_string()))?;
                 analysed(PERSIST_CLASSIFIED)
                     .bind(&model.version)
                     .bind(&species)
                     .bind(&confidence)
                     .bind(&top_k)
-                    .bind(summary_species)
-                    .bind(summary_confidence)
+                    .bind(call.map(|c| c.species.clone()))
+                    .bind(call.map(|c| c.max_score.clamp(0.0, 1.0)))
                     .bind(top_k_json(&summary.top))
                     .bind(i32::try_from(summary.windows).unwrap_or(i32::MAX))
+                    .bind(detected)
+                    .bind(&found.window)
+                    .bind(&found.species)
+                    .bind(&found.confidence)
+                    .bind(&found.threshold)
                     .execute(&self.pool)
                     .await?;
             }
@@ -497,6 +518,15 @@ impl Pipeline {
     }
 }
 
+/// The detections of one recording, as the columns of their rows.
+#[derive(Default)]
+struct Found {
+    window: Vec<i32>,
+    species: Vec<String>,
+    confidence: Vec<f32>,
+    threshold: Vec<f32>,
+}
+
 fn top_k_json(top: &[birdsong_model::inference::Prediction]) -> serde_json::Value {
     serde_json::Value::Array(
         top.iter()
@@ -533,24 +563,36 @@ macro_rules! analysed_cte {
     };
 }
 
-/// A classified recording: detections (`$17`–`$20`), its summary
-/// (`$21`–`$24`) and the task done, atomically.
+/// A classified recording: every window's scores (`$17`–`$20`), its summary
+/// (`$21`–`$25`), the detections above threshold (`$26`–`$29`: window, species,
+/// score, threshold) and the task done, atomically.
 const PERSIST_CLASSIFIED: &str = concat!(
     analysed_cte!(),
-    ", detected AS (
-         INSERT INTO detections
+    ", scored AS (
+         INSERT INTO window_scores
              (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k)
          SELECT $1::text, $17::text, d.i, d.s, d.e, d.species, d.confidence, d.top_k::jsonb
          FROM unnest($11::int[], $12::float8[], $13::float8[], $18::text[], $19::real[], $20::text[])
              AS d (i, s, e, species, confidence, top_k)
          ON CONFLICT (file_sha256, model_version, window_index) DO UPDATE
          SET species = EXCLUDED.species, confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k
+     ), detected AS (
+         INSERT INTO detections
+             (file_sha256, model_version, window_index, start_s, end_s, species, confidence,
+              threshold, top_k)
+         SELECT $1::text, $17::text, d.i, ($12::float8[])[d.i + 1], ($13::float8[])[d.i + 1],
+                d.species, d.confidence, d.threshold, (($20::text[])[d.i + 1])::jsonb
+         FROM unnest($26::int[], $27::text[], $28::real[], $29::real[])
+             AS d (i, species, confidence, threshold)
+         ON CONFLICT (file_sha256, model_version, window_index, species) DO UPDATE
+         SET confidence = EXCLUDED.confidence, threshold = EXCLUDED.threshold
      ), summary AS (
-         INSERT INTO file_summaries (file_sha256, model_version, species, confidence, top_k, windows)
-         VALUES ($1, $17, $21, $22, $23, $24)
+         INSERT INTO file_summaries
+             (file_sha256, model_version, species, confidence, top_k, windows, detected)
+         VALUES ($1, $17, $21, $22, $23, $24, $25)
          ON CONFLICT (file_sha256, model_version) DO UPDATE
          SET species = EXCLUDED.species, confidence = EXCLUDED.confidence,
-             top_k = EXCLUDED.top_k, windows = EXCLUDED.windows
+             top_k = EXCLUDED.top_k, windows = EXCLUDED.windows, detected = EXCLUDED.detected
      )
      UPDATE tasks SET status = 'done', model_version = $17, error = NULL, error_kind = NULL,
             finished_at = now(), updated_at = now()

@@ -73,10 +73,10 @@ async fn lost_and_duplicated(env: &TestEnv, files: &[(String, f32)]) -> (usize, 
     let mut lost = 0;
     let mut duplicated = 0;
     for (sha, seconds) in files {
-        let (detections, summaries, features) = result_rows(env, sha).await;
+        let (scored, summaries, features) = result_rows(env, sha).await;
         let windows = expected_windows(f64::from(*seconds));
-        lost += usize::from(summaries == 0 || detections < windows || features < windows);
-        duplicated += usize::from(summaries > 1 || detections > windows || features > windows);
+        lost += usize::from(summaries == 0 || scored < windows || features < windows);
+        duplicated += usize::from(summaries > 1 || scored > windows || features > windows);
     }
     (lost, duplicated)
 }

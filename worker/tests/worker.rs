@@ -79,10 +79,28 @@ async fn without_a_model_features_are_stored_and_bad_files_fail_with_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_promoted_model_every_window_gets_a_detection() {
+async fn with_a_promoted_model_calls_are_detected_and_noise_is_not() {
     let env = TestEnv::start().await.expect("test environment");
     publish_model(&env, "v1", 3).await;
     let job = new_job(&env).await;
+    // No bird at all: white noise and a recorder's near-silence. The model was never
+    // shown either (only the synthetic background every model trains against).
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut noise = |amplitude: f32| -> Vec<f32> {
+        (0..22_050 * 8)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amplitude
+            })
+            .collect()
+    };
+    let mut backgrounds = Vec::new();
+    for (name, amplitude) in [("white-noise.wav", 0.3), ("near-silence.wav", 0.0003)] {
+        let wav = birdsong_testkit::audio::wav_pcm16(&noise(amplitude), 22_050);
+        backgrounds.push(submit(&env, job, name, wav).await);
+    }
     let mut submitted = Vec::new();
     for species in 0..3 {
         for seed in 0..2 {
@@ -111,29 +129,67 @@ async fn with_a_promoted_model_every_window_gets_a_detection() {
                 .unwrap();
         assert_eq!(status, "done");
         assert_eq!(version.as_deref(), Some("v1"));
-        let detections: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM detections WHERE file_sha256 = $1 AND model_version = 'v1'",
+        let scored: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM window_scores WHERE file_sha256 = $1 AND model_version = 'v1'",
         )
         .bind(sha)
         .fetch_one(&env.pool)
         .await
         .unwrap();
-        assert_eq!(detections, expected_windows(f64::from(*seconds)));
-        let (predicted, confidence, top_k): (String, f32, serde_json::Value) = sqlx::query_as(
-            "SELECT species, confidence, top_k FROM file_summaries WHERE file_sha256 = $1",
+        assert_eq!(scored, expected_windows(f64::from(*seconds)));
+        // Detections are exactly the scores that reached their species' threshold.
+        let (detections, below): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE confidence < threshold)
+             FROM detections WHERE file_sha256 = $1 AND model_version = 'v1'",
         )
         .bind(sha)
         .fetch_one(&env.pool)
         .await
         .unwrap();
-        assert!((0.0..=1.0).contains(&confidence));
+        assert_eq!(below, 0);
+        assert!(detections <= scored * 3);
+        let (predicted, confidence, top_k, detected): (
+            Option<String>,
+            Option<f32>,
+            serde_json::Value,
+            serde_json::Value,
+        ) = sqlx::query_as(
+            "SELECT species, confidence, top_k, detected FROM file_summaries WHERE file_sha256 = $1",
+        )
+        .bind(sha)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert!(confidence.is_none_or(|c| (0.0..=1.0).contains(&c)));
         assert_eq!(top_k.as_array().map(Vec::len), Some(3));
-        if predicted == format!("species-{species}") {
+        // The recording's call is the species detected in the most windows, or none.
+        let first = detected
+            .as_array()
+            .and_then(|d| d.first())
+            .and_then(|d| d["species"].as_str())
+            .map(str::to_string);
+        assert_eq!(predicted, first);
+        assert_eq!(predicted.is_some(), detections > 0);
+        if predicted == Some(format!("species-{species}")) {
             right += 1;
         }
     }
     // Clearly different synthetic species: a working pipeline gets them right.
     assert!(right >= 5, "only {right} of 6 recordings classified right");
+    for (_, sha) in &backgrounds {
+        let (species, detected, top_k): (Option<String>, serde_json::Value, serde_json::Value) =
+            sqlx::query_as(
+                "SELECT species, detected, top_k FROM file_summaries WHERE file_sha256 = $1",
+            )
+            .bind(sha)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(species, None, "no detection expected; scores {top_k}");
+        assert_eq!(detected, serde_json::json!([]));
+        // Its scores are still there to query.
+        assert_eq!(top_k.as_array().map(Vec::len), Some(3));
+    }
 
     // The views answer the job's questions.
     let (tasks, done, finished): (i64, i64, bool) =
@@ -142,7 +198,7 @@ async fn with_a_promoted_model_every_window_gets_a_detection() {
             .fetch_one(&env.pool)
             .await
             .unwrap();
-    assert_eq!((tasks, done, finished), (6, 6, true));
+    assert_eq!((tasks, done, finished), (8, 8, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,8 +267,8 @@ async fn duplicate_deliveries_and_malformed_messages_change_nothing() {
         "the four poison messages are dead-lettered"
     );
 
-    let (detections, summaries, features) = result_rows(&env, &sha).await;
-    assert_eq!((detections, summaries, features), (3, 1, 3));
+    let (scored, summaries, features) = result_rows(&env, &sha).await;
+    assert_eq!((scored, summaries, features), (3, 1, 3));
     let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
         .bind(task)
         .fetch_one(&env.pool)
@@ -273,8 +329,8 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     terminate(&mut survivor);
 
     for (sha, seconds) in &files {
-        let (detections, summaries, _) = result_rows(&env, sha).await;
-        assert_eq!(detections, expected_windows(f64::from(*seconds)));
+        let (scored, summaries, _) = result_rows(&env, sha).await;
+        assert_eq!(scored, expected_windows(f64::from(*seconds)));
         assert_eq!(summaries, 1);
     }
     let done: i64 =

@@ -1,5 +1,6 @@
 // Drives the dashboard in headless chromium (run by api/tests/dashboard.rs).
-// Env: BASE (API base URL), KEY, CLIP (a WAV file), SHOTS (screenshot
+// Env: BASE (API base URL), KEY, CLIP (a WAV file of a call), QUIET (a WAV
+// file in which nothing is detected), SHOTS (screenshot
 // folder), CHROMIUM (the browser binary). Exits non-zero on any failed
 // check, console error, page error, failed request, 4xx/5xx answer or
 // request to another origin.
@@ -7,7 +8,7 @@ import { chromium } from "playwright-core";
 import path from "node:path";
 import fs from "node:fs";
 
-const { BASE, KEY, CLIP, SHOTS, CHROMIUM } = process.env;
+const { BASE, KEY, CLIP, QUIET, SHOTS, CHROMIUM } = process.env;
 const problems = [];
 fs.mkdirSync(SHOTS, { recursive: true });
 
@@ -61,20 +62,28 @@ try {
   await step("key entered", () => useKey(page));
   let species = "";
   await step("clip uploaded and job finished", async () => {
-    await page.setInputFiles("#files", CLIP);
+    await page.setInputFiles("#files", [CLIP, QUIET]);
     await page.getByLabel("Site").fill("dashboard meadow");
     await page.getByRole("button", { name: "Upload", exact: true }).click();
     await page.locator("#upload-state", { hasText: "Job created" }).waitFor();
     await page.locator("#uploads li.finished").waitFor({ timeout: 180000 });
     await page.screenshot({ path: path.join(SHOTS, "desktop-upload.png"), fullPage: true });
   });
+  const clipName = path.basename(CLIP), quietName = path.basename(QUIET);
   await step("results show the species", async () => {
     await page.getByRole("button", { name: "View results" }).first().click();
-    const cell = page.locator("#results-table td.species").first();
+    const cell = page.locator(`#results-table tr[data-path="${clipName}"] td.species`).first();
     await cell.waitFor();
     species = (await cell.textContent()).trim();
-    if (!species) problems.push("no species in the results");
+    if (!species || species.includes("null") || species.includes("no detection")) problems.push(`no species in the results: ${JSON.stringify(species)}`);
     console.log(`species: ${species}`);
+  });
+  await step("a recording without detections says so, with its best scores", async () => {
+    const cell = page.locator(`#results-table tr[data-path="${quietName}"] td.species`);
+    await cell.waitFor();
+    const text = (await cell.textContent()).trim();
+    if (!text.startsWith("no detection") || !text.includes("best scores: ") || /null|undefined/.test(text)) problems.push(`quiet recording shows ${JSON.stringify(text)}`);
+    console.log(`quiet: ${text}`);
   });
   await step("a detection is inspected", async () => {
     await page.locator("#results-table button", { hasText: "Inspect" }).first().click();
@@ -88,6 +97,20 @@ try {
     const text = fs.readFileSync(file, "utf8");
     if (!text.startsWith("source_path,")) problems.push(`CSV export starts with ${JSON.stringify(text.slice(0, 40))}`);
   });
+  await step("every window's scores", async () => {
+    await page.getByLabel("Every window's scores").check();
+    const quietCells = page.locator(`#results-table tr[data-path="${quietName}"] td.species`, { hasText: "scores: " });
+    await quietCells.first().waitFor();
+    for (const text of await quietCells.allTextContents()) {
+      if (!text.trim().startsWith("no detection") || /null|undefined/.test(text)) problems.push(`a quiet window shows ${JSON.stringify(text)}`);
+    }
+    const windows = await page.locator(`#results-table tr[data-path="${quietName}"]`).count();
+    console.log(`quiet windows: ${windows}`);
+    await page.locator(`#results-table tr[data-path="${clipName}"] td.species`, { hasText: species }).first().waitFor();
+    await page.screenshot({ path: path.join(SHOTS, "desktop-windows.png"), fullPage: true });
+    await page.getByLabel("Every window's scores").uncheck();
+    await page.locator(`#results-table tr[data-path="${quietName}"] td.species`, { hasText: "best scores" }).waitFor();
+  });
   await step("recording is classified", async () => {
     await page.getByRole("tab", { name: "Upload & record" }).click();
     await page.getByRole("button", { name: "Start recording" }).click();
@@ -96,6 +119,10 @@ try {
     await page.getByRole("button", { name: "Stop and classify" }).click();
     await page.locator("#record-result .species").waitFor();
     console.log(`recording: ${(await page.locator("#record-result .species").textContent()).trim()}`);
+    const shown = await page.locator("#record-result").textContent();
+    if (/null|undefined|NaN/.test(shown)) problems.push(`the classified clip shows ${JSON.stringify(shown)}`);
+    await page.locator("#record-result details summary").click();
+    await page.screenshot({ path: path.join(SHOTS, "desktop-record.png"), fullPage: true });
   });
   await step("system view", async () => {
     const tab = page.getByRole("tab", { name: "Jobs & results" });

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -292,4 +293,163 @@ pub async fn queued_messages(env: &TestEnv) -> u32 {
         .await
         .unwrap();
     q.message_count()
+}
+
+/// White noise at `amplitude` (in 16-bit units), 22 050 Hz: what a field
+/// recorder hears when no bird calls.
+pub fn noise_wav(seconds: f32, seed: u64, amplitude: f32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let n = (seconds * 22_050.0) as usize;
+    birdsong_testkit::audio::wav_i16(
+        (0..n).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            (u * amplitude) as i16
+        }),
+        22_050,
+    )
+}
+
+/// Trains a model of synthetic species 0-2 that has also heard background
+/// (recordings of noise at several levels, labelled `noise`, which train
+/// every species as absent), publishes it as `version` and promotes it.
+///
+/// `birdsong_testkit::models::publish_model` trains on calls only, and its
+/// model scores silence or noise near 1 for some species, as a network
+/// that never heard "nothing" does; this one answers such recordings with
+/// scores far below every threshold, so tests can count on "no detection".
+pub async fn publish_model_with_background(env: &TestEnv, version: &str) {
+    let artifact = tokio::task::spawn_blocking(|| {
+        let mut recordings =
+            birdsong_testkit::models::synthetic_recordings(3, 4, 10.0, 1000).unwrap();
+        let cfg = birdsong_audio::WindowConfig::default();
+        for (i, amplitude) in [30.0f32, 60.0, 100.0, 300.0, 1000.0, 3000.0]
+            .into_iter()
+            .enumerate()
+        {
+            let wav = noise_wav(10.0, 5000 + i as u64, amplitude);
+            let analysis = birdsong_audio::analyze_bytes(wav, &cfg).unwrap();
+            recordings.push(birdsong_model::Recording {
+                id: format!("noise-{i}"),
+                label: "noise".into(),
+                windows: analysis.windows.iter().map(|w| w.features).collect(),
+            });
+        }
+        let config = birdsong_model::TrainConfig {
+            epochs: 40,
+            seed: 1,
+            ..birdsong_model::TrainConfig::default()
+        };
+        birdsong_model::train(&recordings, None, &config, |_| {})
+            .unwrap()
+            .artifact
+    })
+    .await
+    .unwrap();
+    birdsong_testkit::models::store_model(env, version, artifact)
+        .await
+        .unwrap();
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    birdsong_registry::promote(
+        &env.pool,
+        &publisher,
+        &env.config.queues.model_exchange,
+        version,
+        "published by a test",
+    )
+    .await
+    .unwrap();
+}
+
+/// What every classified result must satisfy, whatever the model: `species`
+/// is null exactly when `detected` is empty, it is the first of `detected`,
+/// and every detection reached its threshold. With `complete` (no filters),
+/// `detected` is exactly the detections counted per species.
+pub fn check_result(item: &Value, complete: bool) {
+    let detected = item["detected"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a classified result has a detected array: {item}"));
+    assert_eq!(item["species"].is_null(), detected.is_empty(), "{item}");
+    assert_eq!(item["confidence"].is_null(), detected.is_empty(), "{item}");
+    if let Some(first) = detected.first() {
+        assert_eq!(item["species"], first["species"], "{item}");
+        assert_eq!(item["confidence"], first["max_score"], "{item}");
+    }
+    let detections = item["detections"].as_array().unwrap();
+    for d in detections {
+        let (c, t) = (
+            d["confidence"].as_f64().unwrap(),
+            d["threshold"].as_f64().unwrap(),
+        );
+        assert!(c >= t, "a detection below its threshold: {d}");
+        assert!((0.0..=1.0).contains(&t), "{d}");
+        assert!(d["top_k"].is_array(), "{d}");
+    }
+    if complete {
+        let mut counted: BTreeMap<&str, (i64, f64)> = BTreeMap::new();
+        for d in detections {
+            let e = counted
+                .entry(d["species"].as_str().unwrap())
+                .or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 = e.1.max(d["confidence"].as_f64().unwrap());
+        }
+        let listed: BTreeMap<&str, (i64, f64)> = detected
+            .iter()
+            .map(|p| {
+                (
+                    p["species"].as_str().unwrap(),
+                    (
+                        p["windows"].as_i64().unwrap(),
+                        p["max_score"].as_f64().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(
+            counted.keys().collect::<Vec<_>>(),
+            listed.keys().collect::<Vec<_>>(),
+            "{item}"
+        );
+        for (species, (windows, max)) in &listed {
+            let (n, best) = counted[species];
+            assert_eq!(n, *windows, "{species} in {item}");
+            assert!((best - max).abs() < 1e-4, "{species} in {item}");
+        }
+    }
+}
+
+/// Every window's scores agree with the detections: one entry per window,
+/// in order, and the (window, species) pairs detected in them are exactly
+/// the detections.
+pub fn check_windows(item: &Value) {
+    let windows = item["window_scores"]
+        .as_array()
+        .unwrap_or_else(|| panic!("window_scores asked for: {item}"));
+    assert_eq!(windows.len() as i64, item["windows"].as_i64().unwrap());
+    let mut pairs = BTreeSet::new();
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w["window_index"], i as i64, "{w}");
+        assert!(w["end_s"].as_f64() > w["start_s"].as_f64(), "{w}");
+        let top = w["top_k"].as_array().unwrap();
+        assert!(!top.is_empty(), "{w}");
+        assert_eq!(w["top_species"], top[0]["species"], "{w}");
+        for d in w["detected"].as_array().unwrap() {
+            pairs.insert((i as i64, d["species"].as_str().unwrap().to_string()));
+        }
+    }
+    let detections: BTreeSet<(i64, String)> = item["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["window_index"].as_i64().unwrap(),
+                d["species"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, detections, "{item}");
 }

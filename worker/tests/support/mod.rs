@@ -114,10 +114,11 @@ pub async fn publish_model(env: &TestEnv, version: &str, classes: usize) {
         .expect("publishing a model");
 }
 
-/// Rows a recording has: (detections, file summaries, window features).
+/// Rows a recording has: (window scores, file summaries, window features).
+/// Every analysed window has exactly one score row, detected or not.
 pub async fn result_rows(env: &TestEnv, sha: &str) -> (i64, i64, i64) {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM detections WHERE file_sha256 = $1),
+        "SELECT (SELECT count(*) FROM window_scores WHERE file_sha256 = $1),
                 (SELECT count(*) FROM file_summaries WHERE file_sha256 = $1),
                 (SELECT count(*) FROM window_features WHERE file_sha256 = $1)",
     )

@@ -1,0 +1,288 @@
+//! Scores are not detections: what the API says about recordings in which
+//! nothing reached its threshold, and about one in which a species did —
+//! in results (with and without every window's scores), the recording's
+//! page, exports, stats and synchronous classification.
+
+mod support;
+
+use std::time::Duration;
+
+use birdsong_testkit::TestEnv;
+use birdsong_testkit::audio::{synthetic_wav, wav_i16};
+use serde_json::Value;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_without_detections_says_so() {
+    let env = TestEnv::start().await.expect("test environment");
+    publish_model_with_background(&env, "v1").await;
+    let api = start_api(&env, |_| {}).await;
+
+    // A clear call of species 0, field noise the model has not heard
+    // (another seed and level than its background), and digital silence.
+    let call = synthetic_wav(0, 9.0, 5);
+    let quiet = noise_wav(9.0, 777, 200.0);
+    let silent = wav_i16(std::iter::repeat_n(0i16, 22_050 * 9), 22_050);
+    let accepted = api
+        .post_multipart(
+            "/v1/jobs",
+            Some(KEY),
+            &[
+                Part::File("call.wav".into(), call.clone()),
+                Part::File("quiet.wav".into(), quiet.clone()),
+                Part::File("silent.wav".into(), silent.clone()),
+            ],
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let job = accepted.json()["job_id"].as_str().unwrap().to_string();
+    let worker = start_worker(&env);
+    let status = wait_finished(&api, &job, Duration::from_secs(180)).await;
+    worker.shutdown().await;
+    assert_eq!(status["counts"]["done"], 3, "{status}");
+
+    // Results: the call is detected, the other two say "no detection" and
+    // still show their best scores.
+    let page = api.get(&format!("/v1/jobs/{job}/results")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let page = page.json();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{page}");
+    let by_name = |name: &str| -> Value {
+        items
+            .iter()
+            .find(|i| i["source_path"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {page}"))
+    };
+    for item in items {
+        check_result(item, true);
+        assert!(
+            item.get("window_scores").is_none(),
+            "only on request: {item}"
+        );
+        assert_eq!(item["top_k"].as_array().unwrap().len(), 3, "{item}");
+    }
+    let called = by_name("call.wav");
+    assert_eq!(called["species"], "species-0", "{called}");
+    let called_detections = called["detections"].as_array().unwrap();
+    assert!(!called_detections.is_empty(), "{called}");
+    assert!(
+        called_detections
+            .iter()
+            .all(|d| d["species"] == "species-0"),
+        "{called}"
+    );
+    for name in ["quiet.wav", "silent.wav"] {
+        let item = by_name(name);
+        assert_eq!(item["status"], "done", "{item}");
+        assert!(item["species"].is_null(), "{item}");
+        assert!(item["confidence"].is_null(), "{item}");
+        assert_eq!(item["detected"], serde_json::json!([]), "{item}");
+        assert_eq!(item["detections"], serde_json::json!([]), "{item}");
+        assert!(item["windows"].as_i64().unwrap() > 0, "{item}");
+    }
+    let total: usize = items
+        .iter()
+        .map(|i| i["detections"].as_array().unwrap().len())
+        .sum();
+    let in_db: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_detections WHERE job_id = $1::uuid")
+            .bind(&job)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(total as i64, in_db);
+
+    // Every window's scores, on request, for every file (detected or not).
+    let all = api
+        .get(&format!("/v1/jobs/{job}/results?windows=all"))
+        .await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    let all = all.json();
+    let mut windows = 0;
+    for item in all["items"].as_array().unwrap() {
+        check_result(item, true);
+        check_windows(item);
+        windows += item["windows"].as_i64().unwrap();
+        if item["source_path"] != "call.wav" {
+            assert!(
+                item["window_scores"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|w| w["detected"] == serde_json::json!([])),
+                "{item}"
+            );
+        }
+    }
+    let scored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_window_scores WHERE job_id = $1::uuid")
+            .bind(&job)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(windows, scored);
+    // Filters select detections (and the files that have one); the
+    // windows of the files returned stay complete.
+    let filtered = api
+        .get(&format!(
+            "/v1/jobs/{job}/results?windows=all&species=species-0&min_confidence=0.5"
+        ))
+        .await
+        .json();
+    let filtered = filtered["items"].as_array().unwrap();
+    assert_eq!(filtered.len(), 1, "{filtered:?}");
+    assert_eq!(filtered[0]["source_path"], "call.wav");
+    check_windows(&filtered[0]);
+    let nobody = api
+        .get(&format!("/v1/jobs/{job}/results?species=species-1"))
+        .await
+        .json();
+    assert_eq!(nobody["items"], serde_json::json!([]));
+    for query in ["windows=every", "windows=all&limit=101", "windows="] {
+        api.get(&format!("/v1/jobs/{job}/results?{query}"))
+            .await
+            .problem(400);
+    }
+    let small_page = api
+        .get(&format!("/v1/jobs/{job}/results?windows=all&limit=2"))
+        .await
+        .json();
+    assert_eq!(small_page["items"].as_array().unwrap().len(), 2);
+    assert!(small_page["next_cursor"].is_string());
+
+    // Exports hold the detections only: the call's rows, nothing of the
+    // recordings without detections.
+    let call_sha = birdsong_common::store::sha256_hex(&call);
+    let csv = api.get(&format!("/v1/jobs/{job}/export?format=csv")).await;
+    assert_eq!(csv.status, 200, "{}", csv.text());
+    let mut reader = csv::Reader::from_reader(csv.body.as_ref());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(header.join(","), birdsong_api::export::CSV_HEADER);
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), called_detections.len());
+    for row in &rows {
+        assert_eq!(&row[column("file_sha256")], call_sha.as_str());
+        assert_eq!(&row[column("source_path")], "call.wav");
+        assert_eq!(&row[column("species")], "species-0");
+        let confidence: f64 = row[column("confidence")].parse().unwrap();
+        let threshold: f64 = row[column("threshold")].parse().unwrap();
+        // Both are rounded to four places.
+        assert!(confidence >= threshold - 1e-4, "{row:?}");
+    }
+    let raven = api
+        .get(&format!("/v1/jobs/{job}/export?format=raven"))
+        .await
+        .text();
+    let selections: Vec<&str> = raven.lines().skip(1).collect();
+    assert_eq!(selections.len(), called_detections.len(), "{raven}");
+    assert!(
+        selections.iter().all(|l| l.ends_with("\tcall.wav")),
+        "{raven}"
+    );
+    let ndjson = api
+        .get(&format!("/v1/jobs/{job}/export?format=ndjson"))
+        .await
+        .text();
+    for line in ndjson.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["file_sha256"], call_sha.as_str());
+        assert!(
+            row["confidence"].as_f64() >= row["threshold"].as_f64(),
+            "{row}"
+        );
+    }
+    assert_eq!(ndjson.lines().count(), called_detections.len());
+
+    // The recording's own page.
+    let quiet_sha = birdsong_common::store::sha256_hex(&quiet);
+    let file = api.get(&format!("/v1/files/{quiet_sha}")).await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    let file = file.json();
+    let result = &file["results"][0];
+    assert_eq!(result["model_version"], "v1", "{file}");
+    assert!(result["species"].is_null(), "{file}");
+    assert!(result["confidence"].is_null(), "{file}");
+    assert_eq!(result["detected"], serde_json::json!([]), "{file}");
+    assert_eq!(result["top_k"].as_array().unwrap().len(), 3, "{file}");
+    assert_eq!(file["detections"], serde_json::json!([]), "{file}");
+    assert!(file.get("window_scores").is_none(), "{file}");
+    let file = api
+        .get(&format!("/v1/files/{quiet_sha}?windows=all"))
+        .await
+        .json();
+    let scores = file["window_scores"].as_array().unwrap();
+    assert_eq!(
+        scores.len() as i64,
+        file["results"][0]["windows"].as_i64().unwrap()
+    );
+    assert!(
+        scores
+            .iter()
+            .all(|w| w["detected"] == serde_json::json!([]))
+    );
+    api.get(&format!("/v1/files/{quiet_sha}?windows=some"))
+        .await
+        .problem(400);
+    let file = api
+        .get(&format!("/v1/files/{call_sha}?windows=all"))
+        .await
+        .json();
+    assert_eq!(file["results"][0]["species"], "species-0", "{file}");
+    let mut as_item = file["results"][0].clone();
+    as_item["detections"] = file["detections"].clone();
+    as_item["window_scores"] = file["window_scores"].clone();
+    check_result(&as_item, true);
+    check_windows(&as_item);
+
+    // Stats count detections, and the recordings without any apart.
+    let stats = api.get(&format!("/v1/stats?job={job}")).await.json();
+    assert_eq!(stats["recordings"], 3, "{stats}");
+    assert_eq!(stats["recordings_with_detections"], 1, "{stats}");
+    assert_eq!(stats["detections"], in_db, "{stats}");
+    assert_eq!(stats["species"][0]["species"], "species-0", "{stats}");
+    assert_eq!(stats["species"].as_array().unwrap().len(), 1, "{stats}");
+
+    // Synchronous classification decides the same way.
+    for (name, wav) in [("quiet.wav", &quiet), ("silent.wav", &silent)] {
+        let c = api
+            .post_multipart(
+                "/v1/classify",
+                Some(KEY),
+                &[Part::File(name.into(), wav.clone())],
+            )
+            .await;
+        assert_eq!(c.status, 200, "{}", c.text());
+        let c = c.json();
+        check_result(&c, true);
+        check_windows(&c);
+        assert!(c["species"].is_null(), "{c}");
+        assert_eq!(c["detected"], serde_json::json!([]), "{c}");
+        assert_eq!(c["detections"], serde_json::json!([]), "{c}");
+    }
+    let c = api
+        .post_multipart(
+            "/v1/classify",
+            Some(KEY),
+            &[Part::File("call.wav".into(), call.clone())],
+        )
+        .await
+        .json();
+    check_result(&c, true);
+    check_windows(&c);
+    assert_eq!(c["species"], "species-0", "{c}");
+    // The same recording, the same model: the same answer as the worker's.
+    assert_eq!(c["detected"], called["detected"], "{c}");
+    assert_eq!(
+        c["detections"].as_array().unwrap().len(),
+        called_detections.len()
+    );
+    api.stop().await;
+}
