@@ -14,7 +14,6 @@
 
 use axum::Json;
 use axum::extract::{Multipart, State};
-use birdsong_audio::WindowConfig;
 use serde_json::json;
 
 use crate::AppState;
@@ -95,11 +94,7 @@ pub async fn classify(
             ));
         }
     };
-    let window = WindowConfig {
-        length_s: state.config.worker.window_seconds,
-        hop_s: state.config.worker.hop_seconds,
-        ..WindowConfig::default()
-    };
+    let window = state.config.worker.window();
     let _permit = state
         .cpu
         .acquire()

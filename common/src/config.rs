@@ -253,6 +253,20 @@ pub struct WorkerConfig {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+impl WorkerConfig {
+    /// The analysis windows every role cuts recordings into: the worker when
+    /// it stores features, the retrainer when it reads them back, the api
+    /// when it classifies an upload. One place, so the three cannot disagree
+    /// (features stored under one window would never be found under another).
+    pub fn window(&self) -> birdsong_audio::WindowConfig {
+        birdsong_audio::WindowConfig {
+            length_s: self.window_seconds,
+            hop_s: self.hop_seconds,
+            ..birdsong_audio::WindowConfig::default()
+        }
+    }
+}
+
 /// HTTP API settings.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {

@@ -28,6 +28,23 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A statement that failed, and what it was for: every library's errors
+/// carry their database failures as this, so that a task row, a run row or
+/// an HTTP problem says which step failed in the same words.
+#[derive(Debug, thiserror::Error)]
+#[error("database error while {doing}: {source}")]
+pub struct QueryError {
+    pub doing: &'static str,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// `map_err` adapter naming what a statement was doing:
+/// `.map_err(query("listing the job's tasks"))?`.
+pub fn query(doing: &'static str) -> impl FnOnce(sqlx::Error) -> QueryError {
+    move |source| QueryError { doing, source }
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     crate::queue::redact(url)

@@ -17,6 +17,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::db::{QueryError, query};
 use crate::messages::ClassifyTask;
 use crate::queue::{Publisher, QueueError};
 use crate::store::audio_key;
@@ -42,17 +43,10 @@ impl JobSource {
 /// A failure while submitting work.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    #[error("database error while {doing}: {source}")]
-    Db {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] QueryError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-}
-
-fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> SubmitError {
-    move |source| SubmitError::Db { doing, source }
 }
 
 /// Creates a job, or finds the one created earlier with the same
@@ -77,7 +71,7 @@ pub async fn open_job(
     .bind(idempotency_key)
     .fetch_one(pool)
     .await
-    .map_err(db("opening the job"))?;
+    .map_err(query("opening the job"))?;
     Ok(row)
 }
 
@@ -105,7 +99,7 @@ pub async fn register_file(pool: &PgPool, file: &NewFile<'_>) -> Result<(), Subm
     .bind(file.site)
     .execute(pool)
     .await
-    .map_err(db("registering the file"))?;
+    .map_err(query("registering the file"))?;
     Ok(())
 }
 
@@ -140,7 +134,7 @@ pub async fn add_task(
     .bind(source_path)
     .fetch_one(pool)
     .await
-    .map_err(db("adding the task"))
+    .map_err(|e| query("adding the task")(e).into())
 }
 
 /// Publishes the task's message (with a confirm) and stamps it queued.
@@ -161,7 +155,7 @@ pub async fn enqueue(
     .bind(task)
     .execute(pool)
     .await
-    .map_err(db("marking the task queued"))?;
+    .map_err(query("marking the task queued"))?;
     Ok(())
 }
 
@@ -179,7 +173,7 @@ pub async fn enqueue_pending(
     .bind(job)
     .fetch_all(pool)
     .await
-    .map_err(db("listing unqueued tasks"))?;
+    .map_err(query("listing unqueued tasks"))?;
     for (task, sha) in &pending {
         enqueue(pool, publisher, queue, job, *task, sha).await?;
     }
@@ -197,7 +191,7 @@ pub async fn reject(pool: &PgPool, job: Uuid, path: &str, reason: &str) -> Resul
     .bind(reason)
     .execute(pool)
     .await
-    .map_err(db("recording a rejected entry"))?;
+    .map_err(query("recording a rejected entry"))?;
     Ok(())
 }
 
@@ -229,7 +223,7 @@ pub async fn close_job(
     .bind(counts.bytes)
     .execute(pool)
     .await
-    .map_err(db("closing the job"))?;
+    .map_err(query("closing the job"))?;
     Ok(())
 }
 
@@ -240,12 +234,12 @@ pub async fn label(
     species: &str,
     source: &str,
 ) -> Result<(), SubmitError> {
-    let mut tx = pool.begin().await.map_err(db("labelling"))?;
+    let mut tx = pool.begin().await.map_err(query("labelling"))?;
     sqlx::query("INSERT INTO species (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
         .bind(species)
         .execute(&mut *tx)
         .await
-        .map_err(db("recording the species"))?;
+        .map_err(query("recording the species"))?;
     sqlx::query(
         "INSERT INTO labels (file_sha256, source, species) VALUES ($1, $2, $3)
          ON CONFLICT (file_sha256, source) DO UPDATE
@@ -257,7 +251,7 @@ pub async fn label(
     .bind(species)
     .execute(&mut *tx)
     .await
-    .map_err(db("recording the label"))?;
-    tx.commit().await.map_err(db("committing the label"))?;
+    .map_err(query("recording the label"))?;
+    tx.commit().await.map_err(query("committing the label"))?;
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! * [`messages`]: the versioned JSON messages on the queues.
 //! * [`store`]: the S3 object store, content-addressed for audio.
 //! * [`jobs`]: submitting recordings as queued tasks, crash-safely.
+//! * [`retry`]: waiting for a service with jittered exponential back-off.
 //! * [`shutdown`]: SIGTERM and SIGINT as a stop flag, the same in every role.
 //!
 //! The audio and model libraries do not depend on this crate: they are pure
@@ -20,6 +21,7 @@ pub mod db;
 pub mod jobs;
 pub mod messages;
 pub mod queue;
+pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

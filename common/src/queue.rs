@@ -72,7 +72,7 @@ where
     E: std::fmt::Display,
 {
     let mut shutdown = shutdown.clone();
-    let mut backoff = RECONNECT_FIRST;
+    let mut backoff = crate::retry::Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     loop {
         if *shutdown.borrow() {
             return;
@@ -82,14 +82,12 @@ where
             Ok(()) => return,
             Err(e) => {
                 if started.elapsed() >= HEALTHY_SESSION {
-                    backoff = RECONNECT_FIRST;
+                    backoff.reset();
                 }
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "lost the broker; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
+                tracing::warn!(error = %format!("{e:#}"), "lost the broker; reconnecting");
+                if !backoff.wait(&mut shutdown).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(RECONNECT_MAX);
             }
         }
     }

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use birdsong_common::Config;
-use birdsong_common::db::DbError;
+use birdsong_common::db::{DbError, QueryError, query};
 use birdsong_common::jobs::{self, JobSource, SubmissionCounts, SubmitError};
 use birdsong_common::queue::{self, Publisher, QueueError};
 use birdsong_common::store::{ObjectStore, StoreError};
@@ -154,11 +154,8 @@ pub enum IngestError {
     Submit(#[from] SubmitError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("database error while {doing}: {source}")]
-    Query {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Query(#[from] QueryError),
     #[error("cannot create a temporary directory in {dir}: {source}")]
     Temp { dir: String, source: std::io::Error },
     #[error("internal task failed: {0}")]
@@ -200,10 +197,6 @@ impl Services {
             max_file_bytes: cfg.max_file_bytes,
         }
     }
-}
-
-fn query(doing: &'static str) -> impl FnOnce(sqlx::Error) -> IngestError {
-    move |source| IngestError::Query { doing, source }
 }
 
 /// Resolves the inputs to canonical paths, dropping repeats.

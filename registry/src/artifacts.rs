@@ -13,13 +13,14 @@
 //! parsing them: a model whose objects were replaced is refused with a
 //! [`LoadError::Tampered`] naming both digests, never served.
 
+use birdsong_common::db::query;
 use birdsong_common::store::{ObjectStore, StoreError, sha256_hex};
 use birdsong_model::{Artifact, FEATURE_COUNT, FEATURE_VERSION, META_FILE, WEIGHTS_FILE};
 use bytes::Bytes;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{LoadError, RegistryError, db};
+use crate::error::{LoadError, RegistryError};
 
 /// The key of one file of a stored model.
 pub fn object_key(prefix: &str, file: &str) -> String {
@@ -102,7 +103,7 @@ pub async fn publish(
     .bind(new.retrain_run_id)
     .execute(pool)
     .await
-    .map_err(db("registering the model version"))?;
+    .map_err(query("registering the model version"))?;
     Ok(StoredVersion {
         version: new.version.clone(),
         object_prefix: prefix,
@@ -119,7 +120,7 @@ pub async fn promoted(pool: &PgPool) -> Result<Option<StoredVersion>, RegistryEr
     )
     .fetch_optional(pool)
     .await
-    .map_err(db("reading the promoted model version"))
+    .map_err(|e| query("reading the promoted model version")(e).into())
 }
 
 /// One version's row.
@@ -131,7 +132,7 @@ pub async fn stored(pool: &PgPool, version: &str) -> Result<Option<StoredVersion
     .bind(version)
     .fetch_optional(pool)
     .await
-    .map_err(db("reading a model version"))
+    .map_err(|e| query("reading a model version")(e).into())
 }
 
 /// Fetches a stored model and checks every byte against the registry's

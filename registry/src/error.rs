@@ -1,5 +1,6 @@
 //! What a registry operation can fail with.
 
+use birdsong_common::db::QueryError;
 use birdsong_common::jobs::SubmitError;
 use birdsong_common::queue::QueueError;
 use birdsong_common::store::StoreError;
@@ -14,11 +15,8 @@ pub enum RegistryError {
     Rejected { version: String, reason: String },
     #[error("job {0} does not exist")]
     UnknownJob(Uuid),
-    #[error("database error while {doing}: {source}")]
-    Db {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] QueryError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -27,10 +25,6 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error("cannot serialise the model artifact: {0}")]
     Artifact(#[from] birdsong_model::ModelError),
-}
-
-pub(crate) fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> RegistryError {
-    move |source| RegistryError::Db { doing, source }
 }
 
 /// Why a stored model could not be loaded.

@@ -20,13 +20,14 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use birdsong_common::db::query;
 use birdsong_common::jobs::{self, JobSource, SubmissionCounts};
 use birdsong_common::messages::{
     ClassifyTask, ModelEvent, ModelEventKind, RetrainRequest, RetrainTrigger, SCHEMA_VERSION,
 };
 use birdsong_common::queue::Publisher;
 
-use crate::error::{RegistryError, db};
+use crate::error::RegistryError;
 
 /// What [`promote`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,18 +52,21 @@ pub async fn promote(
     version: &str,
     reason: &str,
 ) -> Result<Promotion, RegistryError> {
-    let mut tx = pool.begin().await.map_err(db("starting the promotion"))?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(query("starting the promotion"))?;
     // Serialises promotions: the second waits for the first to commit.
     sqlx::query("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
-        .map_err(db("locking the model registry"))?;
+        .map_err(query("locking the model registry"))?;
     let target: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT status, status_reason FROM model_versions WHERE version = $1")
             .bind(version)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db("reading the model version"))?;
+            .map_err(query("reading the model version"))?;
     let (status, status_reason) =
         target.ok_or_else(|| RegistryError::UnknownVersion(version.to_string()))?;
     if status == "rejected" {
@@ -75,13 +79,13 @@ pub async fn promote(
         sqlx::query_scalar("SELECT version FROM model_versions WHERE status = 'promoted'")
             .fetch_optional(&mut *tx)
             .await
-            .map_err(db("reading the promoted version"))?;
+            .map_err(query("reading the promoted version"))?;
     let changed = previous.as_deref() != Some(version);
     if changed {
         sqlx::query("UPDATE model_versions SET status = 'retired' WHERE status = 'promoted'")
             .execute(&mut *tx)
             .await
-            .map_err(db("retiring the promoted version"))?;
+            .map_err(query("retiring the promoted version"))?;
         sqlx::query(
             "UPDATE model_versions SET status = 'promoted', status_reason = $2, promoted_at = now()
              WHERE version = $1",
@@ -90,9 +94,11 @@ pub async fn promote(
         .bind(reason)
         .execute(&mut *tx)
         .await
-        .map_err(db("promoting the version"))?;
+        .map_err(query("promoting the version"))?;
     }
-    tx.commit().await.map_err(db("committing the promotion"))?;
+    tx.commit()
+        .await
+        .map_err(query("committing the promotion"))?;
     publisher
         .broadcast(
             exchange,
@@ -145,7 +151,7 @@ pub async fn request_retrain(
     .bind(force_promote)
     .execute(pool)
     .await
-    .map_err(db("recording the retrain request"))?;
+    .map_err(query("recording the retrain request"))?;
     if let Err(e) = publisher.publish(queue, &request).await {
         // Leave no request that nobody will ever pick up.
         let _ = sqlx::query(
@@ -195,7 +201,7 @@ pub async fn reclassify(
                     .bind(job)
                     .fetch_one(pool)
                     .await
-                    .map_err(db("finding the job"))?;
+                    .map_err(query("finding the job"))?;
             if !exists {
                 return Err(RegistryError::UnknownJob(*job));
             }
@@ -208,7 +214,7 @@ pub async fn reclassify(
             .bind(job)
             .fetch_all(pool)
             .await
-            .map_err(db("listing the job's recordings"))?;
+            .map_err(query("listing the job's recordings"))?;
             (format!("reclassify job {job}"), files)
         }
         Selection::All => {
@@ -219,7 +225,7 @@ pub async fn reclassify(
             )
             .fetch_all(pool)
             .await
-            .map_err(db("listing analysed recordings"))?;
+            .map_err(query("listing analysed recordings"))?;
             ("reclassify all recordings".to_string(), files)
         }
         Selection::Files(hashes) => {
@@ -232,7 +238,7 @@ pub async fn reclassify(
             .bind(hashes)
             .fetch_all(pool)
             .await
-            .map_err(db("listing the chosen recordings"))?;
+            .map_err(query("listing the chosen recordings"))?;
             (format!("reclassify {} recordings", hashes.len()), files)
         }
     };
@@ -270,7 +276,7 @@ pub async fn requeue_awaiting(
     )
     .fetch_all(pool)
     .await
-    .map_err(db("listing tasks awaiting a model"))?;
+    .map_err(query("listing tasks awaiting a model"))?;
     for (task, job, sha) in &waiting {
         publisher
             .publish(queue, &ClassifyTask::new(*task, *job, sha.clone()))

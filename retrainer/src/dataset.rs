@@ -7,6 +7,7 @@
 //! features are stored the way a worker stores them, so that neither the
 //! next run nor a later classification decodes it again.
 
+use birdsong_common::db::query;
 use std::collections::HashMap;
 
 use birdsong_audio::{FEATURE_VERSION, FeatureVector, WindowConfig};
@@ -15,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use crate::error::{RetrainError, db, store};
+use crate::error::{RetrainError, store};
 
 /// Rows per multi-row INSERT (eight parameters each, the features in one
 /// array; well under PostgreSQL's 65 535 bind parameters).
@@ -42,7 +43,7 @@ pub async fn labels(pool: &PgPool) -> Result<Vec<(String, String)>, RetrainError
     sqlx::query_as("SELECT file_sha256, species FROM current_labels ORDER BY file_sha256")
         .fetch_all(pool)
         .await
-        .map_err(db("reading the labels"))
+        .map_err(|e| query("reading the labels")(e).into())
 }
 
 /// A fingerprint of what a run trains on: labels, feature version and
@@ -83,7 +84,7 @@ pub async fn load(
     .bind(&hashes)
     .fetch_all(pool)
     .await
-    .map_err(db("reading stored window features"))?;
+    .map_err(query("reading stored window features"))?;
     let mut stored: HashMap<String, Vec<FeatureVector>> = HashMap::new();
     let mut unusable = Vec::new();
     let mut bad: HashMap<String, String> = HashMap::new();
@@ -171,7 +172,7 @@ async fn analyse(
     let mut tx = pool
         .begin()
         .await
-        .map_err(|e| Analysis::Failed(db("storing window features")(e)))?;
+        .map_err(|e| Analysis::Failed(query("storing window features")(e).into()))?;
     for (chunk_no, chunk) in analysis.windows.chunks(ROWS_PER_INSERT).enumerate() {
         let base = chunk_no * ROWS_PER_INSERT;
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -191,10 +192,10 @@ async fn analyse(
         q.build()
             .execute(&mut *tx)
             .await
-            .map_err(|e| Analysis::Failed(db("storing window features")(e)))?;
+            .map_err(|e| Analysis::Failed(query("storing window features")(e).into()))?;
     }
     tx.commit()
         .await
-        .map_err(|e| Analysis::Failed(db("committing window features")(e)))?;
+        .map_err(|e| Analysis::Failed(query("committing window features")(e).into()))?;
     Ok(analysis.windows.iter().map(|w| w.features).collect())
 }

@@ -4,6 +4,7 @@
 //! asked for the run, so each variant says what to do about it: fix the
 //! parameters, label more recordings, or look at a service.
 
+use birdsong_common::db::QueryError;
 use birdsong_common::store::StoreError;
 use birdsong_registry::RegistryError;
 
@@ -16,11 +17,8 @@ pub enum RetrainError {
     /// The labelled data cannot make a model.
     #[error("not enough data: {0}")]
     Data(String),
-    #[error("database error while {doing}: {source}")]
-    Db {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] QueryError),
     #[error("object store error while {doing}: {source}")]
     Store { doing: String, source: StoreError },
     #[error("training failed: {0}")]
@@ -29,11 +27,6 @@ pub enum RetrainError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Internal(String),
-}
-
-/// Maps a database error to [`RetrainError::Db`] with what was being done.
-pub(crate) fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> RetrainError {
-    move |source| RetrainError::Db { doing, source }
 }
 
 /// Maps an object store error to [`RetrainError::Store`].

@@ -163,6 +163,75 @@ pub fn macro_f1(pairs: &[(&str, String)]) -> f64 {
     total / support.len() as f64
 }
 
+/// The gate's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub promote: bool,
+    pub reason: String,
+}
+
+/// The promotion decision: a forced request or the first model is promoted;
+/// otherwise the new model must beat the promoted one on `metric` over the
+/// same holdout (a tie keeps the promoted one), and without a holdout to
+/// compare on it stays a candidate.
+pub fn decide(
+    metric: GateMetric,
+    force: bool,
+    new: Option<&Scores>,
+    current_version: Option<&str>,
+    current: Option<&Scores>,
+) -> Decision {
+    let fmt = |s: Option<&Scores>| s.map_or("n/a".to_string(), |s| format!("{:.4}", metric.of(s)));
+    let on = new.map_or(String::new(), |s| {
+        format!(" ({} holdout recordings)", s.recordings)
+    });
+    match (current_version, new, current) {
+        _ if force => Decision {
+            promote: true,
+            reason: format!(
+                "promotion forced: {metric} {} (new) vs {} ({}){on}",
+                fmt(new),
+                fmt(current),
+                current_version.unwrap_or("no promoted model"),
+            ),
+        },
+        (None, _, _) => Decision {
+            promote: true,
+            reason: format!(
+                "first model: no version was promoted; {metric} {} on the holdout{on}",
+                fmt(new)
+            ),
+        },
+        (Some(cur), None, _) => Decision {
+            promote: false,
+            reason: format!("no holdout recordings to compare with {cur} on; kept as a candidate"),
+        },
+        (Some(cur), Some(n), None) => Decision {
+            promote: true,
+            reason: format!(
+                "{cur} could not be loaded to compare with; {metric} {} (new){on}",
+                fmt(Some(n))
+            ),
+        },
+        (Some(cur), Some(n), Some(c)) if metric.of(n) > metric.of(c) => Decision {
+            promote: true,
+            reason: format!(
+                "beat {cur} on the holdout: {metric} {} > {}{on}",
+                fmt(Some(n)),
+                fmt(Some(c))
+            ),
+        },
+        (Some(cur), Some(n), Some(c)) => Decision {
+            promote: false,
+            reason: format!(
+                "did not beat {cur} on the holdout: {metric} {} <= {}{on}",
+                fmt(Some(n)),
+                fmt(Some(c))
+            ),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +268,35 @@ mod tests {
             assert_eq!(m.name().parse::<GateMetric>().unwrap(), m);
         }
         assert!("f2".parse::<GateMetric>().is_err());
+    }
+
+    fn scores(f1: f64) -> Scores {
+        Scores {
+            recordings: 3,
+            windows: 6,
+            recording_accuracy: f1,
+            recording_macro_f1: f1,
+            window_accuracy: f1,
+            window_macro_f1: f1,
+        }
+    }
+
+    #[test]
+    fn the_gate() {
+        let p = GateMetric::default();
+        let better = decide(p, false, Some(&scores(0.9)), Some("v1"), Some(&scores(0.8)));
+        assert!(better.promote);
+        assert!(
+            better.reason.contains("0.9000 > 0.8000"),
+            "{}",
+            better.reason
+        );
+        let tie = decide(p, false, Some(&scores(0.8)), Some("v1"), Some(&scores(0.8)));
+        assert!(!tie.promote);
+        assert!(tie.reason.contains("did not beat v1"), "{}", tie.reason);
+        let forced = decide(p, true, Some(&scores(0.1)), Some("v1"), Some(&scores(0.8)));
+        assert!(forced.promote);
+        assert!(decide(p, false, Some(&scores(0.1)), None, None).promote);
+        assert!(!decide(p, false, None, Some("v1"), Some(&scores(0.8))).promote);
     }
 }

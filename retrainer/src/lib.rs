@@ -28,8 +28,7 @@ pub mod progress;
 pub mod run;
 pub mod split;
 
-use std::time::Duration;
-
+use birdsong_common::retry::until_ready;
 use birdsong_common::store::ObjectStore;
 use birdsong_common::{Config, db};
 use tokio::sync::watch;
@@ -41,33 +40,21 @@ pub use run::Retrainer;
 /// finished first). Waits for PostgreSQL and the object store if they are
 /// not reachable yet.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(500);
-    let pool = loop {
-        match db::prepare(&config.database).await {
-            Ok(pool) => break pool,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "PostgreSQL is not ready");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
-            }
-        }
+    let Some(pool) = until_ready("PostgreSQL", &mut shutdown, || {
+        db::prepare(&config.database)
+    })
+    .await
+    else {
+        return Ok(());
     };
     let objects = ObjectStore::new(&config.s3);
-    loop {
-        match objects.ensure_bucket().await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "the object store is not ready");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
-            }
-        }
+    if until_ready("the object store", &mut shutdown, || {
+        objects.ensure_bucket()
+    })
+    .await
+    .is_none()
+    {
+        return Ok(());
     }
     match lock::recover(&config.database.url).await {
         Ok(n) if n > 0 => tracing::warn!(runs = n, "runs of a stopped retrainer marked failed"),

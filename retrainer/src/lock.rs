@@ -7,9 +7,10 @@
 //! can be in progress, so any run still marked `running` at that moment was
 //! left by a process that died, and is marked failed.
 
+use birdsong_common::db::query;
 use sqlx::{Connection, PgConnection};
 
-use crate::error::{RetrainError, db};
+use crate::error::RetrainError;
 
 /// The advisory lock key ("birdsong" in ASCII).
 const KEY: i64 = 0x6269_7264_736f_6e67;
@@ -27,12 +28,12 @@ impl RunLock {
     pub async fn acquire(database_url: &str) -> Result<Self, RetrainError> {
         let mut conn = PgConnection::connect(database_url)
             .await
-            .map_err(db("connecting for the run lock"))?;
+            .map_err(query("connecting for the run lock"))?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(KEY)
             .execute(&mut conn)
             .await
-            .map_err(db("waiting for the run lock"))?;
+            .map_err(query("waiting for the run lock"))?;
         Ok(Self { conn })
     }
 
@@ -40,12 +41,12 @@ impl RunLock {
     pub async fn try_acquire(database_url: &str) -> Result<Option<Self>, RetrainError> {
         let mut conn = PgConnection::connect(database_url)
             .await
-            .map_err(db("connecting for the run lock"))?;
+            .map_err(query("connecting for the run lock"))?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(KEY)
             .fetch_one(&mut conn)
             .await
-            .map_err(db("trying the run lock"))?;
+            .map_err(query("trying the run lock"))?;
         Ok(got.then_some(Self { conn }))
     }
 
@@ -59,7 +60,7 @@ impl RunLock {
         .bind(STALE_ERROR)
         .execute(&mut self.conn)
         .await
-        .map_err(db("marking abandoned runs failed"))?;
+        .map_err(query("marking abandoned runs failed"))?;
         if done.rows_affected() > 0 {
             tracing::warn!(
                 runs = done.rows_affected(),

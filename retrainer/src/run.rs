@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use birdsong_audio::WindowConfig;
 use birdsong_common::Config;
+use birdsong_common::db::query;
 use birdsong_common::messages::RetrainRequest;
 use birdsong_common::queue::Publisher;
 use birdsong_common::store::ObjectStore;
@@ -31,8 +32,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::dataset::{self, Labelled};
-use crate::error::{RetrainError, db};
-use crate::gate::{self, Scores};
+
+use crate::error::RetrainError;
+use crate::gate::{self, Decision, Scores};
 use crate::lock::RunLock;
 use crate::params::{self, RunParams};
 use crate::progress::Progress;
@@ -66,11 +68,7 @@ pub struct Retrainer {
 
 impl Retrainer {
     fn window(&self) -> WindowConfig {
-        WindowConfig {
-            length_s: self.config.worker.window_seconds,
-            hop_s: self.config.worker.hop_seconds,
-            ..WindowConfig::default()
-        }
+        self.config.worker.window()
     }
 
     /// Runs the request under the run lock. An error means the run's row
@@ -99,7 +97,7 @@ impl Retrainer {
                 .bind(req.run_id)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db("reading the run"))?;
+                .map_err(query("reading the run"))?;
         let Some((status, requested_at)) = row else {
             tracing::warn!(run = %req.run_id, "retrain request names no run row; ignoring it");
             return Ok(Handled::UnknownRun);
@@ -116,7 +114,7 @@ impl Retrainer {
         .bind(req.run_id)
         .execute(&self.pool)
         .await
-        .map_err(db("starting the run"))?;
+        .map_err(query("starting the run"))?;
         tracing::info!(run = %req.run_id, trigger = ?req.trigger, "retrain run started");
 
         let (progress, writer) = Progress::start(self.pool.clone(), req.run_id);
@@ -146,10 +144,12 @@ impl Retrainer {
         .bind(stage)
         .execute(&self.pool)
         .await
-        .map_err(db("finishing the run"))?;
+        .map_err(query("finishing the run"))?;
         Ok(Handled::Finished(status.to_string()))
     }
 
+    /// The run's steps, in the order that makes a crash harmless (see the
+    /// module docs).
     async fn execute(
         &self,
         req: &RetrainRequest,
@@ -157,17 +157,85 @@ impl Retrainer {
         publisher: &Publisher,
         progress: &Progress,
     ) -> Result<Outcome, RetrainError> {
-        let run = req.run_id;
         let params = params::parse(&req.params).map_err(RetrainError::Params)?;
-        let window = self.window();
+        let sets = match self
+            .prepare_data(req, requested_at, &params, progress)
+            .await?
+        {
+            Prepared::Skip(reason) => return Ok(Outcome::Skipped(reason)),
+            Prepared::Sets(sets) => sets,
+        };
+        check_trainable(&sets, &params)?;
+        let DataSets {
+            train,
+            validation,
+            holdout,
+        } = sets;
+        let trained = self
+            .train(params.clone(), train, validation.clone(), progress)
+            .await?;
+        progress.report(json!({"stage": "evaluating", "holdout_recordings": holdout.len()}));
+        let current = self.current_model().await?;
+        let (mut artifact, new_scores, current_scores) = {
+            let current = current.clone();
+            tokio::task::spawn_blocking(move || evaluate(trained, current, &holdout, &validation))
+                .await
+                .map_err(|e| RetrainError::Internal(format!("evaluation panicked: {e}")))??
+        };
+        let decision = gate::decide(
+            params.gate_metric,
+            req.force_promote,
+            new_scores.as_ref(),
+            current.as_ref().map(|c| c.version.as_str()),
+            current_scores.as_ref(),
+        );
+        progress.report(json!({"stage": "publishing"}));
+        let version = self
+            .publish(req.run_id, &mut artifact, &params, &new_scores, &decision)
+            .await?;
+        let run_metrics = json!({
+            "gate_metric": params.gate_metric.name(),
+            "new": new_scores,
+            "current": current.as_ref().map(|c| json!({
+                "version": c.version,
+                "scores": current_scores,
+                "load_error": c.load_error,
+            })),
+            "decision": decision.reason,
+            "final_loss": artifact.meta().history.last().map(|h| h.loss),
+            "epochs": artifact.meta().history.len(),
+        });
+        self.record_model(req.run_id, &version, &run_metrics)
+            .await?;
+        if decision.promote {
+            self.promote(req.run_id, &version, &decision, publisher)
+                .await?;
+        } else {
+            tracing::info!(%version, reason = %decision.reason, "kept as a candidate");
+        }
+        Ok(Outcome::Trained)
+    }
 
+    /// Steps 2 and the data half of 3: the labelled recordings, their stable
+    /// split, the training set cut with the recipe's windows, and the data
+    /// summary on the run row. A later run over the same data and parameters
+    /// makes this one redundant.
+    async fn prepare_data(
+        &self,
+        req: &RetrainRequest,
+        requested_at: DateTime<Utc>,
+        params: &RunParams,
+        progress: &Progress,
+    ) -> Result<Prepared, RetrainError> {
+        let run = req.run_id;
+        let window = self.window();
         let labels = dataset::labels(&self.pool).await?;
         let fingerprint = dataset::fingerprint(&labels, &window);
         if let Some(other) = self
             .covered_by(run, &fingerprint, req, requested_at)
             .await?
         {
-            return Ok(Outcome::Skipped(format!(
+            return Ok(Prepared::Skip(format!(
                 "run {other} started after this request and trained on the same labelled data \
                  with the same parameters"
             )));
@@ -190,21 +258,21 @@ impl Retrainer {
         for (r, s) in recordings.iter().zip(&splits) {
             sets.entry(*s).or_default().push(to_recording(r));
         }
-        let mut train_set = sets.remove(&Split::Train).unwrap_or_default();
+        let mut train = sets.remove(&Split::Train).unwrap_or_default();
         let validation = sets.remove(&Split::Validation).unwrap_or_default();
         let holdout = sets.remove(&Split::Holdout).unwrap_or_default();
         let training_window = params.train.training_windows(&window);
         let mut training_decoded = 0;
         if training_window != window {
-            (train_set, training_decoded) = self
-                .with_training_windows(&training_window, &train_set, progress)
+            (train, training_decoded) = self
+                .with_training_windows(&training_window, &train, progress)
                 .await?;
         }
 
         let mut summary = data_summary(&recordings, &splits, &fingerprint, decoded, &unusable);
         summary["training_windows"] = json!({
             "hop_s": training_window.hop_s,
-            "windows": train_set.iter().map(|r| r.windows.len()).sum::<usize>(),
+            "windows": train.iter().map(|r| r.windows.len()).sum::<usize>(),
             "decoded": training_decoded,
         });
         sqlx::query("UPDATE retrain_runs SET data_summary = $2 WHERE id = $1")
@@ -212,52 +280,24 @@ impl Retrainer {
             .bind(&summary)
             .execute(&self.pool)
             .await
-            .map_err(db("recording the data summary"))?;
+            .map_err(query("recording the data summary"))?;
+        Ok(Prepared::Sets(DataSets {
+            train,
+            validation,
+            holdout,
+        }))
+    }
 
-        let classes = class_list(&train_set);
-        if classes.len() < 2 {
-            return Err(RetrainError::Data(format!(
-                "a model needs labelled recordings of at least 2 species; there are {} \
-                 ({} usable labelled recordings)",
-                classes.len(),
-                recordings.len()
-            )));
-        }
-        let train_windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
-        if train_windows == 0 {
-            return Err(RetrainError::Data("no training windows".into()));
-        }
-        if matches!(params.train.stopping, Stopping::EarlyStopping { .. }) && validation.is_empty()
-        {
-            return Err(RetrainError::Params(
-                "patience (early stopping) needs validation recordings, and there are none".into(),
-            ));
-        }
-
-        let trained = self
-            .train(params.clone(), train_set, validation.clone(), progress)
-            .await?;
-        progress.report(json!({"stage": "evaluating", "holdout_recordings": holdout.len()}));
-        let current = self.current_model().await?;
-        let holdout_for_eval = holdout.clone();
-        let (mut artifact, new_scores, current_scores) = {
-            let current = current.clone();
-            tokio::task::spawn_blocking(move || {
-                evaluate(trained, current, &holdout_for_eval, &validation)
-            })
-            .await
-            .map_err(|e| RetrainError::Internal(format!("evaluation panicked: {e}")))??
-        };
-
-        let decision = decide(
-            &params,
-            req.force_promote,
-            new_scores.as_ref(),
-            current.as_ref().map(|c| c.version.as_str()),
-            current_scores.as_ref(),
-        );
-
-        progress.report(json!({"stage": "publishing"}));
+    /// Step 5: the artifact under a new version, through the registry, as a
+    /// candidate.
+    async fn publish(
+        &self,
+        run: Uuid,
+        artifact: &mut Artifact,
+        params: &RunParams,
+        new_scores: &Option<Scores>,
+        decision: &Decision,
+    ) -> Result<String, RetrainError> {
         let version = self.next_version().await?;
         artifact.set_version(version.clone());
         let metrics = json!({
@@ -268,7 +308,7 @@ impl Retrainer {
         registry::artifacts::publish(
             &self.pool,
             &self.objects,
-            &mut artifact,
+            artifact,
             &NewVersion {
                 version: version.clone(),
                 metrics,
@@ -277,49 +317,58 @@ impl Retrainer {
             },
         )
         .await?;
+        Ok(version)
+    }
 
-        let run_metrics = json!({
-            "gate_metric": params.gate_metric.name(),
-            "new": new_scores,
-            "current": current.as_ref().map(|c| json!({
-                "version": c.version,
-                "scores": current_scores,
-                "load_error": c.load_error,
-            })),
-            "decision": decision.reason,
-            "final_loss": artifact.meta().history.last().map(|h| h.loss),
-            "epochs": artifact.meta().history.len(),
-        });
+    /// The run row names the model it produced and the figures that decided.
+    async fn record_model(
+        &self,
+        run: Uuid,
+        version: &str,
+        run_metrics: &Value,
+    ) -> Result<(), RetrainError> {
         sqlx::query(
             "UPDATE retrain_runs SET model_version = $2, metrics = $3, promoted = false WHERE id = $1",
         )
         .bind(run)
-        .bind(&version)
-        .bind(&run_metrics)
+        .bind(version)
+        .bind(run_metrics)
         .execute(&self.pool)
         .await
-        .map_err(db("recording the run's model"))?;
+        .map_err(query("recording the run's model"))?;
+        Ok(())
+    }
 
-        if decision.promote {
-            let done = registry::promote_and_requeue(
-                &self.pool,
-                publisher,
-                &self.config.queues,
-                &version,
-                &decision.reason,
-            )
-            .await?;
-            sqlx::query("UPDATE retrain_runs SET promoted = true WHERE id = $1")
-                .bind(run)
-                .execute(&self.pool)
-                .await
-                .map_err(db("recording the promotion"))?;
-            let (promotion, requeued) = (done.promotion, done.requeued);
-            tracing::info!(%version, previous = ?promotion.previous, requeued, reason = %decision.reason, "promoted");
-        } else {
-            tracing::info!(%version, reason = %decision.reason, "kept as a candidate");
-        }
-        Ok(Outcome::Trained)
+    /// Step 6: promotion through the registry (which queues the tasks that
+    /// waited for a model), then the run row says so.
+    async fn promote(
+        &self,
+        run: Uuid,
+        version: &str,
+        decision: &Decision,
+        publisher: &Publisher,
+    ) -> Result<(), RetrainError> {
+        let done = registry::promote_and_requeue(
+            &self.pool,
+            publisher,
+            &self.config.queues,
+            version,
+            &decision.reason,
+        )
+        .await?;
+        sqlx::query("UPDATE retrain_runs SET promoted = true WHERE id = $1")
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(query("recording the promotion"))?;
+        tracing::info!(
+            %version,
+            previous = ?done.promotion.previous,
+            requeued = done.requeued,
+            reason = %decision.reason,
+            "promoted"
+        );
+        Ok(())
     }
 
     /// A run that started after this request was made and trained on the
@@ -349,7 +398,7 @@ impl Retrainer {
         .bind(req.force_promote)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db("looking for an equivalent run"))
+        .map_err(|e| query("looking for an equivalent run")(e).into())
     }
 
     /// The training recordings again, cut with the recipe's own windows (a shorter hop
@@ -447,7 +496,7 @@ impl Retrainer {
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(db("choosing a version name"))?;
+        .map_err(query("choosing a version name"))?;
         Ok(format!("v{}", last + 1))
     }
 }
@@ -457,6 +506,44 @@ struct CurrentModel {
     version: String,
     artifact: Option<Artifact>,
     load_error: Option<String>,
+}
+
+/// The labelled recordings, split.
+struct DataSets {
+    train: Vec<Recording>,
+    validation: Vec<Recording>,
+    holdout: Vec<Recording>,
+}
+
+/// What [`Retrainer::prepare_data`] found.
+enum Prepared {
+    /// Another run already covers this one, for this reason.
+    Skip(String),
+    Sets(DataSets),
+}
+
+/// Refuses data that cannot make a model, before any training: fewer than
+/// two species, no windows, or early stopping without validation recordings.
+fn check_trainable(sets: &DataSets, params: &RunParams) -> Result<(), RetrainError> {
+    let classes = class_list(&sets.train);
+    if classes.len() < 2 {
+        let usable = sets.train.len() + sets.validation.len() + sets.holdout.len();
+        return Err(RetrainError::Data(format!(
+            "a model needs labelled recordings of at least 2 species; there are {} \
+             ({usable} usable labelled recordings)",
+            classes.len(),
+        )));
+    }
+    if sets.train.iter().all(|r| r.windows.is_empty()) {
+        return Err(RetrainError::Data("no training windows".into()));
+    }
+    if matches!(params.train.stopping, Stopping::EarlyStopping { .. }) && sets.validation.is_empty()
+    {
+        return Err(RetrainError::Params(
+            "patience (early stopping) needs validation recordings, and there are none".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn to_recording(r: &Labelled) -> Recording {
@@ -516,73 +603,6 @@ fn evaluate(
     Ok((artifact, new_scores, current_scores))
 }
 
-/// The gate's verdict.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub promote: bool,
-    pub reason: String,
-}
-
-/// Applies the promotion gate (see [`crate::gate`]).
-pub fn decide(
-    params: &RunParams,
-    force: bool,
-    new: Option<&Scores>,
-    current_version: Option<&str>,
-    current: Option<&Scores>,
-) -> Decision {
-    let metric = params.gate_metric;
-    let fmt = |s: Option<&Scores>| s.map_or("n/a".to_string(), |s| format!("{:.4}", metric.of(s)));
-    let on = new.map_or(String::new(), |s| {
-        format!(" ({} holdout recordings)", s.recordings)
-    });
-    match (current_version, new, current) {
-        _ if force => Decision {
-            promote: true,
-            reason: format!(
-                "promotion forced: {metric} {} (new) vs {} ({}){on}",
-                fmt(new),
-                fmt(current),
-                current_version.unwrap_or("no promoted model"),
-            ),
-        },
-        (None, _, _) => Decision {
-            promote: true,
-            reason: format!(
-                "first model: no version was promoted; {metric} {} on the holdout{on}",
-                fmt(new)
-            ),
-        },
-        (Some(cur), None, _) => Decision {
-            promote: false,
-            reason: format!("no holdout recordings to compare with {cur} on; kept as a candidate"),
-        },
-        (Some(cur), Some(n), None) => Decision {
-            promote: true,
-            reason: format!(
-                "{cur} could not be loaded to compare with; {metric} {} (new){on}",
-                fmt(Some(n))
-            ),
-        },
-        (Some(cur), Some(n), Some(c)) if metric.of(n) > metric.of(c) => Decision {
-            promote: true,
-            reason: format!(
-                "beat {cur} on the holdout: {metric} {} > {}{on}",
-                fmt(Some(n)),
-                fmt(Some(c))
-            ),
-        },
-        (Some(cur), Some(n), Some(c)) => Decision {
-            promote: false,
-            reason: format!(
-                "did not beat {cur} on the holdout: {metric} {} <= {}{on}",
-                fmt(Some(n)),
-                fmt(Some(c))
-            ),
-        },
-    }
-}
-
 /// Recordings and windows per split and per species, for the run row.
 fn data_summary(
     recordings: &[Labelled],
@@ -623,51 +643,4 @@ fn data_summary(
             (class.to_string(), Value::Object(splits.iter().map(|(k, v)| (k.to_string(), count(v))).collect()))
         }).collect::<serde_json::Map<_, _>>(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scores(f1: f64) -> Scores {
-        Scores {
-            recordings: 3,
-            windows: 6,
-            recording_accuracy: f1,
-            recording_macro_f1: f1,
-            window_accuracy: f1,
-            window_macro_f1: f1,
-        }
-    }
-
-    #[test]
-    fn the_gate() {
-        let p = params::parse(&Value::Null).unwrap();
-        let better = decide(
-            &p,
-            false,
-            Some(&scores(0.9)),
-            Some("v1"),
-            Some(&scores(0.8)),
-        );
-        assert!(better.promote);
-        assert!(
-            better.reason.contains("0.9000 > 0.8000"),
-            "{}",
-            better.reason
-        );
-        let tie = decide(
-            &p,
-            false,
-            Some(&scores(0.8)),
-            Some("v1"),
-            Some(&scores(0.8)),
-        );
-        assert!(!tie.promote);
-        assert!(tie.reason.contains("did not beat v1"), "{}", tie.reason);
-        let forced = decide(&p, true, Some(&scores(0.1)), Some("v1"), Some(&scores(0.8)));
-        assert!(forced.promote);
-        assert!(decide(&p, false, Some(&scores(0.1)), None, None).promote);
-        assert!(!decide(&p, false, None, Some("v1"), Some(&scores(0.8))).promote);
-    }
 }

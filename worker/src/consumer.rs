@@ -24,6 +24,7 @@ use std::time::Duration;
 use birdsong_common::Config;
 use birdsong_common::messages::{ClassifyTask, ModelEvent, decode};
 use birdsong_common::queue;
+use birdsong_common::retry::Backoff;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -36,11 +37,13 @@ use tokio::task::JoinSet;
 
 use crate::pipeline::{Outcome, Pipeline};
 
-/// Waits between in-process attempts at a task that failed transiently
-/// (about 47 s in all). A service outage shorter than that costs no
-/// delivery; five deliveries ride out about four minutes before the message
-/// reaches the delivery limit.
-const RETRY_WAITS_MS: [u64; 7] = [500, 1_000, 2_000, 4_000, 8_000, 16_000, 16_000];
+/// In-process retries of a task that failed transiently, waiting from
+/// [`RETRY_FIRST`] doubling to [`RETRY_MAX`] (jittered: 24 to 47 s in all). A
+/// service outage shorter than that costs no delivery; five deliveries ride
+/// out two to four minutes before the message reaches the delivery limit.
+const RETRIES: usize = 7;
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(16);
 
 /// Consumes until `shutdown` turns true, reconnecting after failures.
 pub async fn consume_forever(
@@ -205,23 +208,21 @@ async fn handle(
         }
     };
     let previous = previous_deliveries(&delivery);
-    let mut waits = RETRY_WAITS_MS.iter();
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut attempt = 1;
     let result = loop {
         match pipeline.process(&msg).await {
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
-                let Some(&wait) = waits.next() else {
+                if attempt > RETRIES {
                     break Err(e);
-                };
+                }
                 pipeline.metrics.retry();
                 pipeline.metrics.failure(e.kind());
-                let wait = Duration::from_millis(wait);
-                tracing::warn!(task = %msg.task_id, error = %e, attempt, retry_in = ?wait, "transient failure; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    // Shutting down: hand the message back now rather than
-                    // hold the exit for the rest of the back-off.
-                    _ = shutdown.changed() => break Err(e),
+                tracing::warn!(task = %msg.task_id, error = %e, attempt, "transient failure; retrying");
+                // Shutting down: hand the message back now rather than hold
+                // the exit for the rest of the back-off.
+                if !backoff.wait(&mut shutdown).await {
+                    break Err(e);
                 }
                 attempt += 1;
             }

@@ -19,10 +19,9 @@ pub mod metrics;
 pub mod pipeline;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use birdsong_audio::WindowConfig;
+use birdsong_common::retry::until_ready;
 use birdsong_common::store::ObjectStore;
 use birdsong_common::{Config, db};
 use tokio::sync::{Semaphore, watch};
@@ -64,11 +63,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         });
     }
     let threads = config.cpu_threads();
-    let window = WindowConfig {
-        length_s: config.worker.window_seconds,
-        hop_s: config.worker.hop_seconds,
-        ..WindowConfig::default()
-    };
+    let window = config.worker.window();
     window
         .plan()
         .context("BIRDSONG_WINDOW_SECONDS / BIRDSONG_WINDOW_HOP_SECONDS")?;
@@ -87,31 +82,4 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     consumer::consume_forever(pipeline, &config, &mut shutdown).await;
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
-}
-
-/// Retries `f` with back-off until it succeeds or shutdown is requested.
-async fn until_ready<T, E, F, Fut>(
-    what: &str,
-    shutdown: &mut watch::Receiver<bool>,
-    mut f: F,
-) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "waiting for {what}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return None,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
-            }
-        }
-    }
 }

@@ -28,13 +28,15 @@ use birdsong_audio::{
 use birdsong_common::messages::ClassifyTask;
 use birdsong_common::store::{ObjectStore, audio_key};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgPool, Postgres};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use birdsong_registry::{LoadedModel, Models};
+
 use crate::error::TaskError;
 use crate::metrics::Metrics;
-use birdsong_registry::{LoadedModel, Models};
 
 /// Recordings up to this size are fetched into memory (a 16 MiB WAV is
 /// about three minutes at 48 kHz); larger ones are spooled to a temporary
@@ -408,26 +410,27 @@ impl Pipeline {
             Vec::new()
         };
         let info = windows.info.as_ref();
-        let analysed = |sql: &'static str| {
-            sqlx::query(sql)
-                .bind(sha)
-                .bind(info.map(|i| i.format.clone()))
-                .bind(info.map(|i| i.codec.clone()))
-                .bind(info.map(|i| i32::try_from(i.sample_rate).unwrap_or(i32::MAX)))
-                .bind(info.map(|i| i16::try_from(i.channels).unwrap_or(i16::MAX)))
-                .bind(info.map(|i| i.duration_s))
-                .bind(windows.fresh)
-                .bind(FEATURE_VERSION)
-                .bind(self.window.length_s as f32)
-                .bind(self.window.hop_s as f32)
-                .bind(&index)
-                .bind(&starts)
-                .bind(&ends)
-                .bind(&flat)
-                .bind(FEATURE_COUNT as i32)
-                .bind(task_id)
+        let mut q = Statement::default();
+        let file = AnalysedFile {
+            sha: q.bind(sha)?,
+            format: q.bind(info.map(|i| i.format.clone()))?,
+            codec: q.bind(info.map(|i| i.codec.clone()))?,
+            sample_rate: q.bind(info.map(|i| i32::try_from(i.sample_rate).unwrap_or(i32::MAX)))?,
+            channels: q.bind(info.map(|i| i16::try_from(i.channels).unwrap_or(i16::MAX)))?,
+            duration: q.bind(info.map(|i| i.duration_s))?,
+            fresh: q.bind(windows.fresh)?,
+            feature_version: q.bind(FEATURE_VERSION)?,
+            window_s: q.bind(self.window.length_s as f32)?,
+            hop_s: q.bind(self.window.hop_s as f32)?,
+            index: q.bind(&index)?,
+            starts: q.bind(&starts)?,
+            ends: q.bind(&ends)?,
+            features: q.bind(&flat)?,
+            width: q.bind(FEATURE_COUNT as i32)?,
         };
-        match (model, probabilities) {
+        let task = q.bind(task_id)?;
+        let analysed = analysed_cte(&file);
+        let sql = match (model, probabilities) {
             (Some(model), Some(probs)) => {
                 let classifier = &model.classifier;
                 let mut species = Vec::with_capacity(n);
@@ -460,27 +463,38 @@ impl Pipeline {
                 let call = summary.detected.first();
                 let detected = serde_json::to_value(&summary.detected)
                     .map_err(|e| TaskError::permanent("internal", e.to_string()))?;
-                analysed(PERSIST_CLASSIFIED)
-                    .bind(&model.version)
-                    .bind(&species)
-                    .bind(&confidence)
-                    .bind(&top_k)
-                    .bind(call.map(|c| c.species.clone()))
-                    .bind(call.map(|c| c.max_score.clamp(0.0, 1.0)))
-                    .bind(top_k_json(&summary.top))
-                    .bind(i32::try_from(summary.windows).unwrap_or(i32::MAX))
-                    .bind(detected)
-                    .bind(&found.window)
-                    .bind(&found.species)
-                    .bind(&found.confidence)
-                    .bind(&found.threshold)
-                    .execute(&self.pool)
-                    .await?;
+                let version = q.bind(&model.version)?;
+                let scored = ScoredWindows {
+                    species: q.bind(&species)?,
+                    confidence: q.bind(&confidence)?,
+                    top_k: q.bind(&top_k)?,
+                };
+                let summary = FileSummary {
+                    species: q.bind(call.map(|c| c.species.clone()))?,
+                    confidence: q.bind(call.map(|c| c.max_score.clamp(0.0, 1.0)))?,
+                    top_k: q.bind(top_k_json(&summary.top))?,
+                    windows: q.bind(i32::try_from(summary.windows).unwrap_or(i32::MAX))?,
+                    detected: q.bind(detected)?,
+                };
+                let detections = Detections {
+                    window: q.bind(&found.window)?,
+                    species: q.bind(&found.species)?,
+                    confidence: q.bind(&found.confidence)?,
+                    threshold: q.bind(&found.threshold)?,
+                };
+                persist_classified(
+                    &analysed,
+                    &file,
+                    &version,
+                    &scored,
+                    &summary,
+                    &detections,
+                    &task,
+                )
             }
-            _ => {
-                analysed(PERSIST_AWAITING).execute(&self.pool).await?;
-            }
-        }
+            _ => persist_awaiting(&analysed, &task),
+        };
+        q.execute(&self.pool, sql).await?;
         Ok(())
     }
 
@@ -542,67 +556,190 @@ fn best(top: &[birdsong_model::inference::Prediction]) -> (String, f32) {
         .unwrap_or_default()
 }
 
-/// The part of both result statements that records what analysis found:
-/// the file's audio facts and, for a fresh analysis (`$7`), its window
-/// features, sliced out of one flat array of `$15` values per window.
-/// Parameters `$1`–`$16`; `$16` is the task.
-macro_rules! analysed_cte {
-    () => {
+/// One statement's text and arguments, built together: [`Statement::bind`]
+/// adds a value and returns its placeholder (`$n`), which the text then names
+/// through a variable. No placeholder number is written by hand, so
+/// reordering or adding a value cannot bind it to the wrong column.
+#[derive(Default)]
+struct Statement {
+    args: PgArguments,
+    count: usize,
+}
+
+impl Statement {
+    fn bind<'q, T>(&mut self, value: T) -> Result<String, TaskError>
+    where
+        T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q,
+    {
+        self.args
+            .add(value)
+            .map_err(|e| TaskError::permanent("internal", format!("encoding a value: {e}")))?;
+        self.count += 1;
+        Ok(format!("${}", self.count))
+    }
+
+    async fn execute(self, pool: &sqlx::PgPool, sql: String) -> Result<(), TaskError> {
+        // The text holds only placeholders and fixed SQL, never a value.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), self.args)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Placeholders of what analysis found: the file's audio facts and, for a
+/// fresh analysis, its window features (one flat array, `width` per window).
+struct AnalysedFile {
+    sha: String,
+    format: String,
+    codec: String,
+    sample_rate: String,
+    channels: String,
+    duration: String,
+    fresh: String,
+    feature_version: String,
+    window_s: String,
+    hop_s: String,
+    index: String,
+    starts: String,
+    ends: String,
+    features: String,
+    width: String,
+}
+
+/// Placeholders of every window's best species, score and top-k (text arrays
+/// of JSON, one per window).
+struct ScoredWindows {
+    species: String,
+    confidence: String,
+    top_k: String,
+}
+
+/// Placeholders of the recording's summary.
+struct FileSummary {
+    species: String,
+    confidence: String,
+    top_k: String,
+    windows: String,
+    detected: String,
+}
+
+/// Placeholders of the detections above threshold (parallel arrays).
+struct Detections {
+    window: String,
+    species: String,
+    confidence: String,
+    threshold: String,
+}
+
+/// The part of both result statements that records what analysis found.
+fn analysed_cte(f: &AnalysedFile) -> String {
+    let AnalysedFile {
+        sha,
+        format,
+        codec,
+        sample_rate,
+        channels,
+        duration,
+        fresh,
+        feature_version,
+        window_s,
+        hop_s,
+        index,
+        starts,
+        ends,
+        features,
+        width,
+    } = f;
+    format!(
         "WITH file AS (
              UPDATE audio_files
-             SET format = $2, codec = $3, sample_rate = $4, channels = $5, duration_s = $6
-             WHERE sha256 = $1 AND $7
+             SET format = {format}, codec = {codec}, sample_rate = {sample_rate},
+                 channels = {channels}, duration_s = {duration}
+             WHERE sha256 = {sha} AND {fresh}
          ), features AS (
              INSERT INTO window_features
                  (file_sha256, feature_version, window_s, hop_s, window_index, start_s, end_s, features)
-             SELECT $1::text, $8::text, $9::real, $10::real, w.i, w.s, w.e, ($14::real[])[w.i * $15 + 1 : (w.i + 1) * $15]
-             FROM unnest($11::int[], $12::float8[], $13::float8[]) AS w (i, s, e)
-             WHERE $7
+             SELECT {sha}::text, {feature_version}::text, {window_s}::real, {hop_s}::real,
+                    w.i, w.s, w.e, ({features}::real[])[w.i * {width} + 1 : (w.i + 1) * {width}]
+             FROM unnest({index}::int[], {starts}::float8[], {ends}::float8[]) AS w (i, s, e)
+             WHERE {fresh}
              ON CONFLICT DO NOTHING
          )"
-    };
+    )
 }
 
-/// A classified recording: every window's scores (`$17`–`$20`), its summary
-/// (`$21`–`$25`), the detections above threshold (`$26`–`$29`: window, species,
-/// score, threshold) and the task done, atomically.
-const PERSIST_CLASSIFIED: &str = concat!(
-    analysed_cte!(),
-    ", scored AS (
-         INSERT INTO window_scores
-             (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k)
-         SELECT $1::text, $17::text, d.i, d.s, d.e, d.species, d.confidence, d.top_k::jsonb
-         FROM unnest($11::int[], $12::float8[], $13::float8[], $18::text[], $19::real[], $20::text[])
-             AS d (i, s, e, species, confidence, top_k)
-         ON CONFLICT (file_sha256, model_version, window_index) DO UPDATE
-         SET species = EXCLUDED.species, confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k
-     ), detected AS (
-         INSERT INTO detections
-             (file_sha256, model_version, window_index, start_s, end_s, species, confidence,
-              threshold, top_k)
-         SELECT $1::text, $17::text, d.i, ($12::float8[])[d.i + 1], ($13::float8[])[d.i + 1],
-                d.species, d.confidence, d.threshold, (($20::text[])[d.i + 1])::jsonb
-         FROM unnest($26::int[], $27::text[], $28::real[], $29::real[])
-             AS d (i, species, confidence, threshold)
-         ON CONFLICT (file_sha256, model_version, window_index, species) DO UPDATE
-         SET confidence = EXCLUDED.confidence, threshold = EXCLUDED.threshold
-     ), summary AS (
-         INSERT INTO file_summaries
-             (file_sha256, model_version, species, confidence, top_k, windows, detected)
-         VALUES ($1, $17, $21, $22, $23, $24, $25)
-         ON CONFLICT (file_sha256, model_version) DO UPDATE
-         SET species = EXCLUDED.species, confidence = EXCLUDED.confidence,
-             top_k = EXCLUDED.top_k, windows = EXCLUDED.windows, detected = EXCLUDED.detected
-     )
-     UPDATE tasks SET status = 'done', model_version = $17, error = NULL, error_kind = NULL,
-            finished_at = now(), updated_at = now()
-     WHERE id = $16"
-);
+/// A classified recording: every window's scores, its summary, the
+/// detections above threshold and the task done, atomically.
+fn persist_classified(
+    analysed: &str,
+    f: &AnalysedFile,
+    version: &str,
+    w: &ScoredWindows,
+    s: &FileSummary,
+    d: &Detections,
+    task: &str,
+) -> String {
+    let AnalysedFile {
+        sha,
+        index,
+        starts,
+        ends,
+        ..
+    } = f;
+    format!(
+        "{analysed}, scored AS (
+             INSERT INTO window_scores
+                 (file_sha256, model_version, window_index, start_s, end_s, species, confidence, top_k)
+             SELECT {sha}::text, {version}::text, x.i, x.s, x.e, x.species, x.confidence, x.top_k::jsonb
+             FROM unnest({index}::int[], {starts}::float8[], {ends}::float8[], {w_species}::text[],
+                         {w_confidence}::real[], {w_top_k}::text[])
+                 AS x (i, s, e, species, confidence, top_k)
+             ON CONFLICT (file_sha256, model_version, window_index) DO UPDATE
+             SET species = EXCLUDED.species, confidence = EXCLUDED.confidence, top_k = EXCLUDED.top_k
+         ), detected AS (
+             INSERT INTO detections
+                 (file_sha256, model_version, window_index, start_s, end_s, species, confidence,
+                  threshold, top_k)
+             SELECT {sha}::text, {version}::text, x.i, ({starts}::float8[])[x.i + 1],
+                    ({ends}::float8[])[x.i + 1], x.species, x.confidence, x.threshold,
+                    (({w_top_k}::text[])[x.i + 1])::jsonb
+             FROM unnest({d_window}::int[], {d_species}::text[], {d_confidence}::real[],
+                         {d_threshold}::real[])
+                 AS x (i, species, confidence, threshold)
+             ON CONFLICT (file_sha256, model_version, window_index, species) DO UPDATE
+             SET confidence = EXCLUDED.confidence, threshold = EXCLUDED.threshold
+         ), summary AS (
+             INSERT INTO file_summaries
+                 (file_sha256, model_version, species, confidence, top_k, windows, detected)
+             VALUES ({sha}, {version}, {s_species}, {s_confidence}, {s_top_k}, {s_windows}, {s_detected})
+             ON CONFLICT (file_sha256, model_version) DO UPDATE
+             SET species = EXCLUDED.species, confidence = EXCLUDED.confidence,
+                 top_k = EXCLUDED.top_k, windows = EXCLUDED.windows, detected = EXCLUDED.detected
+         )
+         UPDATE tasks SET status = 'done', model_version = {version}, error = NULL, error_kind = NULL,
+                finished_at = now(), updated_at = now()
+         WHERE id = {task}",
+        w_species = w.species,
+        w_confidence = w.confidence,
+        w_top_k = w.top_k,
+        d_window = d.window,
+        d_species = d.species,
+        d_confidence = d.confidence,
+        d_threshold = d.threshold,
+        s_species = s.species,
+        s_confidence = s.confidence,
+        s_top_k = s.top_k,
+        s_windows = s.windows,
+        s_detected = s.detected,
+    )
+}
 
 /// Features stored, no model yet: the task waits for one, atomically.
-const PERSIST_AWAITING: &str = concat!(
-    analysed_cte!(),
-    " UPDATE tasks SET status = 'awaiting_model', error = NULL, error_kind = NULL,
-            finished_at = now(), updated_at = now()
-     WHERE id = $16"
-);
+fn persist_awaiting(analysed: &str, task: &str) -> String {
+    format!(
+        "{analysed} UPDATE tasks SET status = 'awaiting_model', error = NULL, error_kind = NULL,
+                finished_at = now(), updated_at = now()
+         WHERE id = {task}"
+    )
+}
