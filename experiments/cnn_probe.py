@@ -16,10 +16,10 @@ Training windows start every 1.25 s (`--random-crops`: as many windows as that, 
 offsets drawn anew each epoch); evaluation windows every 5 s, and the recording's
 prediction is the mean of its windows' probabilities.
 
-    python cnn_probe.py --audio-root ../shared/data/xc3 --arch cnn --split test --seeds 1 2 3
-    python cnn_probe.py --audio-root ../shared/data/xc3 --arch mlp --cv --fold-seed 1 --seeds 1 2
+    python experiments/cnn_probe.py --audio-root ../shared/data/xc3 --arch cnn --seeds 1 2 3   # train -> test
+    python experiments/cnn_probe.py --audio-root ../shared/data/xc3 --arch mlp --cv --fold-seed 1 --seeds 1 2
 
-    python cnn_probe.py --time 10     # ms per training step and forward pass, batch of 32
+    python experiments/cnn_probe.py --time 10     # ms per training step and forward pass, batch of 32
 
 `--cv`: 5-fold cross-validation by recording on the train split (stratified by species),
 pooled over folds. `--predictions P` writes every evaluated window's probabilities in the
@@ -197,8 +197,8 @@ def scores(probs, labels, k):
 
 def time_steps(iterations):
     """Milliseconds per training step and per forward pass of the CNN on a batch of 32
-    maps: the figures `cargo run --release -p birdsong-model --example conv_timing` prints
-    for burn."""
+    maps: the figures `cargo run --release --manifest-path experiments/conv_timing/Cargo.toml`
+    prints for burn."""
     net = Cnn(3)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x = torch.rand(32, 1, BANDS, FRAMES)

@@ -7,7 +7,7 @@ averages, window by window, the probabilities of every model for each recording,
 scores it like `resplit.py` does: window accuracy, window macro F1, recording accuracy
 (mean probability over a recording's windows) and window log loss.
 
-    python3 model/bench/combine.py cnn.jsonl mlp.jsonl
+    python3 experiments/combine.py cnn.jsonl mlp.jsonl
 
 The models must have scored the same recordings with the same windows: a recording with
 another number of windows in one of them is an error, not a silent truncation.

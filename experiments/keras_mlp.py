@@ -4,7 +4,7 @@ time and quality with the Rust implementation on exactly the same inputs.
 
     birdsong-model features --manifest M --audio-root R --split train --out /tmp/train.csv
     birdsong-model features --manifest M --audio-root R --split test  --out /tmp/test.csv
-    python keras_mlp.py /tmp/train.csv /tmp/test.csv --seeds 1 2 3 --epochs 60
+    python experiments/keras_mlp.py /tmp/train.csv /tmp/test.csv --seeds 1 2 3 --epochs 60
 
 Needs tensorflow (tensorflow-cpu) and numpy. Prints one JSON line per seed and a summary.
 Reads the 95 librosa features (the Python pipeline's input) unless --all-features is given.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""librosa's throughput on the reference clips, for the ratio in README.md.
+"""librosa's throughput on the reference clips, for the ratio in audio/README.md.
 
-Usage: BIRDSONG_SHARED_DIR=../shared python audio/benches/librosa_rate.py
+Usage: BIRDSONG_SHARED_DIR=../shared python experiments/librosa_rate.py
 Times `features_reference.features` (trim + the 95 features) on the 20
 reference clips already decoded to PCM, single-threaded (OMP/MKL threads 1),
 median of 5 passes after a warm-up; prints seconds of audio per second of
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import librosa  # noqa: E402
 
-SHARED = os.environ.get("BIRDSONG_SHARED_DIR", os.path.join(os.path.dirname(__file__), "../../../shared"))
+SHARED = os.environ.get("BIRDSONG_SHARED_DIR", os.path.join(os.path.dirname(__file__), "../../shared"))
 sys.path.insert(0, os.path.join(SHARED, "reference"))
 import features_reference as fr  # noqa: E402
 

@@ -18,7 +18,7 @@ pipeline itself (`keras_mlp.py`: the Keras MLP on librosa's 95 features, run by 
 must have tensorflow), trained on features `birdsong-model features` exports.
 
     cargo build --release -p birdsong-model
-    python3 model/bench/resplit.py --splits 10 --keras-python /path/to/venv/bin/python
+    python3 experiments/resplit.py --splits 10 --keras-python /path/to/venv/bin/python
 
 Splits are drawn for the recordings, so windows of one recording never sit on both sides.
 A split's predictions already in --out are reused, so an interrupted run resumes, and
@@ -41,7 +41,7 @@ import tempfile
 from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(HERE)
 
 
 def read_manifest(path):

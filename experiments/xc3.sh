@@ -4,16 +4,16 @@
 # mean [min-max]. Extra arguments go to `train` (e.g. --train-hop-s 5).
 #
 #   cargo build --release -p birdsong-model
-#   model/bench/xc3.sh                      # default recipe (band profile, 1.25 s training hop, 5 networks)
-#   model/bench/xc3.sh --members 1          # default recipe with a single network
-#   model/bench/xc3.sh --recipe reference   # reference recipe (the Python pipeline's)
-#   model/bench/xc3.sh --train-hop-s 5      # default, non-overlapping training windows
+#   experiments/xc3.sh                      # default recipe (band profile, 1.25 s training hop, 5 networks)
+#   experiments/xc3.sh --members 1          # default recipe with a single network
+#   experiments/xc3.sh --recipe reference   # reference recipe (the Python pipeline's)
+#   experiments/xc3.sh --train-hop-s 5      # default, non-overlapping training windows
 #
 # Artifacts go to $OUT (default a temporary directory): they are derived from licensed
 # recordings, keep them out of the repository.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
+root=$(cd "$here/.." && pwd)
 data=${DATA:-$root/../shared/data/xc3}
 bin=${BIN:-${CARGO_TARGET_DIR:-$root/target}/release/birdsong-model}
 out=${OUT:-$(mktemp -d)}

@@ -7,7 +7,11 @@
 //! on the schema's views. Anything the endpoints do not answer can be asked
 //! of those views directly in SQL.
 //!
-//! * [`routes`]: the route table, access checks, and the OpenAPI document
+//! * [`routes()`], in this file: the route table, every endpoint with its
+//!   path, handler, access level and documentation; [`app`] builds the
+//!   router from it.
+//! * [`routes`](mod@routes): what the table is built with ([`Routes`]): the
+//!   access check and metrics around every handler, and the OpenAPI document
 //!   built from the same table.
 //! * [`access`]: API keys and rate limiting.
 //! * [`submit`] and [`spool`]: `POST /v1/jobs`.

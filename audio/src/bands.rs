@@ -10,7 +10,7 @@
 //! is summarised over the window's frames by its maximum, 90th percentile,
 //! median (the noise floor) and standard deviation. On the xc3 recordings these
 //! 128 values separate species far better than the 95 (see the model crate's
-//! README); `reference/band_profile.py` is their definition in librosa.
+//! README); `tests/fixtures/band_profile.py` is their definition in librosa.
 
 use crate::mel::{self, N_MELS, TOP_DB};
 

@@ -1,6 +1,6 @@
-//! Audio in, numbers out: decoding, resampling, windowing and the 95
-//! acoustic features birdsong classifies on, at native speed and with librosa
-//! parity.
+//! Audio in, numbers out: decoding, resampling, windowing and the acoustic
+//! features birdsong classifies on (librosa's 95 and a 128-value band
+//! profile), at native speed and with librosa parity.
 //!
 //! This crate is the hot path of every worker. It is pure and synchronous:
 //! bytes (a file, a reader, a buffer) go in; per-window feature vectors come
@@ -20,19 +20,26 @@
 //!   one window of samples in memory, and the collecting entry points
 //!   ([`analyze_file`], [`analyze_bytes`], [`analyze_reader`],
 //!   [`clip_features`], [`probe`]).
-//! * [`features`]: the 95-value vector of one window ([`FeatureExtractor`]),
-//!   built from [`trim`] (silence removal), [`stft`], [`mel`], [`mfcc`],
-//!   [`chroma`] and [`spectral`].
+//! * [`features`]: the [`FEATURE_COUNT`]-value vector of one window
+//!   ([`FeatureExtractor`]): librosa's 95, built from [`trim`] (silence
+//!   removal), [`stft`], [`mel`], [`mfcc`], [`chroma`] and [`spectral`], then
+//!   the band profile ([`bands`]).
 //! * [`wav`]: writing 16-bit PCM WAV (window playback, test recordings).
 //! * [`error`]: one error type whose messages are meant for users.
 //!
 //! # Parity
 //!
-//! The reference definition is `features_reference.py` (librosa 0.11): every
-//! formula here follows librosa's source, including its padding, its float32
-//! intermediate types and its tuning estimate. The tests compare all 95
-//! values with librosa's on 20 reference clips and on resampled, stereo,
-//! FLAC, OGG and MP3 variants; `README.md` lists the tolerances and why.
+//! The reference definition of librosa's 95 is `features_reference.py`
+//! (librosa 0.11), which is not in this repository: it is in the shared
+//! folder beside it, `../shared/reference/features_reference.py` (the tests
+//! find that folder at `../../shared` from this crate, or through
+//! `BIRDSONG_SHARED_DIR`). The band profile's is
+//! `tests/fixtures/band_profile.py`. Every formula here follows librosa's
+//! source, including its padding, its float32 intermediate types and its
+//! tuning estimate. The tests compare all 95 values with librosa's on 20
+//! reference clips and on resampled, stereo, FLAC, OGG and MP3 variants, and
+//! the band profile on the same clips and fixtures; `README.md` lists the
+//! tolerances and why.
 //!
 //! # Example
 //!

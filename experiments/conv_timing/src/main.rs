@@ -1,6 +1,6 @@
 //! What a small spectrogram CNN costs on burn's ndarray backend, before one is built in.
 //!
-//! The network is `model/bench/cnn_probe.py`'s: four 3×3 convolutions (16, 32, 64, 64
+//! The network is `experiments/cnn_probe.py`'s: four 3×3 convolutions (16, 32, 64, 64
 //! channels) with batch norm and ReLU, 2×2 max pooling after the first three, max and mean
 //! over time, a linear layer; input batches of 32 maps of 32 bands × 216 frames (5 s).
 //! It times one Adam training step and one forward pass with two implementations of the
@@ -10,7 +10,7 @@
 //! thing.
 //!
 //! ```text
-//! cargo run --release -p birdsong-model --example conv_timing [-- ITERATIONS]
+//! cargo run --release --manifest-path experiments/conv_timing/Cargo.toml [-- ITERATIONS]
 //! ```
 
 use std::time::Instant;
