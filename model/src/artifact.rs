@@ -23,12 +23,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::{EpochReport, TrainConfig};
 use crate::dataset::DataSummary;
-use crate::evaluate::Evaluation;
 use crate::features::{FEATURE_VERSION, FeatureSet, PREFIX_FEATURE_VERSIONS};
 use crate::network::NetworkConfig;
+use crate::report::{Evaluation, Thresholds};
 use crate::scaler::Scaler;
-use crate::train::{EpochReport, TrainConfig};
 use crate::{ModelError, Result};
 
 /// Newest artifact layout, bumped on any change an older loader cannot read. Version 2
@@ -85,9 +85,9 @@ pub struct ArtifactMeta {
     /// SHA-256 (hex) of the weights file.
     pub weights_sha256: String,
     /// Per-species detection thresholds chosen on held-out recordings; a model
-    /// without them detects at [`crate::detection::DEFAULT_THRESHOLD`].
+    /// without them detects at [`crate::report::DEFAULT_THRESHOLD`].
     #[serde(default)]
-    pub thresholds: Option<crate::detection::Thresholds>,
+    pub thresholds: Option<Thresholds>,
 }
 
 /// Only the field every format version has, and names a newer build may add to, read
@@ -215,7 +215,7 @@ impl Artifact {
     /// Sets the per-species detection thresholds (chosen on held-out recordings with
     /// [`crate::detection::calibrate`]); every role that loads the artifact detects
     /// with them.
-    pub fn set_thresholds(&mut self, thresholds: crate::detection::Thresholds) {
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
         self.meta.thresholds = Some(thresholds);
     }
 

@@ -13,18 +13,13 @@
 //! well the top score separates windows of known species from windows of species the
 //! model never saw, and how many of the latter would be reported as detections.
 
-use serde::{Deserialize, Serialize};
-
 use crate::dataset::{Recording, is_background, quiet_windows};
 use crate::inference::Classifier;
+pub use crate::report::{
+    DEFAULT_TARGET_PRECISION, DEFAULT_THRESHOLD, DetectionMetrics, OpenSet, SpeciesDetection,
+    Thresholds,
+};
 use crate::{ModelError, Result};
-
-/// Precision the thresholds are chosen for unless a caller says otherwise.
-pub const DEFAULT_TARGET_PRECISION: f64 = 0.9;
-
-/// Threshold of a species whose held-out windows cannot settle one (too few positive
-/// windows, or a model with no calibration).
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
 /// Positive windows a species needs on the calibration set for its own threshold.
 const MIN_POSITIVES: usize = 5;
@@ -36,33 +31,6 @@ const MIN_POSITIVES: usize = 5;
 /// thresholds floored at 0.1 detected 78 % of xc3's windows; see the model README).
 /// Near 1 almost nothing is reported, which no small holdout can justify either.
 const THRESHOLD_RANGE: (f32, f32) = (0.5, 0.99);
-
-/// Per-species decision thresholds and how they were chosen; stored in the artifact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Thresholds {
-    /// The precision each species' threshold was chosen to reach.
-    pub target_precision: f64,
-    /// One threshold per class, in class order.
-    pub values: Vec<f32>,
-    /// How each threshold was set, in class order: `"precision"` (the lowest reaching
-    /// the target), `"best_f1"` (the target was out of reach; the threshold with the
-    /// best F1), or `"default"` (too few positive windows).
-    pub rules: Vec<String>,
-    /// Windows the thresholds were chosen on.
-    pub windows: usize,
-}
-
-impl Thresholds {
-    /// The same threshold for every class.
-    pub fn uniform(classes: usize, value: f32) -> Self {
-        Self {
-            target_precision: DEFAULT_TARGET_PRECISION,
-            values: vec![value; classes],
-            rules: vec!["default".into(); classes],
-            windows: 0,
-        }
-    }
-}
 
 /// Which windows of `recordings` are positive for which class: `Some(class)` for a
 /// window of a known species that is not quiet, `None` for a negative (background
@@ -201,38 +169,6 @@ pub fn calibrate(
     })
 }
 
-/// Detection figures of one species.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpeciesDetection {
-    pub species: String,
-    /// Area under the precision-recall curve of its score over the windows (the
-    /// threshold-free ranking quality); `None` without positive windows.
-    pub average_precision: Option<f64>,
-    /// Its threshold.
-    pub threshold: f32,
-    /// Precision and recall of its detections at that threshold.
-    pub precision: Option<f64>,
-    pub recall: Option<f64>,
-    /// Positive windows in the set.
-    pub positives: usize,
-}
-
-/// How detections (scores above thresholds) fare on a labelled set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DetectionMetrics {
-    /// Mean of the species' average precisions (those with positive windows).
-    pub mean_average_precision: Option<f64>,
-    /// Micro-averaged precision and recall of the detections at the thresholds.
-    pub precision: Option<f64>,
-    pub recall: Option<f64>,
-    /// Share of negative windows (background, quiet, unknown species) with at least
-    /// one detection.
-    pub negative_windows_detected: Option<f64>,
-    pub per_species: Vec<SpeciesDetection>,
-    /// Windows scored (quiet windows of labelled recordings left out).
-    pub windows: usize,
-}
-
 /// Average precision of `scores` where `positive` marks the positives (the mean of the
 /// precision at each positive, ranks ordered by score, ties broken pessimistically).
 pub fn average_precision(pairs: &mut [(f32, bool)]) -> Option<f64> {
@@ -336,26 +272,6 @@ pub fn detection_metrics(
         per_species,
         windows: scored.truth.len(),
     })
-}
-
-/// How a model answers recordings of species it does not know.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpenSet {
-    /// Area under the ROC curve separating windows of the known species' recordings
-    /// from windows of the unknown ones by their top score (1 = perfectly, 0.5 =
-    /// chance).
-    pub auroc: Option<f64>,
-    /// Share of the unknown recordings' windows with at least one detection.
-    pub unknown_windows_detected: Option<f64>,
-    /// The same for the known recordings' windows (for comparison).
-    pub known_windows_detected: Option<f64>,
-    /// Detections (windows with at least one) per hour of the unknown audio.
-    pub false_detections_per_hour: Option<f64>,
-    /// Median top score of the unknown and the known windows.
-    pub unknown_median_top_score: Option<f32>,
-    pub known_median_top_score: Option<f32>,
-    pub unknown_windows: usize,
-    pub known_windows: usize,
 }
 
 /// Open-set figures: `known` are recordings of the model's species (their windows are

@@ -1,36 +1,11 @@
 //! Scoring a classifier on labelled recordings, window by window and recording by recording.
 
-use serde::{Deserialize, Serialize};
-
 use crate::dataset::{Recording, is_background};
-use crate::detection::{DetectionMetrics, detection_metrics};
+use crate::detection::detection_metrics;
 use crate::inference::{Classifier, mean_probabilities};
 use crate::metrics::Metrics;
+pub use crate::report::{EVALUATION_QUIET_MARGIN_DB, Evaluation};
 use crate::{ModelError, Result};
-
-/// Window-level and recording-level metrics of one evaluation set.
-///
-/// Window metrics say how well single 5-second windows are classified (what a detection
-/// row means); recording metrics say how well whole files are classified from the mean
-/// probability over their windows (what a file summary means).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Every window scored against its recording's label.
-    pub window: Metrics,
-    /// Every recording scored by the mean probability over its windows.
-    pub recording: Metrics,
-    /// Recordings left out because they had no windows.
-    pub skipped_recordings: usize,
-    /// Detections at the model's thresholds, average precision per species, and how
-    /// often background recordings' and quiet windows get a detection (evaluations
-    /// stored before detections existed have none).
-    #[serde(default)]
-    pub detection: Option<DetectionMetrics>,
-}
-
-/// Windows this far below their recording's loudest are left out of detection metrics
-/// as positives (whether the bird calls in them is unknown), the same for every model.
-pub const EVALUATION_QUIET_MARGIN_DB: f32 = 20.0;
 
 /// Evaluates `classifier` on `recordings` in one batched pass over all their windows.
 ///

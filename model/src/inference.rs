@@ -8,11 +8,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
-use crate::detection::DEFAULT_THRESHOLD;
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
 use crate::network::Ensemble;
 use crate::network::Output;
+use crate::report::DEFAULT_THRESHOLD;
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 

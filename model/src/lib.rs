@@ -41,8 +41,18 @@
 //!
 //! The tensor backend is burn 0.22's ndarray CPU backend by default; see [`device`] for
 //! running on another one.
+//!
+//! Where it sits: between the audio crate (feature vectors) and the roles; the
+//! retrainer trains and evaluates with it, the registry stores its artifacts, the
+//! worker and the api classify with it.
+//!
+//! Reading order, bottom-up (each module uses only those above it): `features`,
+//! [`dataset`], [`metrics`], [`scaler`], [`network`], [`config`] (the recipe) and
+//! [`report`] (what evaluations produce); then [`artifact`]; [`inference`];
+//! [`detection`] and [`evaluate`]; [`negatives`]; and [`train`], the loop.
 
 pub mod artifact;
+pub mod config;
 pub mod dataset;
 pub mod detection;
 pub mod device;
@@ -53,6 +63,7 @@ pub mod inference;
 pub mod metrics;
 pub mod negatives;
 pub mod network;
+pub mod report;
 pub mod scaler;
 pub mod train;
 

@@ -1,0 +1,130 @@
+//! The training recipe's options, shared by `train` and `cross-validate`.
+
+use birdsong_model::{EpochReport, FeatureSet, Output, Stopping, TrainConfig};
+use clap::Args;
+
+/// The recipe the other options start from.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub(crate) enum Recipe {
+    /// Five networks on the band profile without medians, windows every 1.25 s, L2
+    /// 1.6e-5 (`TrainConfig::default()`).
+    Recommended,
+    /// The Python pipeline's: one network on librosa's 95 features, windows every 5 s,
+    /// L2 1e-3 (`TrainConfig::reference()`).
+    Reference,
+}
+
+/// How to train: shared by `train` and `cross-validate`.
+#[derive(Args)]
+pub(crate) struct RecipeArgs {
+    /// Recipe whose features, L2, training hop and number of networks apply unless set
+    /// below.
+    #[arg(long, value_enum, default_value_t = Recipe::Recommended)]
+    pub(crate) recipe: Recipe,
+    /// Seed of the validation split, initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Epochs (the fixed budget, or the maximum with --patience).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) epochs: usize,
+    /// Windows per minibatch.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub(crate) learning_rate: f64,
+    /// L2 penalty on kernel weights (default: the recipe's).
+    #[arg(long)]
+    l2: Option<f64>,
+    /// Standard deviation of Gaussian noise added to standardised training inputs.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) input_noise: f32,
+    /// Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) average_last_epochs: usize,
+    /// Network architecture.
+    #[arg(long, default_value = birdsong_model::MLP)]
+    pub(crate) architecture: String,
+    /// Which features the network reads (default: the recipe's):
+    /// `bands_no_median` (the band profile without its per-band medians), `bands` (the
+    /// band profile), `all` (librosa's 95 and the band profile) or `librosa` (the
+    /// reference recipe's 95).
+    #[arg(long)]
+    pub(crate) features: Option<FeatureSet>,
+    /// Weight windows so that every recording counts the same, however long.
+    #[arg(long)]
+    pub(crate) balance_recordings: bool,
+    /// Turn off balanced class weights.
+    #[arg(long)]
+    pub(crate) no_class_weights: bool,
+    /// Hop between training windows in seconds (default: the recipe's);
+    /// below the 5 s window length, windows overlap and the network sees more (shifted)
+    /// examples. Evaluation always uses the standard non-overlapping windows.
+    #[arg(long)]
+    pub(crate) train_hop_s: Option<f64>,
+    /// Networks to train from different seeds and average (default: the recipe's).
+    /// Each costs a full training run.
+    #[arg(long)]
+    pub(crate) members: Option<usize>,
+    /// How outputs become scores (default: the recipe's): `sigmoid` (one presence
+    /// score per species, trained one-vs-rest) or `softmax` (one distribution).
+    #[arg(long)]
+    pub(crate) output: Option<Output>,
+    /// With sigmoid outputs, train windows this many dB below their recording's
+    /// loudest as negatives (default: the recipe's).
+    #[arg(long, conflicts_with = "no_quiet_negatives")]
+    pub(crate) quiet_margin_db: Option<f32>,
+    /// Train every window as its recording's label, quiet or not.
+    #[arg(long)]
+    pub(crate) no_quiet_negatives: bool,
+    /// Do not train synthetic background (silence, noise, hum) as negatives.
+    #[arg(long)]
+    pub(crate) no_synthetic_negatives: bool,
+}
+
+impl RecipeArgs {
+    pub(crate) fn config(&self, patience: Option<usize>) -> TrainConfig {
+        let recipe = match self.recipe {
+            Recipe::Recommended => TrainConfig::default(),
+            Recipe::Reference => TrainConfig::reference(),
+        };
+        TrainConfig {
+            architecture: self.architecture.clone(),
+            features: self.features.unwrap_or(recipe.features),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            l2: self.l2.unwrap_or(recipe.l2),
+            class_weighting: !self.no_class_weights,
+            balance_recordings: self.balance_recordings,
+            input_noise: self.input_noise,
+            average_last_epochs: self.average_last_epochs,
+            train_hop_s: self.train_hop_s.unwrap_or(recipe.train_hop_s),
+            members: self.members.unwrap_or(recipe.members),
+            output: self.output.unwrap_or(recipe.output),
+            quiet_margin_db: if self.no_quiet_negatives {
+                None
+            } else {
+                self.quiet_margin_db.or(recipe.quiet_margin_db)
+            },
+            synthetic_negatives: recipe.synthetic_negatives && !self.no_synthetic_negatives,
+            stopping: match patience {
+                Some(patience) => Stopping::EarlyStopping { patience },
+                None => Stopping::FixedEpochs,
+            },
+            seed: self.seed,
+        }
+    }
+}
+
+pub(crate) fn epoch_message(r: &EpochReport) -> String {
+    let mut msg = match r.members {
+        1 => String::new(),
+        n => format!("network {}/{n} ", r.member),
+    };
+    msg.push_str(&format!("loss {:.4}", r.loss));
+    if let (Some(acc), Some(rec)) = (r.validation_accuracy, r.validation_recording_accuracy) {
+        msg.push_str(&format!(" val acc {acc:.3} (recordings {rec:.3})"));
+    }
+    msg
+}

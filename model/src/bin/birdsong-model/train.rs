@@ -1,0 +1,148 @@
+//! `train`: a model from a manifest's split, with optional evaluation and
+//! threshold calibration, written as an artifact directory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use birdsong_audio::WindowConfig;
+use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
+use birdsong_model::{EpochReport, calibrate, evaluate, split_by_recording, train};
+use clap::Args;
+
+use crate::data::{DataArgs, ManifestRow, extract, progress_bar, read_manifest};
+use crate::recipe::{RecipeArgs, epoch_message};
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Directory to write the artifact to.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Split of the manifest to train on.
+    #[arg(long, default_value = "train")]
+    pub(crate) split: String,
+    #[command(flatten)]
+    pub(crate) recipe: RecipeArgs,
+    /// Share of the training recordings held out (by recording, stratified) to report
+    /// validation figures during training. 0 trains on all of them.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) validation_fraction: f64,
+    /// Stop when validation loss has not improved for this many epochs (needs
+    /// --validation-fraction > 0). Off by default: see the crate docs on the stopping rule.
+    #[arg(long)]
+    pub(crate) patience: Option<usize>,
+    /// Also evaluate on this split of the manifest and store the result in the artifact.
+    #[arg(long)]
+    pub(crate) evaluate_split: Option<String>,
+    /// Version string recorded in the artifact.
+    #[arg(long)]
+    pub(crate) model_version: Option<String>,
+    /// Choose the per-species detection thresholds on this split of the manifest
+    /// (default: on the validation recordings, if --validation-fraction is set; else
+    /// every species detects at the default threshold).
+    #[arg(long)]
+    pub(crate) calibrate_split: Option<String>,
+    /// Precision each species' threshold is chosen to reach.
+    #[arg(long, default_value_t = birdsong_model::DEFAULT_TARGET_PRECISION)]
+    pub(crate) target_precision: f64,
+}
+
+pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
+    let config = args.recipe.config(args.patience);
+    config.validate().context("invalid training recipe")?;
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    let training_window = config.training_windows(&WindowConfig::default());
+    let recordings = extract(&rows, &args.data, &training_window)?;
+    let (train_set, validation_set) =
+        split_by_recording(recordings, args.validation_fraction, args.recipe.seed)?;
+    let windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
+    eprintln!(
+        "training {} on {} recordings ({windows} windows), validating on {}",
+        config.architecture,
+        train_set.len(),
+        validation_set.len()
+    );
+    let bar = progress_bar(
+        (config.epochs * config.members) as u64,
+        "{elapsed_precise} [{bar:30}] epoch {pos}/{len} {msg}",
+    );
+    let started = Instant::now();
+    let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
+    let mut trained = train(&train_set, validation, &config, |r: &EpochReport| {
+        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
+        bar.set_message(epoch_message(r));
+    })
+    .context("training failed")?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(last) = trained.artifact.meta().history.last() {
+        let members = match last.members {
+            1 => String::new(),
+            n => format!(" × {n} networks"),
+        };
+        eprintln!(
+            "trained {} epochs{members} in {seconds:.1} s; {}",
+            last.epoch,
+            epoch_message(last)
+        );
+    }
+    if let Some(split) = &args.evaluate_split {
+        let rows = read_manifest(&args.data.manifest, split)?;
+        let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+        let evaluation = evaluate(&trained.classifier, &recordings)?;
+        eprintln!(
+            "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
+            evaluation.window.accuracy,
+            evaluation.window.macro_avg.f1,
+            evaluation.recording.accuracy
+        );
+        trained.artifact.set_metrics(split.clone(), evaluation);
+    }
+    let calibration = match &args.calibrate_split {
+        Some(split) => {
+            let rows = read_manifest(&args.data.manifest, split)?;
+            Some((
+                split.clone(),
+                extract(&rows, &args.data, &WindowConfig::default())?,
+            ))
+        }
+        None if !validation_set.is_empty() => {
+            // The validation recordings were cut with the training hop; thresholds
+            // apply to the standard windows.
+            let ids: Vec<&str> = validation_set.iter().map(|r| r.id.as_str()).collect();
+            let rows: Vec<ManifestRow> = read_manifest(&args.data.manifest, &args.split)?
+                .into_iter()
+                .filter(|r| ids.contains(&r.path.as_str()))
+                .collect();
+            Some((
+                "validation".to_string(),
+                extract(&rows, &args.data, &WindowConfig::default())?,
+            ))
+        }
+        None => None,
+    };
+    if let Some((name, recordings)) = calibration {
+        let thresholds = calibrate(
+            &trained.classifier,
+            &recordings,
+            args.target_precision,
+            Some(EVALUATION_QUIET_MARGIN_DB),
+        )?;
+        eprintln!(
+            "thresholds for precision {} chosen on {name} ({} windows): {:?}",
+            args.target_precision, thresholds.windows, thresholds.values
+        );
+        trained.artifact.set_thresholds(thresholds);
+    }
+    if let Some(version) = args.model_version {
+        trained.artifact.set_version(version);
+    }
+    trained
+        .artifact
+        .save_dir(&args.out)
+        .with_context(|| format!("writing the artifact to {}", args.out.display()))?;
+    eprintln!("model written to {}", args.out.display());
+    Ok(())
+}
