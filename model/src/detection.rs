@@ -66,6 +66,18 @@ struct Scored {
     truth: Vec<Option<usize>>,
 }
 
+impl Scored {
+    /// One class's view: each window's score for it, and whether the window
+    /// is one of its positives.
+    fn pairs(&self, class: usize) -> Vec<(f32, bool)> {
+        self.scores
+            .iter()
+            .zip(&self.truth)
+            .map(|(s, t)| (s[class], *t == Some(class)))
+            .collect()
+    }
+}
+
 fn score(
     classifier: &Classifier,
     recordings: &[Recording],
@@ -113,12 +125,7 @@ pub fn calibrate(
     let mut values = Vec::with_capacity(k);
     let mut rules = Vec::with_capacity(k);
     for class in 0..k {
-        let mut pairs: Vec<(f32, bool)> = scored
-            .scores
-            .iter()
-            .zip(&scored.truth)
-            .map(|(s, t)| (s[class], *t == Some(class)))
-            .collect();
+        let mut pairs = scored.pairs(class);
         let positives = pairs.iter().filter(|(_, p)| *p).count();
         if positives < MIN_POSITIVES {
             values.push(DEFAULT_THRESHOLD);
@@ -228,12 +235,7 @@ pub fn detection_metrics(
     let (mut tp_all, mut fp_all, mut pos_all) = (0usize, 0usize, 0usize);
     for (class, species) in classifier.classes().iter().enumerate() {
         let threshold = thresholds[class];
-        let mut pairs: Vec<(f32, bool)> = scored
-            .scores
-            .iter()
-            .zip(&scored.truth)
-            .map(|(s, t)| (s[class], *t == Some(class)))
-            .collect();
+        let mut pairs = scored.pairs(class);
         let positives = pairs.iter().filter(|(_, p)| *p).count();
         let tp = pairs.iter().filter(|(s, p)| *p && *s >= threshold).count();
         let fp = pairs.iter().filter(|(s, p)| !*p && *s >= threshold).count();
