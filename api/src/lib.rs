@@ -1,10 +1,11 @@
 //! `birdsong-api`: the HTTP face of birdsong.
 //!
-//! The API does no classification of its own except the small synchronous
-//! `POST /v1/classify`: uploads become jobs through the same submission path
-//! the producer uses (`birdsong_common::jobs`, with the producer's archive
-//! and audio checks), the workers classify them, and every read is a query
-//! on the schema's views. Anything the endpoints do not answer can be asked
+//! Where it sits: beside the producer at the start of the flow (uploads go
+//! through the same `ingest` session, so a file is judged by the same rules
+//! whichever way it arrives), and at the end (every read is a query on the
+//! schema's views); model and retrain operations go through the `registry`
+//! library. It does no classification of its own except the small
+//! synchronous `POST /v1/classify`. Anything the endpoints do not answer can be asked
 //! of those views directly in SQL.
 //!
 //! * [`routes()`], in this file: the route table, every endpoint with its

@@ -2,7 +2,9 @@
 //! features birdsong classifies on (librosa's 95 and a 128-value band
 //! profile), at native speed and with librosa parity.
 //!
-//! This crate is the hot path of every worker. It is pure and synchronous:
+//! Where it sits: at the bottom, under the model library and the roles; it
+//! depends on nothing of birdsong's. This crate is the hot path of every
+//! worker. It is pure and synchronous:
 //! bytes (a file, a reader, a buffer) go in; per-window feature vectors come
 //! out. There is no I/O beyond reading the input, no async, no global state,
 //! and every type is `Send` so the worker can run it on blocking threads.

@@ -1,5 +1,8 @@
 //! `birdsong-bench`: the throughput figures the README quotes, rerunnable.
 //!
+//! Where it sits: outside the flow, driving it end to end (ingest, the
+//! worker binaries, PostgreSQL) and the model library in-process.
+//!
 //! `pipeline` measures files and audio seconds per second end to end
 //! (producer → S3 → RabbitMQ → `birdsong-worker` processes → PostgreSQL)
 //! for each worker count, and in the same run the in-process rate of the

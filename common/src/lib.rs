@@ -1,8 +1,12 @@
 //! What every birdsong role shares: configuration, logging, the message
 //! types and the clients for the three services the system runs on.
 //!
+//! Where it sits: under everything that talks to a service (ingest,
+//! registry and the four roles); above only the audio library, whose
+//! window settings it builds from configuration.
+//!
 //! * [`config`]: `BIRDSONG_*` environment variables parsed once into a typed
-//!   [`Config`](config::Config).
+//!   [`Config`].
 //! * [`telemetry`]: `tracing` set-up, text or JSON.
 //! * [`db`]: PostgreSQL pool and migrations (the schema lives in
 //!   `migrations/` at the repository root).

@@ -1,7 +1,7 @@
 //! How a model is trained: the recipe ([`TrainConfig`]) and what each epoch
 //! reports. Types only, stored in the artifact, so that the artifact, the
 //! training loop and the command line all read them from here (the loop is
-//! in [`crate::train`]).
+//! in [`mod@crate::train`]).
 
 use birdsong_audio::WindowConfig;
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ pub struct TrainConfig {
     #[serde(default = "standard_hop_s")]
     pub train_hop_s: f64,
     /// Networks to train, each from its own seeds, whose probabilities the model
-    /// averages ([`crate::network::Ensemble`]); each costs a full training run. Configs
+    /// averages (`network::Ensemble`); each costs a full training run. Configs
     /// written before ensembles existed trained one.
     #[serde(default = "one")]
     pub members: usize,

@@ -6,14 +6,14 @@
 //! species it hears. It is one library used by every role that touches a model, so the
 //! worker, the retrainer and the `birdsong-model` CLI cannot drift apart:
 //!
-//! * **Training** — [`train`] takes labelled [`Recording`]s (whole recordings, never loose
+//! * **Training** — [`train()`] takes labelled [`Recording`]s (whole recordings, never loose
 //!   windows, so that no recording is on both sides of a split) and a [`TrainConfig`], and
 //!   reports each epoch to a callback. The reference architecture is `"mlp"`
 //!   (95 → 512 → 256 → 128 → classes, see [`network`]); the recommended recipe trains an
 //!   ensemble of several such networks from different seeds and averages their
 //!   probabilities. Training is deterministic for a given seed. [`split_by_recording`] makes a reproducible stratified split when the
 //!   caller has none.
-//! * **Evaluation** — [`evaluate`] scores a classifier per window and per recording
+//! * **Evaluation** — [`evaluate()`] scores a classifier per window and per recording
 //!   (accuracy, macro and weighted precision/recall/F1, per-class figures, confusion
 //!   matrix, log loss), as serialisable [`Evaluation`]s stored with the model.
 //! * **Inference** — a [`Classifier`] is `Send + Sync` and predicts many windows of many
@@ -49,7 +49,7 @@
 //! Reading order, bottom-up (each module uses only those above it): `features`,
 //! [`dataset`], [`metrics`], [`scaler`], [`network`], [`config`] (the recipe) and
 //! [`report`] (what evaluations produce); then [`artifact`]; [`inference`];
-//! [`detection`] and [`evaluate`]; [`negatives`]; and [`train`], the loop.
+//! [`detection`] and [`mod@evaluate`]; [`negatives`]; and [`mod@train`], the loop.
 
 pub mod artifact;
 pub mod config;

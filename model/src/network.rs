@@ -6,7 +6,7 @@
 //! 0.5 / 0.4 / 0.3, the network the Python pipeline used.
 //!
 //! A model holds one network or an ensemble of several of the same shape, trained from
-//! different seeds, whose class probabilities are averaged ([`Ensemble`]).
+//! different seeds, whose class probabilities are averaged (`Ensemble`).
 //!
 //! Weights are initialised here from our own seeded generator (Glorot uniform kernels,
 //! zero biases, as Keras does) rather than burn's backend RNG: burn seeds the ndarray

@@ -1,6 +1,6 @@
 //! What evaluations and calibrations produce: plain serialisable types,
 //! stored in the artifact and printed by the command line. Kept apart from
-//! the code that computes them ([`crate::evaluate`], [`crate::detection`]) so
+//! the code that computes them ([`mod@crate::evaluate`], [`crate::detection`]) so
 //! that the artifact can hold them without depending on inference.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,8 @@
 //! `birdsong-producer`: the command-line front of [`birdsong_ingest`].
 //!
+//! Where it sits: first in the flow, for bulk archives on disk (the api's
+//! uploads are the other way in, through the same library).
+//!
 //! Configuration (database, broker, object store, file size limit) comes
 //! from the `BIRDSONG_*` environment variables like every other role; the
 //! flags only say what to ingest and how.

@@ -1,5 +1,9 @@
 //! `birdsong-retrainer`: learns the user's species from the user's labels.
 //!
+//! Where it sits: downstream of the workers (it trains on the window
+//! features they stored and the labels users gave) and upstream of them (the
+//! model it promotes is the one they serve next).
+//!
 //! The retrainer consumes retrain requests, trains a new model on every
 //! labelled recording (from the window features the workers stored),
 //! compares it with the promoted model on a holdout that stays the same
@@ -10,7 +14,7 @@
 //! tests; this crate decides *when* to use them.
 //!
 //! * [`consumer`]: the queue loop, dispositions, reconnection, shutdown.
-//! * [`run`]: one run, step by step, and the promotion decision.
+//! * [`mod@run`]: one run, step by step (the promotion decision is in [`gate`]).
 //! * [`dataset`]: labelled recordings and their features.
 //! * [`split`]: the stable train / validation / holdout split.
 //! * [`gate`]: scores on the holdout and the metric that decides.

@@ -1,5 +1,8 @@
 //! An S3-protocol server backed by a local directory.
 //!
+//! Where it sits: under the object store client, in place of MinIO or a
+//! cloud bucket, on one machine and in the tests.
+//!
 //! birdsong keeps audio and model artifacts in object storage. In a full
 //! deployment that is MinIO or a cloud bucket; on a single machine without
 //! Docker, and in every integration test, it is this server: the `s3s`

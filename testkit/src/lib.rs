@@ -1,5 +1,8 @@
 //! Isolated environments on the real services, one per test.
 //!
+//! Where it sits: beside the flow, for tests and benchmarks only; it
+//! publishes models through the registry library like the retrainer does.
+//!
 //! Integration tests talk to the real PostgreSQL, RabbitMQ and an S3-protocol
 //! server over the network, like production does. To keep concurrent tests
 //! (and concurrent CI runs on one machine) from seeing each other's data,

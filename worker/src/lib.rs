@@ -1,5 +1,10 @@
 //! `birdsong-worker`: turns queued recordings into detections.
 //!
+//! Where it sits: after ingestion (the `ingest` library queued the task and
+//! stored the audio) and before the queries (its rows are what the views,
+//! the api and the retrainer read). It serves the model the registry
+//! promoted.
+//!
 //! A worker consumes the `classify` queue and, for each task, decodes the
 //! recording, computes its window features, classifies every window with the
 //! promoted model and commits the results in one transaction before
@@ -9,7 +14,8 @@
 //!
 //! * [`consumer`]: the queue loop, message dispositions, reconnection, shutdown.
 //! * [`pipeline`]: one task from message to committed rows.
-//! * [`models`]: the model in service and its hot reload.
+//! * the model in service and its hot reload: `birdsong_registry::Models`
+//!   (checksum-verified, shared with the api).
 //! * [`metrics`]: Prometheus counters.
 //! * [`error`]: permanent versus transient failures.
 
