@@ -128,14 +128,6 @@ pub async fn classify(
     };
     // The threshold each detection was held to, reported with it as the
     // worker stores it (thresholds come in class order).
-    let threshold_of = |species: &str| {
-        classifier
-            .classes()
-            .iter()
-            .position(|c| c == species)
-            .and_then(|i| classifier.thresholds().get(i).copied())
-            .unwrap_or(birdsong_model::DEFAULT_THRESHOLD)
-    };
     let mut detections: Vec<Detection> = Vec::new();
     let mut window_scores: Vec<WindowScore> = Vec::with_capacity(probs.len());
     for (i, (w, p)) in analysis.windows.iter().zip(&probs).enumerate() {
@@ -150,7 +142,7 @@ pub async fn classify(
                 end_s: w.end_s,
                 species: d.species.clone(),
                 confidence: d.probability.clamp(0.0, 1.0),
-                threshold: threshold_of(&d.species),
+                threshold: d.threshold,
                 top_k: top_k.clone(),
             });
         }

@@ -92,7 +92,18 @@ fn score(
         .flat_map(|r| r.windows.iter().copied())
         .collect();
     let all_scores = classifier.predict(&windows)?;
-    let all_truth = window_truth(classifier, &kept, quiet_margin_db);
+    Ok(scored(classifier, &kept, all_scores, quiet_margin_db))
+}
+
+/// [`score`] for windows already scored: `all_scores` holds one row per window of
+/// `kept`, in order.
+fn scored(
+    classifier: &Classifier,
+    kept: &[&Recording],
+    all_scores: Vec<Vec<f32>>,
+    quiet_margin_db: Option<f32>,
+) -> Scored {
+    let all_truth = window_truth(classifier, kept, quiet_margin_db);
     let (mut scores, mut truth) = (Vec::new(), Vec::new());
     for (s, t) in all_scores.into_iter().zip(all_truth) {
         if let Ok(t) = t {
@@ -100,7 +111,7 @@ fn score(
             truth.push(t);
         }
     }
-    Ok(Scored { scores, truth })
+    Scored { scores, truth }
 }
 
 /// Chooses each species' threshold on `recordings` (which the model must not have
@@ -230,6 +241,25 @@ pub fn detection_metrics(
     quiet_margin_db: Option<f32>,
 ) -> Result<DetectionMetrics> {
     let scored = score(classifier, recordings, quiet_margin_db)?;
+    Ok(metrics_of(classifier, &scored))
+}
+
+/// [`detection_metrics`] of `kept` (recordings with windows) whose windows were
+/// already scored, one row per window in order: for an evaluation that has the
+/// scores for its closed-set figures anyway.
+pub(crate) fn detection_metrics_of(
+    classifier: &Classifier,
+    kept: &[&Recording],
+    all_scores: Vec<Vec<f32>>,
+    quiet_margin_db: Option<f32>,
+) -> DetectionMetrics {
+    metrics_of(
+        classifier,
+        &scored(classifier, kept, all_scores, quiet_margin_db),
+    )
+}
+
+fn metrics_of(classifier: &Classifier, scored: &Scored) -> DetectionMetrics {
     let thresholds = classifier.thresholds();
     let mut per_species = Vec::new();
     let (mut tp_all, mut fp_all, mut pos_all) = (0usize, 0usize, 0usize);
@@ -263,7 +293,7 @@ pub fn detection_metrics(
         .map(|(s, _)| s)
         .collect();
     let detected = |s: &Vec<f32>| s.iter().zip(thresholds).any(|(v, t)| v >= t);
-    Ok(DetectionMetrics {
+    DetectionMetrics {
         mean_average_precision: (!aps.is_empty())
             .then(|| aps.iter().sum::<f64>() / aps.len() as f64),
         precision: (tp_all + fp_all > 0).then(|| tp_all as f64 / (tp_all + fp_all) as f64),
@@ -273,7 +303,7 @@ pub fn detection_metrics(
         }),
         per_species,
         windows: scored.truth.len(),
-    })
+    }
 }
 
 /// Open-set figures: `known` are recordings of the model's species (their windows are

@@ -1,7 +1,7 @@
 //! Scoring a classifier on labelled recordings, window by window and recording by recording.
 
 use crate::dataset::{Recording, is_background};
-use crate::detection::detection_metrics;
+use crate::detection::detection_metrics_of;
 use crate::inference::{Classifier, mean_probabilities};
 use crate::metrics::Metrics;
 pub use crate::report::{EVALUATION_QUIET_MARGIN_DB, Evaluation};
@@ -17,14 +17,32 @@ use crate::{ModelError, Result};
 /// in the closed-set figures and serve as negatives in the detection figures.
 pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Evaluation> {
     let classes = classifier.classes();
-    let scored: Vec<&Recording> = recordings
+    // One forward pass over every window, background recordings' too: the
+    // closed-set figures read the labelled ones, the detection figures all.
+    let kept: Vec<&Recording> = recordings
         .iter()
-        .filter(|r| !r.windows.is_empty() && !is_background(&r.label))
+        .filter(|r| !r.windows.is_empty())
         .collect();
-    let background = recordings
+    let all_windows: Vec<_> = kept
         .iter()
-        .filter(|r| !r.windows.is_empty() && is_background(&r.label))
-        .count();
+        .flat_map(|r| r.windows.iter().copied())
+        .collect();
+    let all_scores = classifier.predict(&all_windows)?;
+    let mut probabilities = Vec::with_capacity(all_scores.len());
+    let mut offset = 0;
+    for r in &kept {
+        let rows = &all_scores[offset..offset + r.windows.len()];
+        if !is_background(&r.label) {
+            probabilities.extend(rows.iter().cloned());
+        }
+        offset += r.windows.len();
+    }
+    let scored: Vec<&Recording> = kept
+        .iter()
+        .copied()
+        .filter(|r| !is_background(&r.label))
+        .collect();
+    let background = kept.len() - scored.len();
     let mut labels = Vec::with_capacity(scored.len());
     for r in &scored {
         let label = classes
@@ -33,13 +51,7 @@ pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Eva
             .ok_or_else(|| ModelError::UnknownLabel(r.label.clone()))?;
         labels.push(label);
     }
-    let windows: Vec<_> = scored
-        .iter()
-        .flat_map(|r| r.windows.iter().copied())
-        .collect();
-    let probabilities = classifier.predict(&windows)?;
-
-    let mut window_truth = Vec::with_capacity(windows.len());
+    let mut window_truth = Vec::with_capacity(probabilities.len());
     let mut recording_probabilities = Vec::with_capacity(scored.len());
     let mut start = 0;
     for (r, &label) in scored.iter().zip(&labels) {
@@ -54,10 +66,11 @@ pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Eva
         window: Metrics::compute(classes, &window_truth, &probabilities)?,
         recording: Metrics::compute(classes, &labels, &recording_probabilities)?,
         skipped_recordings: recordings.len() - scored.len() - background,
-        detection: Some(detection_metrics(
+        detection: Some(detection_metrics_of(
             classifier,
-            recordings,
+            &kept,
+            all_scores,
             Some(EVALUATION_QUIET_MARGIN_DB),
-        )?),
+        )),
     })
 }

@@ -29,6 +29,16 @@ pub struct Prediction {
     pub probability: f32,
 }
 
+/// A species whose score in one window reached its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detected {
+    pub species: String,
+    /// Its score, in [0, 1].
+    pub probability: f32,
+    /// The threshold it reached (the species' own).
+    pub threshold: f32,
+}
+
 /// A species detected in a recording: in how many windows, and how surely.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
@@ -63,7 +73,7 @@ pub struct WindowPrediction {
     pub top: Vec<Prediction>,
     /// Classes whose score reached their threshold, highest first; empty for "no
     /// detection".
-    pub detections: Vec<Prediction>,
+    pub detections: Vec<Detected>,
 }
 
 /// Predictions for one recording: each window's, and the recording's summary.
@@ -193,15 +203,16 @@ impl Classifier {
     }
 
     /// The classes of one score vector that reach their thresholds, highest first.
-    pub fn detections(&self, probabilities: &[f32]) -> Vec<Prediction> {
-        let mut found: Vec<Prediction> = probabilities
+    pub fn detections(&self, probabilities: &[f32]) -> Vec<Detected> {
+        let mut found: Vec<Detected> = probabilities
             .iter()
             .zip(&self.thresholds)
             .zip(&self.classes)
             .filter(|((p, t), _)| *p >= *t)
-            .map(|((p, _), c)| Prediction {
+            .map(|((p, t), c)| Detected {
                 species: c.clone(),
                 probability: *p,
+                threshold: *t,
             })
             .collect();
         found.sort_by(|a, b| b.probability.total_cmp(&a.probability));

@@ -82,7 +82,7 @@ pub use features::{
     FEATURE_COUNT, FEATURE_VERSION, FeatureSet, FeatureVector, LIBROSA_FEATURE_COUNT,
 };
 pub use inference::{
-    Classifier, ModelInfo, Prediction, Presence, RecordingPrediction, RecordingSummary,
+    Classifier, Detected, ModelInfo, Prediction, Presence, RecordingPrediction, RecordingSummary,
     WindowPrediction,
 };
 pub use metrics::Metrics;

@@ -99,7 +99,11 @@ impl Models {
                 version: version.clone(),
                 message: "no such version in model_versions".into(),
             });
-        match self.load(stored).await {
+        let loaded = match stored {
+            Ok(stored) => self.load(stored).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
             Ok(model) => {
                 tracing::info!(version = %version, classes = model.classifier.classes().len(), "serving model");
                 self.current.store(Some(Arc::new(model)));
@@ -114,11 +118,7 @@ impl Models {
         Ok(self.current())
     }
 
-    async fn load(
-        &self,
-        stored: Result<StoredVersion, LoadError>,
-    ) -> Result<LoadedModel, LoadError> {
-        let stored = stored?;
+    async fn load(&self, stored: StoredVersion) -> Result<LoadedModel, LoadError> {
         let artifact = artifacts::load(&self.store, &stored).await?;
         let version = stored.version;
         let classifier = Classifier::from_artifact(&artifact).map_err(|e| LoadError::Invalid {

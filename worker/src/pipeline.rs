@@ -444,13 +444,8 @@ impl Pipeline {
                     confidence.push(c);
                     top_k.push(top_k_json(&top).to_string());
                     for d in classifier.detections(p) {
-                        let class = classifier.classes().iter().position(|c| *c == d.species);
                         found.window.push(index[i]);
-                        found.threshold.push(
-                            class.map_or(birdsong_model::DEFAULT_THRESHOLD, |c| {
-                                classifier.thresholds()[c]
-                            }),
-                        );
+                        found.threshold.push(d.threshold);
                         found.confidence.push(d.probability.clamp(0.0, 1.0));
                         found.species.push(d.species);
                     }
