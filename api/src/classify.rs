@@ -94,7 +94,7 @@ pub async fn classify(
             ));
         }
     };
-    let window = state.config.worker.window();
+    let analyzer = state.models.analyzer().clone();
     let _permit = state
         .cpu
         .acquire()
@@ -102,11 +102,12 @@ pub async fn classify(
         .map_err(|e| Problem::internal("waiting for a CPU", e))?;
     let classifier_model = model.clone();
     let computed = tokio::task::spawn_blocking(move || {
-        let analysis = birdsong_audio::analyze_file(&path, &window).map_err(|e| e.to_string())?;
-        let features: Vec<_> = analysis.windows.iter().map(|w| w.features).collect();
+        let analysis = analyzer
+            .analyse_file(classifier_model.backbone, &path)
+            .map_err(|e| e.to_string())?;
         let probs = classifier_model
             .classifier
-            .predict(&features)
+            .predict(&analysis.vectors)
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((analysis, probs))
     })
@@ -130,7 +131,7 @@ pub async fn classify(
     // worker stores it (thresholds come in class order).
     let mut detections: Vec<Detection> = Vec::new();
     let mut window_scores: Vec<WindowScore> = Vec::with_capacity(probs.len());
-    for (i, (w, p)) in analysis.windows.iter().zip(&probs).enumerate() {
+    for (i, (&(start_s, end_s), p)) in analysis.spans.iter().zip(&probs).enumerate() {
         let window_index = i32::try_from(i).unwrap_or(i32::MAX);
         let top = classifier.top_k(p, TOP_K);
         let top_k = top_json(&top);
@@ -138,8 +139,8 @@ pub async fn classify(
         for d in &found {
             detections.push(Detection {
                 window_index,
-                start_s: w.start_s,
-                end_s: w.end_s,
+                start_s,
+                end_s,
                 species: d.species.clone(),
                 confidence: d.probability.clamp(0.0, 1.0),
                 threshold: d.threshold,
@@ -152,8 +153,8 @@ pub async fn classify(
             .unwrap_or_default();
         window_scores.push(WindowScore {
             window_index,
-            start_s: w.start_s,
-            end_s: w.end_s,
+            start_s,
+            end_s,
             top_species,
             top_score,
             top_k,

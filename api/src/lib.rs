@@ -101,7 +101,10 @@ impl AppState {
     /// must exist (see `main.rs` for a process that creates them).
     pub fn new(config: Config, pool: PgPool, store: ObjectStore, publisher: Publisher) -> Self {
         let services = Services::new(&config, pool.clone(), store.clone(), publisher.clone());
-        let models = Models::new(pool.clone(), store.clone());
+        let analyzer = birdsong_analysis::Analyzer::new(birdsong_analysis::Settings::from_config(
+            &config.worker,
+        ));
+        let models = Models::new(pool.clone(), store.clone(), Arc::new(analyzer));
         let keys = Keys::new(&config.api.keys);
         let limiter = RateLimiter::new(config.api.rate_per_second, config.api.rate_burst);
         let cpu = Semaphore::new(config.cpu_threads());

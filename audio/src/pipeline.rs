@@ -12,12 +12,12 @@ use std::path::Path;
 use serde::Serialize;
 use symphonia::core::io::MediaSource;
 
+use crate::CLIP_SECONDS;
 use crate::decode::{AudioInfo, Decoder, source_from_reader};
 use crate::error::AudioError;
 use crate::features::{FeatureExtractor, FeatureVector};
 use crate::resample::MonoResampler;
 use crate::window::{WindowConfig, WindowPlan};
-use crate::{ANALYSIS_SAMPLE_RATE, CLIP_SECONDS};
 
 /// One analysis window: where it is and its features.
 #[derive(Clone, Debug, Serialize)]
@@ -103,16 +103,49 @@ impl WindowStream {
     }
 
     fn from_source(source: Box<dyn MediaSource>, cfg: &WindowConfig) -> Result<Self, AudioError> {
-        Self::from_source_limited(source, cfg, None)
+        Self::from_source_limited(source, cfg.plan()?, None)
+    }
+
+    /// Streams from any seekable reader, resampled to `rate` instead of the analysis
+    /// rate: for a model with its own input rate (BirdNET takes 48 kHz). The windows'
+    /// samples are at `rate`; the feature extractor handed to
+    /// [`next_with`](Self::next_with) must not be used on them.
+    pub fn from_reader_at<R>(reader: R, cfg: &WindowConfig, rate: u32) -> Result<Self, AudioError>
+    where
+        R: Read + Seek + Send + Sync + 'static,
+    {
+        Self::from_source_limited(source_from_reader(reader)?, cfg.plan_at(rate)?, None)
+    }
+
+    /// Opens a file resampled to `rate`; see [`from_reader_at`](Self::from_reader_at).
+    pub fn open_at(path: &Path, cfg: &WindowConfig, rate: u32) -> Result<Self, AudioError> {
+        Self::from_source_limited(open_path(path)?, cfg.plan_at(rate)?, None)
+    }
+
+    /// Streams bytes resampled to `rate`; see [`from_reader_at`](Self::from_reader_at).
+    pub fn from_bytes_at(
+        bytes: Vec<u8>,
+        cfg: &WindowConfig,
+        rate: u32,
+    ) -> Result<Self, AudioError> {
+        Self::from_source_limited(
+            Box::new(std::io::Cursor::new(bytes)),
+            cfg.plan_at(rate)?,
+            None,
+        )
+    }
+
+    /// The rate of the samples windows hold.
+    pub fn sample_rate(&self) -> u32 {
+        self.plan.rate
     }
 
     /// `clip_seconds`: stop after that many seconds of native audio.
     fn from_source_limited(
         source: Box<dyn MediaSource>,
-        cfg: &WindowConfig,
+        plan: WindowPlan,
         clip_seconds: Option<f64>,
     ) -> Result<Self, AudioError> {
-        let plan = cfg.plan()?;
         let mut decoder = Decoder::open(source)?;
         let mut native = Vec::new();
         // The first packet settles sample rate and channels when the header
@@ -128,7 +161,7 @@ impl WindowStream {
             }
             return Err(AudioError::InvalidSampleRate(0));
         }
-        let resampler = MonoResampler::new(rate, ANALYSIS_SAMPLE_RATE)?;
+        let resampler = MonoResampler::new(rate, plan.rate)?;
         // librosa's `duration`: exactly int(seconds * native rate) frames.
         let frame_limit = clip_seconds.map(|c| (c * f64::from(rate)) as u64);
         let mut more = more;
@@ -253,7 +286,7 @@ impl WindowStream {
                 return Err(e);
             }
         };
-        let sr = f64::from(ANALYSIS_SAMPLE_RATE);
+        let sr = f64::from(self.plan.rate);
         let (start_s, end_s) = (span.0 as f64 / sr, span.1 as f64 / sr);
         let a = span.0.saturating_sub(self.buf_start).min(self.buf.len());
         let b = span.1.saturating_sub(self.buf_start).min(self.buf.len());
@@ -340,7 +373,7 @@ fn clip_from_source(source: Box<dyn MediaSource>) -> Result<FeatureVector, Audio
         hop_s: CLIP_SECONDS,
         min_last_s: 0.0,
     };
-    let mut s = WindowStream::from_source_limited(source, &cfg, Some(CLIP_SECONDS))?;
+    let mut s = WindowStream::from_source_limited(source, cfg.plan()?, Some(CLIP_SECONDS))?;
     match s.next_window()? {
         Some(w) => Ok(w.features),
         None => Err(AudioError::TooShort {
@@ -393,4 +426,40 @@ where
     R: Read + Seek + Send + Sync + 'static,
 {
     probe_source(source_from_reader(reader)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_at_another_rate_cuts_windows_in_that_rate() {
+        let samples: Vec<f32> = (0..(4.0 * 22_050.0) as usize)
+            .map(|i| 0.2 * (i as f32 * 0.05).sin())
+            .collect();
+        let wav = crate::wav::pcm16_mono(&samples, 22_050);
+        let cfg = WindowConfig {
+            length_s: 3.0,
+            hop_s: 3.0,
+            min_last_s: 1.0,
+        };
+        let mut stream = WindowStream::from_bytes_at(wav, &cfg, 48_000).unwrap();
+        assert_eq!(stream.sample_rate(), 48_000);
+        let mut windows = Vec::new();
+        while let Some(w) = stream
+            .next_with(|_, start, end, y| Ok((start, end, y.len())))
+            .unwrap()
+        {
+            windows.push(w);
+        }
+        assert_eq!(windows.len(), 2, "{windows:?}");
+        assert_eq!(windows[0], (0.0, 3.0, 144_000));
+        // The tail: one second at 48 kHz (the resampled length rounds up).
+        let (start, end, n) = windows[1];
+        assert_eq!(start, 3.0);
+        assert!(
+            (end - 4.0).abs() < 1e-4 && (48_000..=48_001).contains(&n),
+            "{end} {n}"
+        );
+    }
 }

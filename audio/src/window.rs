@@ -41,9 +41,11 @@ impl Default for WindowConfig {
     }
 }
 
-/// A window config converted to sample counts at the analysis rate.
+/// A window config converted to sample counts at one sample rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowPlan {
+    /// The sample rate the counts are at.
+    pub rate: u32,
     /// Window length in samples.
     pub length: usize,
     /// Hop in samples.
@@ -54,13 +56,22 @@ pub struct WindowPlan {
     pub min_recording: usize,
 }
 
-fn samples(s: f64) -> usize {
-    (s * f64::from(ANALYSIS_SAMPLE_RATE)).round() as usize
+fn samples(s: f64, rate: u32) -> usize {
+    (s * f64::from(rate)).round() as usize
 }
 
 impl WindowConfig {
-    /// Checks the configuration and converts it to samples.
+    /// Checks the configuration and converts it to samples at the analysis rate.
     pub fn plan(&self) -> Result<WindowPlan, AudioError> {
+        self.plan_at(ANALYSIS_SAMPLE_RATE)
+    }
+
+    /// Checks the configuration and converts it to samples at `rate` (a model that
+    /// takes another rate than the features, such as BirdNET's 48 kHz).
+    pub fn plan_at(&self, rate: u32) -> Result<WindowPlan, AudioError> {
+        if rate == 0 {
+            return Err(AudioError::InvalidSampleRate(0));
+        }
         let within = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
         if !within(self.length_s, MIN_RECORDING_S, MAX_WINDOW_S) {
             return Err(AudioError::InvalidConfig(format!(
@@ -83,10 +94,11 @@ impl WindowConfig {
             )));
         }
         Ok(WindowPlan {
-            length: samples(self.length_s).max(1),
-            hop: samples(self.hop_s).max(1),
-            min_last: samples(self.min_last_s),
-            min_recording: samples(MIN_RECORDING_S),
+            rate,
+            length: samples(self.length_s, rate).max(1),
+            hop: samples(self.hop_s, rate).max(1),
+            min_last: samples(self.min_last_s, rate),
+            min_recording: samples(MIN_RECORDING_S, rate),
         })
     }
 }
@@ -123,7 +135,7 @@ impl WindowPlan {
                     Ok(Some((0, total)))
                 } else {
                     Err(AudioError::TooShort {
-                        duration_s: total as f64 / f64::from(ANALYSIS_SAMPLE_RATE),
+                        duration_s: total as f64 / f64::from(self.rate),
                         min_s: MIN_RECORDING_S,
                     })
                 }

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use birdsong_audio::FeatureVector;
 use birdsong_model::Classifier;
+use birdsong_model::FeatureVector;
 
 /// Microseconds per window at each batch size.
 pub fn per_window_micros(
@@ -19,7 +19,7 @@ pub fn per_window_micros(
 ) -> anyhow::Result<Vec<(usize, f64)>> {
     let mut out = Vec::new();
     for &size in sizes {
-        let batch = vec![window; size];
+        let batch = vec![window.clone(); size];
         classifier.predict(&batch).context("warm-up")?;
         let started = Instant::now();
         let mut windows = 0usize;

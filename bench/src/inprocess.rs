@@ -42,8 +42,11 @@ pub fn run(
                         .with_context(|| format!("reading {}", path.display()))?;
                     match birdsong_audio::analyze_bytes(bytes, &cfg) {
                         Ok(analysis) => {
-                            let windows: Vec<_> =
-                                analysis.windows.iter().map(|w| w.features).collect();
+                            let windows: Vec<_> = analysis
+                                .windows
+                                .iter()
+                                .map(|w| w.features.to_vec())
+                                .collect();
                             classifier
                                 .classify_recordings(&[windows.as_slice()], 3)
                                 .context("classifying")?;

@@ -222,7 +222,7 @@ async fn inference_table() -> anyhow::Result<()> {
     let recordings = birdsong_testkit::models::synthetic_recordings(1, 1, 5.0, 7)?;
     let window = recordings
         .first()
-        .and_then(|r| r.windows.first().copied())
+        .and_then(|r| r.windows.first().cloned())
         .context("no synthetic window")?;
     let sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256];
     let table = inference::per_window_micros(&classifier, window, &sizes)?;

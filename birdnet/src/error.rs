@@ -34,6 +34,12 @@ pub enum BirdnetError {
     /// The network is not the BirdNET V2.4 graph this crate knows how to run.
     #[error("{path} is not the BirdNET V2.4 graph this build runs: {reason}")]
     UnexpectedGraph { path: PathBuf, reason: String },
+    /// The recording could not be decoded.
+    #[error(transparent)]
+    Audio(#[from] birdsong_audio::AudioError),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
     /// tract failed to build or run the network.
     #[error("BirdNET network: {0}")]
     Runtime(String),

@@ -29,12 +29,14 @@ pub mod frontend;
 mod graph;
 pub mod install;
 mod network;
+pub mod recording;
 mod species;
 
 use std::path::Path;
 
 pub use error::{BirdnetError, Result};
 pub use install::Install;
+pub use recording::{Embedded, EmbeddedWindow, window_config};
 pub use species::SpeciesLayer;
 
 use crate::frontend::Frontend;
@@ -49,10 +51,6 @@ pub const WINDOW_SAMPLES: usize = 144_000;
 pub const WINDOW_SECONDS: f64 = 3.0;
 /// Values per embedding (the network's global average pool).
 pub const EMBEDDING_SIZE: usize = 1024;
-/// The feature version of vectors made from BirdNET embeddings: stored with every
-/// window and in every model trained on them, so that a model is only ever fed the
-/// embedding it was trained on.
-pub const FEATURE_VERSION: &str = "birdnet-v2.4";
 
 /// A loaded BirdNET: immutable and `Send + Sync`, shared by every thread of a worker.
 pub struct Birdnet {
@@ -129,6 +127,11 @@ impl Birdnet {
             );
         }
         Ok(out)
+    }
+
+    /// Windows per network run.
+    pub fn batch(&self) -> usize {
+        self.network.batch()
     }
 
     /// BirdNET's own output layer and species list.

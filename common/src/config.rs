@@ -123,6 +123,21 @@ pub const SETTINGS: &[Setting] = &[
         "step between window starts (less than the length for overlap)",
     ),
     s(
+        "BIRDSONG_BACKBONE",
+        "acoustic",
+        "what workers analyse recordings with while no model is in service: acoustic (built-in features) or birdnet (BirdNET V2.4 embeddings; needs scripts/birdnet/install.sh). A model in service always gets its own backbone",
+    ),
+    s(
+        "BIRDSONG_BIRDNET_DIR",
+        "",
+        "the BirdNET install (empty: $HOME/.local/share/birdsong/birdnet, where scripts/birdnet/install.sh puts it)",
+    ),
+    s(
+        "BIRDSONG_BIRDNET_OVERLAP_SECONDS",
+        "0",
+        "overlap of BirdNET's 3-s windows (0 to 2.9; BirdNET-Analyzer's --overlap)",
+    ),
+    s(
         "BIRDSONG_MAX_FILE_BYTES",
         "2147483648",
         "largest audio file accepted, in bytes",
@@ -251,6 +266,12 @@ pub struct WorkerConfig {
     pub window_seconds: f64,
     pub hop_seconds: f64,
     pub metrics_listen: Option<SocketAddr>,
+    /// `acoustic` or `birdnet`: the backbone used while no model is in service.
+    pub backbone: String,
+    /// The BirdNET install; `None` for the installer's default.
+    pub birdnet_dir: Option<std::path::PathBuf>,
+    /// Overlap of BirdNET's 3-s windows, in seconds.
+    pub birdnet_overlap_seconds: f64,
 }
 
 impl WorkerConfig {
@@ -330,6 +351,22 @@ impl Config {
                 "BIRDSONG_WINDOW_HOP_SECONDS",
                 hop_seconds.to_string(),
                 "must be at least 0.1 and at most the window length",
+            ));
+        }
+        let backbone = r.string("BIRDSONG_BACKBONE");
+        if !["acoustic", "birdnet"].contains(&backbone.as_str()) {
+            return Err(r.invalid("BIRDSONG_BACKBONE", backbone, "must be acoustic or birdnet"));
+        }
+        let birdnet_dir = Some(r.string("BIRDSONG_BIRDNET_DIR"))
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from);
+        let birdnet_overlap_seconds: f64 = r.parse("BIRDSONG_BIRDNET_OVERLAP_SECONDS")?;
+        if !(birdnet_overlap_seconds.is_finite() && (0.0..=2.9).contains(&birdnet_overlap_seconds))
+        {
+            return Err(r.invalid(
+                "BIRDSONG_BIRDNET_OVERLAP_SECONDS",
+                birdnet_overlap_seconds.to_string(),
+                "must be between 0 and 2.9 seconds",
             ));
         }
         let metrics = r.string("BIRDSONG_METRICS_LISTEN");
@@ -432,6 +469,9 @@ impl Config {
                 window_seconds,
                 hop_seconds,
                 metrics_listen,
+                backbone,
+                birdnet_dir,
+                birdnet_overlap_seconds,
             },
             api: ApiConfig {
                 listen: r.parse("BIRDSONG_API_LISTEN")?,

@@ -121,7 +121,7 @@ impl ArtifactMeta {
             },
             version: None,
             architecture: network.architecture.clone(),
-            input_size: crate::features::FEATURE_COUNT,
+            input_size: training.features.backbone().vector_len(),
             features: training.features,
             network,
             classes,
@@ -249,6 +249,42 @@ impl Artifact {
                 .map_err(|source| ModelError::Io { path, source })?;
         }
         Ok(())
+    }
+
+    /// Reads and validates the artifact in `dir` for whichever backbone it was trained
+    /// on; see [`from_files_any_backbone`](Self::from_files_any_backbone).
+    pub fn load_dir_any_backbone(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
+        };
+        let meta = read(META_FILE)?;
+        let weights = read(WEIGHTS_FILE)?;
+        Self::from_files_any_backbone(&weights, &meta)
+    }
+
+    /// Builds and validates an artifact of any [`Backbone`](crate::Backbone) this build
+    /// knows: the backbone comes from the artifact's feature set, and the feature
+    /// version and input size must be that backbone's (see
+    /// [`from_files`](Self::from_files)). The caller must feed it that backbone's
+    /// vectors: check `meta().features.backbone()` before classifying.
+    pub fn from_files_any_backbone(weights: &[u8], meta_json: &[u8]) -> Result<Self> {
+        let probe: FormatProbe = serde_json::from_slice(meta_json)?;
+        let features = match probe.features {
+            None => FeatureSet::legacy(),
+            Some(name) => name.parse::<FeatureSet>().map_err(|unknown| {
+                ModelError::IncompatibleArtifact(format!(
+                    "{unknown} (the artifact was made by a newer build?)"
+                ))
+            })?,
+        };
+        let backbone = features.backbone();
+        Self::from_files(
+            weights,
+            meta_json,
+            backbone.feature_version(),
+            backbone.vector_len(),
+        )
     }
 
     /// Reads and validates the artifact in `dir`; see [`from_files`](Self::from_files).

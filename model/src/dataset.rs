@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::features::FeatureVector;
+use crate::features::{Backbone, FeatureVector};
 use crate::{ModelError, Result};
 
 /// One labelled recording: the unit of splitting and of recording-level evaluation.
@@ -107,24 +107,17 @@ pub fn class_list(recordings: &[Recording]) -> Vec<String> {
     set.into_iter().map(str::to_string).collect()
 }
 
-/// Column of the window's mean RMS level in the feature vector: the one feature that
-/// keeps the recording's absolute level (the band profile is relative to each
-/// window's own peak).
-fn rms_column() -> usize {
-    birdsong_audio::FEATURE_NAMES
-        .iter()
-        .position(|n| *n == "rms_mean")
-        .unwrap_or(birdsong_audio::LIBROSA_FEATURE_COUNT - 1)
-}
-
 /// Which windows of one recording are quiet: their mean level is more than
 /// `margin_db` below the recording's loudest window. A recording is labelled as a
 /// whole, but the bird calls in some of its windows only; the quiet ones between calls
 /// hold the site's background, and training them as the species teaches a model that
-/// background means that species.
-pub fn quiet_windows(windows: &[FeatureVector], margin_db: f32) -> Vec<bool> {
-    let column = rms_column();
-    let level = |w: &FeatureVector| 20.0 * w[column].max(1e-10).log10();
+/// background means that species. The level is the backbone's
+/// [`level_column`](crate::Backbone::level_column): the one value that keeps the
+/// recording's absolute level (the band profile is relative to each window's peak, an
+/// embedding to nothing at all).
+pub fn quiet_windows(windows: &[FeatureVector], backbone: Backbone, margin_db: f32) -> Vec<bool> {
+    let column = backbone.level_column();
+    let level = |w: &FeatureVector| 20.0 * w.get(column).copied().unwrap_or(0.0).max(1e-10).log10();
     let loudest = windows.iter().map(level).fold(f32::NEG_INFINITY, f32::max);
     windows
         .iter()
@@ -224,7 +217,7 @@ mod tests {
         Recording {
             id: id.into(),
             label: label.into(),
-            windows: vec![[0.0; FEATURE_COUNT]; n],
+            windows: vec![vec![0.0; FEATURE_COUNT]; n],
         }
     }
 

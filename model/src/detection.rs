@@ -46,7 +46,9 @@ fn window_truth(
     for r in recordings {
         let class = classifier.classes().iter().position(|c| *c == r.label);
         let quiet = match quiet_margin_db {
-            Some(m) if class.is_some() => quiet_windows(&r.windows, m),
+            Some(m) if class.is_some() => {
+                quiet_windows(&r.windows, classifier.info().features.backbone(), m)
+            }
             _ => vec![false; r.windows.len()],
         };
         for q in quiet {
@@ -89,7 +91,7 @@ fn score(
         .collect();
     let windows: Vec<_> = kept
         .iter()
-        .flat_map(|r| r.windows.iter().copied())
+        .flat_map(|r| r.windows.iter().cloned())
         .collect();
     let all_scores = classifier.predict(&windows)?;
     Ok(scored(classifier, &kept, all_scores, quiet_margin_db))
@@ -319,7 +321,7 @@ pub fn open_set(
     let windows = |rs: &[Recording], keep: &dyn Fn(&Recording) -> bool| {
         rs.iter()
             .filter(|r| keep(r))
-            .flat_map(|r| r.windows.iter().copied())
+            .flat_map(|r| r.windows.iter().cloned())
             .collect::<Vec<_>>()
     };
     let classes = classifier.classes();

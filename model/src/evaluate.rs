@@ -25,7 +25,7 @@ pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Eva
         .collect();
     let all_windows: Vec<_> = kept
         .iter()
-        .flat_map(|r| r.windows.iter().copied())
+        .flat_map(|r| r.windows.iter().cloned())
         .collect();
     let all_scores = classifier.predict(&all_windows)?;
     let mut probabilities = Vec::with_capacity(all_scores.len());

@@ -12,8 +12,105 @@ use std::str::FromStr;
 
 use birdsong_audio::bands::N_BANDS;
 pub use birdsong_audio::{
-    FEATURE_COUNT, FEATURE_VERSION, FeatureVector, LIBROSA_FEATURE_COUNT, PREFIX_FEATURE_VERSIONS,
+    FEATURE_COUNT, FEATURE_VERSION, LIBROSA_FEATURE_COUNT, PREFIX_FEATURE_VERSIONS,
 };
+
+/// One window's vector, as its backbone made it: the audio crate's features
+/// ([`FEATURE_COUNT`] values) or a BirdNET embedding with its level
+/// ([`BIRDNET_VECTOR`] values). Its length is checked against the model's input size.
+pub type FeatureVector = Vec<f32>;
+
+/// Feature version of vectors made from BirdNET V2.4 embeddings (the `birdnet` crate's
+/// `FEATURE_VERSION`).
+pub const BIRDNET_FEATURE_VERSION: &str = "birdnet-v2.4";
+/// Values of a BirdNET embedding.
+pub const BIRDNET_EMBEDDING: usize = 1024;
+/// A BirdNET window's vector: the embedding, then the window's RMS amplitude (linear),
+/// which tells quiet windows apart the way the acoustic features' `rms_mean` does.
+pub const BIRDNET_VECTOR: usize = BIRDNET_EMBEDDING + 1;
+
+/// What turns a window of audio into the vector a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backbone {
+    /// The audio crate's features at 22 050 Hz, in the worker's windows: no
+    /// pretrained network, no licence to accept.
+    Acoustic,
+    /// BirdNET V2.4's embedding of 3-s windows at 48 kHz (installed by the user,
+    /// CC BY-NC-SA 4.0).
+    Birdnet,
+}
+
+impl Backbone {
+    /// Every backbone.
+    pub const ALL: [Backbone; 2] = [Backbone::Acoustic, Backbone::Birdnet];
+
+    /// The feature version its vectors are stored and trained under.
+    pub fn feature_version(self) -> &'static str {
+        match self {
+            Backbone::Acoustic => FEATURE_VERSION,
+            Backbone::Birdnet => BIRDNET_FEATURE_VERSION,
+        }
+    }
+
+    /// Length of its vectors.
+    pub fn vector_len(self) -> usize {
+        match self {
+            Backbone::Acoustic => FEATURE_COUNT,
+            Backbone::Birdnet => BIRDNET_VECTOR,
+        }
+    }
+
+    /// Column holding the window's linear RMS level.
+    pub fn level_column(self) -> usize {
+        match self {
+            Backbone::Acoustic => birdsong_audio::FEATURE_NAMES
+                .iter()
+                .position(|n| *n == "rms_mean")
+                .unwrap_or(LIBROSA_FEATURE_COUNT - 1),
+            Backbone::Birdnet => BIRDNET_EMBEDDING,
+        }
+    }
+
+    /// The backbone whose vectors a feature version names (older acoustic versions
+    /// whose vectors are a prefix of today's included).
+    pub fn of_version(version: &str) -> Option<Backbone> {
+        if version == BIRDNET_FEATURE_VERSION {
+            Some(Backbone::Birdnet)
+        } else if version == FEATURE_VERSION
+            || PREFIX_FEATURE_VERSIONS.iter().any(|(v, _)| *v == version)
+        {
+            Some(Backbone::Acoustic)
+        } else {
+            None
+        }
+    }
+
+    /// The name used in requests, settings and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::Acoustic => "acoustic",
+            Backbone::Birdnet => "birdnet",
+        }
+    }
+}
+
+impl fmt::Display for Backbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backbone {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Backbone::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("unknown backbone {s:?}; known: acoustic, birdnet"))
+    }
+}
 use serde::{Deserialize, Serialize};
 
 /// Which columns of the feature vector a network reads. Stored in the training config
@@ -37,6 +134,8 @@ pub enum FeatureSet {
     /// medians). Cross-validation on xc3 preferred the profile without them (model
     /// README).
     BandsNoMedian,
+    /// The BirdNET embedding (of the [`Backbone::Birdnet`] vector, without its level).
+    Birdnet,
 }
 
 /// First column of the band profile in the feature vector.
@@ -46,12 +145,21 @@ const MEDIANS: Range<usize> = BANDS_START + 2 * N_BANDS..BANDS_START + 3 * N_BAN
 
 impl FeatureSet {
     /// Every set, by name.
-    pub const ALL: [FeatureSet; 4] = [
+    pub const ALL: [FeatureSet; 5] = [
         FeatureSet::Librosa,
         FeatureSet::Bands,
         FeatureSet::All,
         FeatureSet::BandsNoMedian,
+        FeatureSet::Birdnet,
     ];
+
+    /// The backbone whose vectors the set reads.
+    pub fn backbone(self) -> Backbone {
+        match self {
+            FeatureSet::Birdnet => Backbone::Birdnet,
+            _ => Backbone::Acoustic,
+        }
+    }
 
     /// The columns read, as ranges of the feature vector in the order the network sees
     /// them.
@@ -70,11 +178,16 @@ impl FeatureSet {
         }];
         const NO_MEDIAN: &[Range<usize>] =
             &[BANDS_START..MEDIANS.start, MEDIANS.end..FEATURE_COUNT];
+        const BIRDNET: &[Range<usize>] = &[Range {
+            start: 0,
+            end: BIRDNET_EMBEDDING,
+        }];
         match self {
             FeatureSet::Librosa => LIBROSA,
             FeatureSet::Bands => BANDS,
             FeatureSet::All => ALL,
             FeatureSet::BandsNoMedian => NO_MEDIAN,
+            FeatureSet::Birdnet => BIRDNET,
         }
     }
 
@@ -107,6 +220,7 @@ impl FeatureSet {
             FeatureSet::Bands => "bands",
             FeatureSet::All => "all",
             FeatureSet::BandsNoMedian => "bands_no_median",
+            FeatureSet::Birdnet => "birdnet",
         }
     }
 
@@ -154,7 +268,11 @@ mod tests {
             assert_eq!(set.name().parse::<FeatureSet>(), Ok(set));
             let json = serde_json::to_string(&set).unwrap();
             assert_eq!(json, format!("\"{}\"", set.name()));
-            assert!(set.end() <= FEATURE_COUNT, "{set}");
+            assert!(set.end() <= set.backbone().vector_len(), "{set}");
+            assert_eq!(
+                Backbone::of_version(set.backbone().feature_version()),
+                Some(set.backbone())
+            );
         }
         let err = "mfcc".parse::<FeatureSet>().unwrap_err();
         assert!(err.contains("bands_no_median"), "{err}");

@@ -340,7 +340,7 @@ impl Classifier {
         recordings: &[&[FeatureVector]],
         k: usize,
     ) -> Result<Vec<RecordingPrediction>> {
-        let all: Vec<FeatureVector> = recordings.iter().flat_map(|r| r.iter().copied()).collect();
+        let all: Vec<FeatureVector> = recordings.iter().flat_map(|r| r.iter().cloned()).collect();
         let mut probabilities = self.predict(&all)?.into_iter();
         Ok(recordings
             .iter()

@@ -79,7 +79,8 @@ pub use detection::{
 pub use error::{ModelError, Result};
 pub use evaluate::{Evaluation, evaluate};
 pub use features::{
-    FEATURE_COUNT, FEATURE_VERSION, FeatureSet, FeatureVector, LIBROSA_FEATURE_COUNT,
+    BIRDNET_EMBEDDING, BIRDNET_FEATURE_VERSION, BIRDNET_VECTOR, Backbone, FEATURE_COUNT,
+    FEATURE_VERSION, FeatureSet, FeatureVector, LIBROSA_FEATURE_COUNT,
 };
 pub use inference::{
     Classifier, Detected, ModelInfo, Prediction, Presence, RecordingPrediction, RecordingSummary,

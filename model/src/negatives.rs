@@ -77,9 +77,29 @@ fn clip(kind: Kind, level: f32, seed: u64) -> Vec<f32> {
     out
 }
 
-/// Feature vectors of synthetic background (silence with dither; white, pink and
-/// brown noise and mains hum at several levels), cut with `window`.
+/// Synthetic background as 16-bit mono WAV files at the analysis rate (silence with
+/// dither; white, pink and brown noise and mains hum at several levels, 10 s each):
+/// for callers that embed it with another backbone and train it as background.
+pub fn synthetic_clips() -> Vec<Vec<u8>> {
+    clips()
+        .into_iter()
+        .map(|samples| birdsong_audio::wav::pcm16_mono(&samples, ANALYSIS_SAMPLE_RATE))
+        .collect()
+}
+
+/// Feature vectors of synthetic background (the clips of [`synthetic_clips`]), cut
+/// with `window`.
 pub fn synthetic_background(window: &WindowConfig) -> Result<Vec<FeatureVector>> {
+    let mut windows = Vec::new();
+    for wav in synthetic_clips() {
+        let analysis = birdsong_audio::analyze_bytes(wav, window)
+            .map_err(|e| ModelError::InvalidDataset(format!("synthetic background: {e}")))?;
+        windows.extend(analysis.windows.into_iter().map(|w| w.features.to_vec()));
+    }
+    Ok(windows)
+}
+
+fn clips() -> Vec<Vec<f32>> {
     let mut clips: Vec<Vec<f32>> = Vec::new();
     let mut seed = 1u64;
     // Near-silence: a recorder's self-noise with nothing in front of it.
@@ -90,14 +110,7 @@ pub fn synthetic_background(window: &WindowConfig) -> Result<Vec<FeatureVector>>
             clips.push(clip(kind, level, seed));
         }
     }
-    let mut windows = Vec::new();
-    for samples in clips {
-        let wav = birdsong_audio::wav::pcm16_mono(&samples, ANALYSIS_SAMPLE_RATE);
-        let analysis = birdsong_audio::analyze_bytes(wav, window)
-            .map_err(|e| ModelError::InvalidDataset(format!("synthetic background: {e}")))?;
-        windows.extend(analysis.windows.into_iter().map(|w| w.features));
-    }
-    Ok(windows)
+    clips
 }
 
 #[cfg(test)]

@@ -27,9 +27,15 @@ use crate::{ModelError, Result};
 
 /// Name of the reference architecture.
 pub const MLP: &str = "mlp";
+/// One linear layer per species on the input: logistic regression, the head BirdNET
+/// itself puts on its embedding, and the one that overfits least on few recordings.
+pub const LINEAR: &str = "linear";
+/// One hidden layer of 256 with dropout 0.5: BirdNET-Analyzer's custom classifier with
+/// hidden units, for embeddings.
+pub const SHALLOW: &str = "shallow";
 
 /// Every architecture this build can build, by name.
-pub const ARCHITECTURES: &[&str] = &[MLP];
+pub const ARCHITECTURES: &[&str] = &[MLP, LINEAR, SHALLOW];
 
 /// Most networks one ensemble may hold: each costs a full training run and a forward
 /// pass per window, and averaging beyond a handful changes little.
@@ -126,6 +132,8 @@ impl NetworkConfig {
     pub fn named(name: &str, input_size: usize, num_classes: usize) -> Result<Self> {
         let (hidden, dropout) = match name {
             MLP => (vec![512, 256, 128], vec![0.5, 0.4, 0.3]),
+            LINEAR => (Vec::new(), Vec::new()),
+            SHALLOW => (vec![256], vec![0.5]),
             other => {
                 return Err(ModelError::InvalidConfig(format!(
                     "unknown architecture {other:?}; known: {ARCHITECTURES:?}"

@@ -39,7 +39,7 @@ use crate::artifact::{Artifact, ArtifactMeta};
 use crate::dataset::{DataSummary, Recording, class_list};
 use crate::dataset::{is_background, quiet_windows};
 use crate::evaluate::{Evaluation, evaluate};
-use crate::features::{FEATURE_COUNT, FEATURE_VERSION};
+use crate::features::Backbone;
 use crate::inference::{Classifier, ModelInfo};
 use crate::negatives::synthetic_background;
 use crate::network::{Ensemble, Network, NetworkConfig, Output};
@@ -137,7 +137,7 @@ pub fn train_on(
                 .map_err(|_| ModelError::UnknownLabel(r.label.clone()))?
         };
         let quiet = match config.quiet_margin_db {
-            Some(margin) if sigmoid => quiet_windows(&r.windows, margin),
+            Some(margin) if sigmoid => quiet_windows(&r.windows, features.backbone(), margin),
             _ => vec![false; r.windows.len()],
         };
         for (w, quiet) in r.windows.iter().zip(quiet) {
@@ -146,7 +146,10 @@ pub fn train_on(
             recording_of.push(index);
         }
     }
-    if sigmoid && config.synthetic_negatives {
+    // Synthetic background exists as acoustic features only; callers training on
+    // another backbone add it as background recordings they embedded themselves
+    // (`negatives::synthetic_clips`).
+    if sigmoid && config.synthetic_negatives && features.backbone() == Backbone::Acoustic {
         // One pseudo-recording after the real ones.
         let index = train_set.len();
         for w in synthetic_background(&config.training_windows(&WindowConfig::default()))? {
@@ -165,8 +168,8 @@ pub fn train_on(
     network_config.validate()?;
     let info = |weights_sha256: String| ModelInfo {
         architecture: network_config.architecture.clone(),
-        feature_version: FEATURE_VERSION.to_string(),
-        input_size: FEATURE_COUNT,
+        feature_version: features.backbone().feature_version().to_string(),
+        input_size: features.backbone().vector_len(),
         features: config.features,
         version: None,
         weights_sha256,
@@ -227,7 +230,7 @@ pub fn train_on(
         config.clone(),
         classes.clone(),
         scaler.clone(),
-        FEATURE_VERSION.to_string(),
+        features.backbone().feature_version().to_string(),
         DataSummary::of(&train_set),
         validation_set.as_deref().map(DataSummary::of),
         history,

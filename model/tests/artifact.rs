@@ -30,7 +30,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 fn assert_same_predictions(a: &Classifier, b: &Classifier, data: &[Recording]) {
     let windows: Vec<_> = data
         .iter()
-        .flat_map(|r| r.windows.iter().copied())
+        .flat_map(|r| r.windows.iter().cloned())
         .collect();
     assert_eq!(a.predict(&windows).unwrap(), b.predict(&windows).unwrap());
 }
@@ -271,7 +271,7 @@ fn a_network_reads_only_the_columns_of_its_feature_set() {
     let data = common::corpus(70, 3, 5);
     let windows: Vec<_> = data
         .iter()
-        .flat_map(|r| r.windows.iter().copied())
+        .flat_map(|r| r.windows.iter().cloned())
         .collect();
     // Scramble every column outside one set: a network must see the change if and only
     // if it reads a scrambled column.
@@ -279,7 +279,7 @@ fn a_network_reads_only_the_columns_of_its_feature_set() {
         windows
             .iter()
             .map(|w| {
-                let mut w = *w;
+                let mut w = w.clone();
                 for (j, v) in w.iter_mut().enumerate() {
                     if !kept.reads(j) {
                         *v = -1e6 * (j as f32 + 1.0);

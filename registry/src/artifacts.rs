@@ -15,7 +15,7 @@
 
 use birdsong_common::db::query;
 use birdsong_common::store::{ObjectStore, StoreError, sha256_hex};
-use birdsong_model::{Artifact, FEATURE_COUNT, FEATURE_VERSION, META_FILE, WEIGHTS_FILE};
+use birdsong_model::{Artifact, META_FILE, WEIGHTS_FILE};
 use bytes::Bytes;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -160,18 +160,17 @@ pub async fn load(store: &ObjectStore, stored: &StoredVersion) -> Result<Artifac
     if let Some(expected) = &stored.meta_sha256 {
         verify(version, META_FILE, expected, &meta)?;
     }
-    let artifact = tokio::task::spawn_blocking(move || {
-        Artifact::from_files(&weights, &meta, FEATURE_VERSION, FEATURE_COUNT)
-    })
-    .await
-    .map_err(|e| LoadError::Unavailable {
-        version: version.clone(),
-        message: format!("loading thread failed: {e}"),
-    })?
-    .map_err(|e| LoadError::Invalid {
-        version: version.clone(),
-        message: e.to_string(),
-    })?;
+    let artifact =
+        tokio::task::spawn_blocking(move || Artifact::from_files_any_backbone(&weights, &meta))
+            .await
+            .map_err(|e| LoadError::Unavailable {
+                version: version.clone(),
+                message: format!("loading thread failed: {e}"),
+            })?
+            .map_err(|e| LoadError::Invalid {
+                version: version.clone(),
+                message: e.to_string(),
+            })?;
     if let Some(named) = &artifact.meta().version
         && named != version
     {

@@ -11,13 +11,16 @@
 //! swaps the model in atomically; work already running keeps the `Arc` it
 //! started with. A version that fails verification is remembered as
 //! refused, counted in [`Models::refused`], and the current model stays in
-//! service.
+//! service. So is a model whose backbone this process cannot run (a BirdNET
+//! model on a worker without BirdNET installed): the process keeps serving
+//! what it has rather than failing every task.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
+use birdsong_analysis::{Analyzer, Backbone};
 use birdsong_common::store::ObjectStore;
 use birdsong_model::Classifier;
 use sqlx::PgPool;
@@ -30,6 +33,8 @@ use crate::error::{LoadError, RegistryError};
 pub struct LoadedModel {
     pub version: String,
     pub classifier: Classifier,
+    /// What the classifier's windows must be analysed with.
+    pub backbone: Backbone,
 }
 
 /// The role's current model.
@@ -39,17 +44,25 @@ pub struct Models {
     refused: AtomicU64,
     pool: PgPool,
     store: ObjectStore,
+    analyzer: Arc<Analyzer>,
 }
 
 impl Models {
-    pub fn new(pool: PgPool, store: ObjectStore) -> Self {
+    /// Models served with `analyzer`: a model is only loaded if its backbone runs on it.
+    pub fn new(pool: PgPool, store: ObjectStore, analyzer: Arc<Analyzer>) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             loading: Mutex::new(HashSet::new()),
             refused: AtomicU64::new(0),
             pool,
             store,
+            analyzer,
         }
+    }
+
+    /// The analyzer models are fed from.
+    pub fn analyzer(&self) -> &Arc<Analyzer> {
+        &self.analyzer
     }
 
     /// The model in service, if any.
@@ -125,9 +138,24 @@ impl Models {
             version: version.clone(),
             message: e.to_string(),
         })?;
+        let backbone = classifier.info().features.backbone();
+        let analyzer = self.analyzer.clone();
+        tokio::task::spawn_blocking(move || analyzer.ensure(backbone))
+            .await
+            .map_err(|e| LoadError::Unavailable {
+                version: version.clone(),
+                message: format!("loading thread failed: {e}"),
+            })?
+            .map_err(|e| LoadError::Invalid {
+                version: version.clone(),
+                message: format!(
+                    "it was trained on the {backbone} backbone, which cannot run here: {e}"
+                ),
+            })?;
         Ok(LoadedModel {
             version,
             classifier,
+            backbone,
         })
     }
 }

@@ -1,14 +1,15 @@
 //! Stored models against a real S3-protocol server and PostgreSQL: two
 //! deployments sharing a bucket each serve their own `v1`, a stored object
 //! is never overwritten, and a model whose bytes were altered after
-//! publication is refused while the model in service stays.
+//! publication, or whose backbone the process cannot run, is refused while
+//! the model in service stays.
 
 use birdsong_common::queue::Publisher;
 use birdsong_common::store::StoreError;
 use birdsong_registry::artifacts::{self, object_key};
 use birdsong_registry::{LoadError, Models};
 use birdsong_testkit::TestEnv;
-use birdsong_testkit::models::{store_model, train_synthetic};
+use birdsong_testkit::models::{store_model, train_embedding_head, train_synthetic};
 use bytes::Bytes;
 
 async fn trained(classes: usize) -> birdsong_model::Artifact {
@@ -61,7 +62,7 @@ async fn two_deployments_sharing_a_bucket_each_serve_their_own_v1() {
         )
         .await
         .unwrap();
-        let models = Models::new(env.pool.clone(), bucket.clone());
+        let models = Models::new(env.pool.clone(), bucket.clone(), analyzer());
         let served = models.sync().await.unwrap().expect("a model in service");
         assert_eq!(served.version, "v1");
         assert_eq!(served.classifier.classes().len(), expected);
@@ -91,7 +92,7 @@ async fn a_tampered_model_is_refused_and_the_current_one_kept() {
     birdsong_registry::promote(&env.pool, &publisher, &exchange, "v1", "first")
         .await
         .unwrap();
-    let models = Models::new(env.pool.clone(), env.store.clone());
+    let models = Models::new(env.pool.clone(), env.store.clone(), analyzer());
     assert_eq!(models.sync().await.unwrap().unwrap().version, "v1");
 
     // Someone replaces v2's label list behind the registry's back (a plain
@@ -124,4 +125,54 @@ async fn a_tampered_model_is_refused_and_the_current_one_kept() {
     // Asking again does not load (or count) it again.
     assert_eq!(models.sync().await.unwrap().unwrap().version, "v1");
     assert_eq!(models.refused(), 1);
+}
+
+#[tokio::test]
+async fn a_model_on_a_backbone_this_process_cannot_run_is_refused() {
+    let env = TestEnv::start().await.expect("test environment");
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    let exchange = env.config.queues.model_exchange.clone();
+    store_model(&env, "v1", trained(2).await).await.unwrap();
+    let head = tokio::task::spawn_blocking(|| train_embedding_head(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        head.meta().feature_version,
+        birdsong_model::BIRDNET_FEATURE_VERSION
+    );
+    store_model(&env, "v2", head).await.unwrap();
+    birdsong_registry::promote(&env.pool, &publisher, &exchange, "v1", "first")
+        .await
+        .unwrap();
+    // A process whose BirdNET install is missing.
+    let missing = std::env::temp_dir().join(format!("no-birdnet-{}", uuid::Uuid::new_v4()));
+    let analyzer = std::sync::Arc::new(birdsong_analysis::Analyzer::new(
+        birdsong_analysis::Settings {
+            birdnet_dir: missing,
+            ..Default::default()
+        },
+    ));
+    let models = Models::new(env.pool.clone(), env.store.clone(), analyzer);
+    let v1 = models.sync().await.unwrap().unwrap();
+    assert_eq!(
+        (v1.version.as_str(), v1.backbone),
+        ("v1", birdsong_model::Backbone::Acoustic)
+    );
+
+    birdsong_registry::promote(&env.pool, &publisher, &exchange, "v2", "birdnet head")
+        .await
+        .unwrap();
+    let served = models.ensure(Some("v2".into())).await.unwrap().unwrap();
+    assert_eq!(served.version, "v1", "v2 cannot be served here");
+    assert_eq!(models.refused(), 1);
+    // Refused once, not retried for every task.
+    models.ensure(Some("v2".into())).await.unwrap();
+    assert_eq!(models.refused(), 1);
+}
+
+fn analyzer() -> std::sync::Arc<birdsong_analysis::Analyzer> {
+    std::sync::Arc::new(birdsong_analysis::Analyzer::new(
+        birdsong_analysis::Settings::default(),
+    ))
 }

@@ -10,11 +10,14 @@
 use birdsong_common::db::query;
 use std::collections::HashMap;
 
-use birdsong_audio::{FEATURE_VERSION, FeatureVector, WindowConfig};
+use birdsong_analysis::{AnalysisError, Analyzer, Backbone};
+use birdsong_audio::WindowConfig;
 use birdsong_common::store::{ObjectStore, audio_key};
+use birdsong_model::FeatureVector;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, QueryBuilder};
+use std::sync::Arc;
 
 use crate::error::{RetrainError, store};
 
@@ -49,9 +52,13 @@ pub async fn labels(pool: &PgPool) -> Result<Vec<(String, String)>, RetrainError
 /// A fingerprint of what a run trains on: labels, feature version and
 /// windowing. Two runs with the same fingerprint and parameters would
 /// train on identical data.
-pub fn fingerprint(labels: &[(String, String)], window: &WindowConfig) -> String {
+pub fn fingerprint(
+    labels: &[(String, String)],
+    backbone: Backbone,
+    window: &WindowConfig,
+) -> String {
     let mut h = Sha256::new();
-    h.update(FEATURE_VERSION.as_bytes());
+    h.update(backbone.feature_version().as_bytes());
     h.update(format!("|{}|{}\n", window.length_s, window.hop_s).as_bytes());
     for (sha, label) in labels {
         h.update(sha.as_bytes());
@@ -68,6 +75,8 @@ pub fn fingerprint(labels: &[(String, String)], window: &WindowConfig) -> String
 pub async fn load(
     pool: &PgPool,
     objects: &ObjectStore,
+    analyzer: &Arc<Analyzer>,
+    backbone: Backbone,
     window: &WindowConfig,
     labels: &[(String, String)],
     mut on_decode: impl FnMut(usize, usize),
@@ -78,7 +87,7 @@ pub async fn load(
          WHERE feature_version = $1 AND window_s = $2 AND hop_s = $3 AND file_sha256 = ANY($4)
          ORDER BY file_sha256, window_index",
     )
-    .bind(FEATURE_VERSION)
+    .bind(backbone.feature_version())
     .bind(window.length_s as f32)
     .bind(window.hop_s as f32)
     .bind(&hashes)
@@ -89,18 +98,17 @@ pub async fn load(
     let mut unusable = Vec::new();
     let mut bad: HashMap<String, String> = HashMap::new();
     for (sha, features) in rows {
-        match FeatureVector::try_from(features) {
-            Ok(v) => stored.entry(sha).or_default().push(v),
-            Err(f) => {
-                bad.insert(
-                    sha,
-                    format!(
-                        "a stored window has {} features, expected {}",
-                        f.len(),
-                        birdsong_audio::FEATURE_COUNT
-                    ),
-                );
-            }
+        let expected = backbone.vector_len();
+        if features.len() == expected {
+            stored.entry(sha).or_default().push(features);
+        } else {
+            bad.insert(
+                sha,
+                format!(
+                    "a stored {backbone} window has {} values, expected {expected}",
+                    features.len()
+                ),
+            );
         }
     }
     let missing: Vec<&(String, String)> = labels
@@ -110,7 +118,7 @@ pub async fn load(
     let mut decoded = 0;
     for (i, (sha, _)) in missing.iter().enumerate() {
         on_decode(i, missing.len());
-        match analyse(pool, objects, window, sha).await {
+        match analyse(pool, objects, analyzer, backbone, window, sha).await {
             Ok(windows) if windows.is_empty() => {
                 bad.insert(sha.clone(), "the recording produced no window".into());
             }
@@ -154,6 +162,8 @@ enum Analysis {
 async fn analyse(
     pool: &PgPool,
     objects: &ObjectStore,
+    analyzer: &Arc<Analyzer>,
+    backbone: Backbone,
     window: &WindowConfig,
     sha: &str,
 ) -> Result<Vec<FeatureVector>, Analysis> {
@@ -162,31 +172,42 @@ async fn analyse(
         .await
         .map_err(|e| Analysis::Failed(store(format!("fetching recording {sha}"))(e)))?;
     let cfg = window.clone();
+    let analyzer = analyzer.clone();
     let analysis = tokio::task::spawn_blocking(move || {
-        birdsong_audio::analyze_reader(std::io::Cursor::new(bytes), &cfg)
+        analyzer.analyse_reader_in(backbone, &cfg, std::io::Cursor::new(bytes))
     })
     .await
     .map_err(|e| Analysis::Failed(RetrainError::Internal(format!("analysis panicked: {e}"))))?
-    .map_err(|e| Analysis::Unusable(format!("cannot analyse the recording: {e}")))?;
+    .map_err(|e| match e {
+        AnalysisError::Audio(e) => Analysis::Unusable(format!("cannot analyse the recording: {e}")),
+        // Not the recording's fault: the run fails and says why.
+        e => Analysis::Failed(RetrainError::Data(e.to_string())),
+    })?;
     // One transaction: a reader must never find half of a recording's windows.
     let mut tx = pool
         .begin()
         .await
         .map_err(|e| Analysis::Failed(query("storing window features")(e).into()))?;
-    for (chunk_no, chunk) in analysis.windows.chunks(ROWS_PER_INSERT).enumerate() {
+    let rows: Vec<(f64, f64, &Vec<f32>)> = analysis
+        .spans
+        .iter()
+        .zip(&analysis.vectors)
+        .map(|(&(s, e), v)| (s, e, v))
+        .collect();
+    for (chunk_no, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
         let base = chunk_no * ROWS_PER_INSERT;
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
             "INSERT INTO window_features (file_sha256, feature_version, window_s, hop_s, window_index, start_s, end_s, features) ",
         );
         q.push_values(chunk.iter().enumerate(), |mut row, (i, w)| {
             row.push_bind(sha)
-                .push_bind(FEATURE_VERSION)
+                .push_bind(backbone.feature_version())
                 .push_bind(window.length_s as f32)
                 .push_bind(window.hop_s as f32)
                 .push_bind((base + i) as i32)
-                .push_bind(w.start_s)
-                .push_bind(w.end_s)
-                .push_bind(w.features.to_vec());
+                .push_bind(w.0)
+                .push_bind(w.1)
+                .push_bind(w.2.clone());
         });
         q.push(" ON CONFLICT DO NOTHING");
         q.build()
@@ -197,5 +218,5 @@ async fn analyse(
     tx.commit()
         .await
         .map_err(|e| Analysis::Failed(query("committing window features")(e).into()))?;
-    Ok(analysis.windows.iter().map(|w| w.features).collect())
+    Ok(analysis.vectors)
 }

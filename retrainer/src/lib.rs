@@ -65,11 +65,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not check for abandoned runs"),
     }
-    let retrainer = Retrainer {
-        pool,
-        objects,
-        config,
-    };
+    let retrainer = Retrainer::new(pool, objects, config);
     consumer::consume_forever(&retrainer, &mut shutdown).await;
     tracing::info!("retrainer stopped");
     Ok(())

@@ -47,7 +47,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "features",
-        "features the network reads: bands_no_median, bands, all or librosa (default bands_no_median)",
+        "features the network reads: bands_no_median, bands, all or librosa (the built-in acoustic backbone), or birdnet (BirdNET V2.4 embeddings of 3-s windows; needs scripts/birdnet/install.sh on the retrainer and the workers) (default bands_no_median)",
     ),
     (
         "train_hop_s",

@@ -17,7 +17,9 @@
 //! promoted model untouched.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use birdsong_analysis::{Analyzer, Backbone, Settings};
 use birdsong_audio::WindowConfig;
 use birdsong_common::Config;
 use birdsong_common::db::query;
@@ -64,11 +66,20 @@ pub struct Retrainer {
     pub pool: PgPool,
     pub objects: ObjectStore,
     pub config: Config,
+    /// Analyses labelled recordings no worker has (for the requested backbone).
+    pub analyzer: Arc<Analyzer>,
 }
 
 impl Retrainer {
-    fn window(&self) -> WindowConfig {
-        self.config.worker.window()
+    /// A retrainer analysing with the configured windows and BirdNET install.
+    pub fn new(pool: PgPool, objects: ObjectStore, config: Config) -> Self {
+        let analyzer = Arc::new(Analyzer::new(Settings::from_config(&config.worker)));
+        Self {
+            pool,
+            objects,
+            config,
+            analyzer,
+        }
     }
 
     /// Runs the request under the run lock. An error means the run's row
@@ -175,12 +186,37 @@ impl Retrainer {
             .train(params.clone(), train, validation.clone(), progress)
             .await?;
         progress.report(json!({"stage": "evaluating", "holdout_recordings": holdout.len()}));
-        let current = self.current_model().await?;
+        let mut current = self.current_model().await?;
+        let backbone = params.train.features.backbone();
+        let current_backbone = current
+            .as_ref()
+            .and_then(|c| c.artifact.as_ref())
+            .map(|a| a.meta().features.backbone());
+        let mut current_holdout = None;
+        if let (Some(other), Some(c)) = (current_backbone, current.as_mut())
+            && other != backbone
+        {
+            let analyzer = self.analyzer.clone();
+            let usable = tokio::task::spawn_blocking(move || analyzer.ensure(other))
+                .await
+                .map_err(|e| RetrainError::Internal(format!("loading a backbone panicked: {e}")))?;
+            match usable {
+                Ok(()) => current_holdout = Some(self.holdout_for(other, &holdout).await?),
+                Err(e) => {
+                    // Cannot be scored here: compared as a model that failed to load.
+                    c.artifact = None;
+                    c.load_error = Some(e.to_string());
+                }
+            }
+        }
         let (mut artifact, new_scores, current_scores) = {
             let current = current.clone();
-            tokio::task::spawn_blocking(move || evaluate(trained, current, &holdout, &validation))
-                .await
-                .map_err(|e| RetrainError::Internal(format!("evaluation panicked: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                let current_holdout = current_holdout.as_deref().unwrap_or(&holdout);
+                evaluate(trained, current, &holdout, current_holdout, &validation)
+            })
+            .await
+            .map_err(|e| RetrainError::Internal(format!("evaluation panicked: {e}")))??
         };
         let decision = gate::decide(
             params.gate_metric,
@@ -228,9 +264,10 @@ impl Retrainer {
         progress: &Progress,
     ) -> Result<Prepared, RetrainError> {
         let run = req.run_id;
-        let window = self.window();
+        let backbone = params.train.features.backbone();
+        let window = self.analyzer.windowing(backbone);
         let labels = dataset::labels(&self.pool).await?;
-        let fingerprint = dataset::fingerprint(&labels, &window);
+        let fingerprint = dataset::fingerprint(&labels, backbone, &window);
         if let Some(other) = self
             .covered_by(run, &fingerprint, req, requested_at)
             .await?
@@ -243,11 +280,18 @@ impl Retrainer {
 
         progress.report(json!({"stage": "loading data", "labelled_recordings": labels.len()}));
         let p = progress.clone();
-        let (recordings, decoded, unusable) =
-            dataset::load(&self.pool, &self.objects, &window, &labels, |i, n| {
+        let (recordings, decoded, unusable) = dataset::load(
+            &self.pool,
+            &self.objects,
+            &self.analyzer,
+            backbone,
+            &window,
+            &labels,
+            |i, n| {
                 p.report(json!({"stage": "decoding", "done": i, "of": n}));
-            })
-            .await?;
+            },
+        )
+        .await?;
 
         let pairs: Vec<(&str, &str)> = recordings
             .iter()
@@ -265,8 +309,15 @@ impl Retrainer {
         let mut training_decoded = 0;
         if training_window != window {
             (train, training_decoded) = self
-                .with_training_windows(&training_window, &train, progress)
+                .with_training_windows(backbone, &training_window, &train, progress)
                 .await?;
+        }
+        if params.train.synthetic_negatives && backbone != Backbone::Acoustic && !train.is_empty() {
+            // Training adds synthetic background itself only as acoustic features.
+            train.push(
+                self.synthetic_background(backbone, &training_window)
+                    .await?,
+            );
         }
 
         let mut summary = data_summary(&recordings, &splits, &fingerprint, decoded, &unusable);
@@ -408,6 +459,7 @@ impl Retrainer {
     /// analysed and stored here, once (the count of those is returned too).
     async fn with_training_windows(
         &self,
+        backbone: Backbone,
         window: &WindowConfig,
         train_set: &[Recording],
         progress: &Progress,
@@ -418,12 +470,73 @@ impl Retrainer {
             .collect();
         progress.report(json!({"stage": "loading training windows", "hop_s": window.hop_s}));
         let p = progress.clone();
-        let (recordings, decoded, _) =
-            dataset::load(&self.pool, &self.objects, window, &labels, |i, n| {
+        let (recordings, decoded, _) = dataset::load(
+            &self.pool,
+            &self.objects,
+            &self.analyzer,
+            backbone,
+            window,
+            &labels,
+            |i, n| {
                 p.report(json!({"stage": "decoding training windows", "done": i, "of": n}));
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok((recordings.iter().map(to_recording).collect(), decoded))
+    }
+
+    /// Synthetic background (silence, noise, hum) analysed for `backbone`, as one
+    /// background recording.
+    async fn synthetic_background(
+        &self,
+        backbone: Backbone,
+        window: &WindowConfig,
+    ) -> Result<Recording, RetrainError> {
+        let analyzer = self.analyzer.clone();
+        let window = window.clone();
+        let windows = tokio::task::spawn_blocking(move || {
+            let mut windows = Vec::new();
+            for wav in birdsong_model::negatives::synthetic_clips() {
+                let a = analyzer
+                    .analyse_reader_in(backbone, &window, std::io::Cursor::new(wav))
+                    .map_err(|e| RetrainError::Data(format!("synthetic background: {e}")))?;
+                windows.extend(a.vectors);
+            }
+            Ok::<_, RetrainError>(windows)
+        })
+        .await
+        .map_err(|e| RetrainError::Internal(format!("analysis panicked: {e}")))??;
+        Ok(Recording {
+            id: "synthetic background".into(),
+            label: birdsong_model::BACKGROUND_LABELS[0].into(),
+            windows,
+        })
+    }
+
+    /// The holdout as `backbone` vectors: the promoted model may hear with another
+    /// backbone than the new one, and is scored on its own vectors of the same
+    /// recordings.
+    async fn holdout_for(
+        &self,
+        backbone: Backbone,
+        holdout: &[Recording],
+    ) -> Result<Vec<Recording>, RetrainError> {
+        let labels: Vec<(String, String)> = holdout
+            .iter()
+            .map(|r| (r.id.clone(), r.label.clone()))
+            .collect();
+        let window = self.analyzer.windowing(backbone);
+        let (recordings, _, _) = dataset::load(
+            &self.pool,
+            &self.objects,
+            &self.analyzer,
+            backbone,
+            &window,
+            &labels,
+            |_, _| {},
+        )
+        .await?;
+        Ok(recordings.iter().map(to_recording).collect())
     }
 
     async fn train(
@@ -562,6 +675,7 @@ fn evaluate(
     trained: TrainedModel,
     current: Option<CurrentModel>,
     holdout: &[Recording],
+    current_holdout: &[Recording],
     validation: &[Recording],
 ) -> Result<Evaluated, RetrainError> {
     let TrainedModel {
@@ -596,7 +710,7 @@ fn evaluate(
     let current_scores = match current.and_then(|c| c.artifact) {
         Some(a) => {
             let old = Classifier::from_artifact(&a)?;
-            gate::score(&old, holdout)?
+            gate::score(&old, current_holdout)?
         }
         None => None,
     };

@@ -39,7 +39,11 @@ pub fn synthetic_recordings(
             out.push(Recording {
                 id: format!("s{species}-{i}"),
                 label: format!("species-{species}"),
-                windows: analysis.windows.iter().map(|w| w.features).collect(),
+                windows: analysis
+                    .windows
+                    .iter()
+                    .map(|w| w.features.to_vec())
+                    .collect(),
             });
         }
     }
@@ -56,6 +60,47 @@ pub fn train_synthetic(classes: usize) -> anyhow::Result<Artifact> {
     };
     let trained = birdsong_model::train(&recordings, None, &config, |_| {})
         .context("training the synthetic model")?;
+    Ok(trained.artifact)
+}
+
+/// A model on the BirdNET backbone, trained on made-up embeddings (each species
+/// a different mean, with noise): for testing what a process does with a model
+/// whose backbone it may not be able to run, without BirdNET installed.
+pub fn train_embedding_head(classes: usize) -> anyhow::Result<Artifact> {
+    use birdsong_model::{BIRDNET_VECTOR, FeatureSet, Output};
+    let mut state = 12_345u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let recordings: Vec<Recording> = (0..classes * 3)
+        .map(|i| {
+            let species = i % classes;
+            Recording {
+                id: format!("e{i}"),
+                label: format!("species-{species}"),
+                windows: (0..6)
+                    .map(|_| {
+                        (0..BIRDNET_VECTOR)
+                            .map(|j| if j % classes == species { 1.0 } else { 0.0 } + noise())
+                            .collect()
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let config = TrainConfig {
+        features: FeatureSet::Birdnet,
+        architecture: birdsong_model::network::LINEAR.into(),
+        members: 1,
+        epochs: 5,
+        output: Output::Sigmoid,
+        ..TrainConfig::default()
+    };
+    let trained = birdsong_model::train(&recordings, None, &config, |_| {})
+        .context("training the embedding head")?;
     Ok(trained.artifact)
 }
 

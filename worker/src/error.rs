@@ -7,6 +7,7 @@
 //! persists, handed back to the broker, which dead-letters the message after
 //! the delivery limit.
 
+use birdsong_analysis::AnalysisError;
 use birdsong_audio::AudioError;
 use birdsong_common::store::StoreError;
 
@@ -54,6 +55,19 @@ impl From<AudioError> for TaskError {
             TaskError::permanent("bad_audio", e.to_string())
         } else {
             TaskError::transient("io", e.to_string())
+        }
+    }
+}
+
+impl From<AnalysisError> for TaskError {
+    fn from(e: AnalysisError) -> Self {
+        match e {
+            AnalysisError::Audio(e) => e.into(),
+            // The model in service needs it, so it loaded before: retry, and let
+            // the delivery limit surface a backbone that broke since.
+            AnalysisError::Unavailable { .. } | AnalysisError::Failed { .. } => {
+                TaskError::transient("backbone", e.to_string())
+            }
         }
     }
 }

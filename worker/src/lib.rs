@@ -34,6 +34,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use birdsong_analysis::{Analyzer, Settings};
 use birdsong_registry::Models;
 
 /// Runs a worker until `shutdown` becomes true, then finishes in-flight tasks
@@ -69,16 +70,26 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         });
     }
     let threads = config.cpu_threads();
-    let window = config.worker.window();
-    window
+    config
+        .worker
+        .window()
         .plan()
         .context("BIRDSONG_WINDOW_SECONDS / BIRDSONG_WINDOW_HOP_SECONDS")?;
+    let analyzer = Arc::new(Analyzer::new(Settings::from_config(&config.worker)));
+    let default_backbone = birdsong_analysis::default_backbone(&config.worker);
+    // A worker told to analyse with BirdNET must be able to: find out now, not
+    // on every task.
+    let check = analyzer.clone();
+    tokio::task::spawn_blocking(move || check.ensure(default_backbone))
+        .await
+        .context("checking the backbone")?
+        .context("BIRDSONG_BACKBONE")?;
     let pipeline = Arc::new(Pipeline {
-        models: Arc::new(Models::new(pool.clone(), store.clone())),
+        models: Arc::new(Models::new(pool.clone(), store.clone(), analyzer)),
         pool,
         store,
         cpu: Arc::new(Semaphore::new(threads)),
-        window,
+        default_backbone,
         max_file_bytes: config.max_file_bytes,
         worker_name: name.clone(),
         metrics,

@@ -22,11 +22,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use birdsong_audio::{
-    Analysis, AudioInfo, FEATURE_COUNT, FEATURE_VERSION, FeatureVector, WindowConfig,
-};
+use birdsong_analysis::{Analysed, Backbone};
+use birdsong_audio::AudioInfo;
 use birdsong_common::messages::ClassifyTask;
 use birdsong_common::store::{ObjectStore, audio_key};
+use birdsong_model::FeatureVector;
 use serde_json::json;
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgPool, Postgres};
@@ -67,7 +67,9 @@ pub struct Pipeline {
     pub models: Arc<Models>,
     /// Bounds CPU-heavy work (decode, features, inference) to the cores.
     pub cpu: Arc<Semaphore>,
-    pub window: WindowConfig,
+    /// What recordings are analysed with while no model is in service
+    /// (`BIRDSONG_BACKBONE`); a model in service always gets its own.
+    pub default_backbone: Backbone,
     pub max_file_bytes: u64,
     pub worker_name: String,
     pub metrics: Arc<Metrics>,
@@ -85,16 +87,16 @@ struct Claimed {
     promoted: Option<String>,
     /// The promoted version has already classified this recording.
     known: bool,
-    /// Window features for the worker's windowing are stored.
-    analysed: bool,
 }
 
 /// Windows of one recording, whether computed now or read back.
 struct Windows {
     info: Option<AudioInfo>,
     fresh: bool,
+    /// What the vectors are.
+    backbone: Backbone,
     spans: Vec<(f64, f64)>,
-    features: Vec<FeatureVector>,
+    vectors: Vec<FeatureVector>,
 }
 
 impl Pipeline {
@@ -150,7 +152,7 @@ impl Pipeline {
     /// the message does not match it, or it is already finished (an
     /// `awaiting_model` task is finished until a model is promoted).
     async fn claim(&self, msg: &ClassifyTask) -> Result<Option<Claimed>, TaskError> {
-        type Row = (String, i64, i32, Option<String>, bool, bool);
+        type Row = (String, i64, i32, Option<String>, bool);
         let row: Option<Row> = sqlx::query_as(
             "WITH promoted AS (
                  SELECT version FROM model_versions WHERE status = 'promoted'
@@ -166,27 +168,20 @@ impl Pipeline {
              RETURNING t.file_sha256, f.size_bytes, t.interruptions,
                  (SELECT version FROM promoted),
                  EXISTS (SELECT 1 FROM file_summaries s JOIN promoted p ON p.version = s.model_version
-                         WHERE s.file_sha256 = t.file_sha256),
-                 EXISTS (SELECT 1 FROM window_features w
-                         WHERE w.file_sha256 = t.file_sha256 AND w.feature_version = $4
-                           AND w.window_s = $5 AND w.hop_s = $6)",
+                         WHERE s.file_sha256 = t.file_sha256)",
         )
         .bind(msg.task_id)
         .bind(&msg.file_sha256)
         .bind(&self.worker_name)
-        .bind(FEATURE_VERSION)
-        .bind(self.window.length_s as f32)
-        .bind(self.window.hop_s as f32)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(
-            |(file_sha256, size_bytes, interruptions, promoted, known, analysed)| Claimed {
+            |(file_sha256, size_bytes, interruptions, promoted, known)| Claimed {
                 file_sha256,
                 size_bytes,
                 interruptions,
                 promoted,
                 known,
-                analysed,
             },
         ))
     }
@@ -236,7 +231,8 @@ impl Pipeline {
             });
         }
 
-        let windows = match self.windows(task).await {
+        let backbone = model.as_ref().map_or(self.default_backbone, |m| m.backbone);
+        let windows = match self.windows(task, backbone).await {
             Ok(w) => w,
             Err(TaskError::Permanent { kind, message }) => {
                 self.finish_failed(msg.task_id, kind, &message).await?;
@@ -250,7 +246,7 @@ impl Pipeline {
         };
         let audio_seconds = windows.info.as_ref().map(|i| i.duration_s).unwrap_or(0.0);
         let classified = match &model {
-            Some(m) => Some(self.classify(m.clone(), &windows.features).await?),
+            Some(m) => Some(self.classify(m.clone(), &windows.vectors).await?),
             None => None,
         };
         self.persist(
@@ -270,53 +266,64 @@ impl Pipeline {
         })
     }
 
-    async fn windows(&self, task: &Claimed) -> Result<Windows, TaskError> {
-        if task.analysed {
-            return self.stored_windows(&task.file_sha256).await;
+    /// The recording's windows for `backbone`: read back if stored (this
+    /// recording was analysed before, for another job or another model of the
+    /// same backbone), otherwise computed now.
+    async fn windows(&self, task: &Claimed, backbone: Backbone) -> Result<Windows, TaskError> {
+        match self.stored_windows(&task.file_sha256, backbone).await? {
+            Some(stored) => Ok(stored),
+            None => self.analyse(task, backbone).await,
         }
-        self.analyse(task).await
     }
 
-    /// The recording's windows read back from `window_features`.
-    async fn stored_windows(&self, sha: &str) -> Result<Windows, TaskError> {
+    /// The recording's windows read back from `window_features`, if any.
+    async fn stored_windows(
+        &self,
+        sha: &str,
+        backbone: Backbone,
+    ) -> Result<Option<Windows>, TaskError> {
+        let window = self.models.analyzer().windowing(backbone);
         let stored: Vec<(f64, f64, Vec<f32>)> = sqlx::query_as(
             "SELECT start_s, end_s, features FROM window_features
              WHERE file_sha256 = $1 AND feature_version = $2 AND window_s = $3 AND hop_s = $4
              ORDER BY window_index",
         )
         .bind(sha)
-        .bind(FEATURE_VERSION)
-        .bind(self.window.length_s as f32)
-        .bind(self.window.hop_s as f32)
+        .bind(backbone.feature_version())
+        .bind(window.length_s as f32)
+        .bind(window.hop_s as f32)
         .fetch_all(&self.pool)
         .await?;
-        {
-            let mut spans = Vec::with_capacity(stored.len());
-            let mut features = Vec::with_capacity(stored.len());
-            for (start, end, f) in stored {
-                let v: FeatureVector = f.try_into().map_err(|f: Vec<f32>| {
-                    TaskError::permanent(
-                        "bad_features",
-                        format!(
-                            "stored window has {} features, expected {FEATURE_COUNT}",
-                            f.len()
-                        ),
-                    )
-                })?;
-                spans.push((start, end));
-                features.push(v);
-            }
-            Ok(Windows {
-                info: None,
-                fresh: false,
-                spans,
-                features,
-            })
+        if stored.is_empty() {
+            return Ok(None);
         }
+        let expected = backbone.vector_len();
+        let mut spans = Vec::with_capacity(stored.len());
+        let mut vectors = Vec::with_capacity(stored.len());
+        for (start, end, v) in stored {
+            if v.len() != expected {
+                return Err(TaskError::permanent(
+                    "bad_features",
+                    format!(
+                        "a stored {backbone} window has {} values, expected {expected}",
+                        v.len()
+                    ),
+                ));
+            }
+            spans.push((start, end));
+            vectors.push(v);
+        }
+        Ok(Some(Windows {
+            info: None,
+            fresh: false,
+            backbone,
+            spans,
+            vectors,
+        }))
     }
 
     /// The recording fetched from the object store and analysed.
-    async fn analyse(&self, task: &Claimed) -> Result<Windows, TaskError> {
+    async fn analyse(&self, task: &Claimed, backbone: Backbone) -> Result<Windows, TaskError> {
         let size = u64::try_from(task.size_bytes).unwrap_or(0);
         if size > self.max_file_bytes {
             return Err(TaskError::permanent(
@@ -328,34 +335,31 @@ impl Pipeline {
             ));
         }
         let key = audio_key(&task.file_sha256);
-        let cfg = self.window.clone();
-        let analysis: Analysis = if size <= IN_MEMORY_BYTES {
+        let analyzer = self.models.analyzer().clone();
+        let analysed: Analysed = if size <= IN_MEMORY_BYTES {
             let bytes = self.store.get(&key).await?;
-            self.on_cpu(move || birdsong_audio::analyze_reader(std::io::Cursor::new(bytes), &cfg))
+            self.on_cpu(move || analyzer.analyse_reader(backbone, std::io::Cursor::new(bytes)))
                 .await??
         } else {
             let spool = tempfile::NamedTempFile::new().map_err(|e| {
                 TaskError::transient("io", format!("cannot create a spool file: {e}"))
             })?;
             self.store.get_to_file(&key, spool.path()).await?;
-            self.on_cpu(move || birdsong_audio::analyze_file(spool.path(), &cfg))
+            self.on_cpu(move || analyzer.analyse_file(backbone, spool.path()))
                 .await??
         };
-        if analysis.windows.is_empty() {
+        if analysed.spans.is_empty() {
             return Err(TaskError::permanent(
                 "no_windows",
                 "the recording produced no analysis window",
             ));
         }
         Ok(Windows {
-            spans: analysis
-                .windows
-                .iter()
-                .map(|w| (w.start_s, w.end_s))
-                .collect(),
-            features: analysis.windows.iter().map(|w| w.features).collect(),
-            info: Some(analysis.info),
+            spans: analysed.spans,
+            vectors: analysed.vectors,
+            info: Some(analysed.info),
             fresh: true,
+            backbone,
         })
     }
 
@@ -405,11 +409,12 @@ impl Pipeline {
         let ends: Vec<f64> = windows.spans.iter().map(|s| s.1).collect();
         // Stored features are not written again.
         let flat: Vec<f32> = if windows.fresh {
-            windows.features.iter().flatten().copied().collect()
+            windows.vectors.iter().flatten().copied().collect()
         } else {
             Vec::new()
         };
         let info = windows.info.as_ref();
+        let window = self.models.analyzer().windowing(windows.backbone);
         let mut q = Statement::default();
         let file = AnalysedFile {
             sha: q.bind(sha)?,
@@ -419,14 +424,14 @@ impl Pipeline {
             channels: q.bind(info.map(|i| i16::try_from(i.channels).unwrap_or(i16::MAX)))?,
             duration: q.bind(info.map(|i| i.duration_s))?,
             fresh: q.bind(windows.fresh)?,
-            feature_version: q.bind(FEATURE_VERSION)?,
-            window_s: q.bind(self.window.length_s as f32)?,
-            hop_s: q.bind(self.window.hop_s as f32)?,
+            feature_version: q.bind(windows.backbone.feature_version())?,
+            window_s: q.bind(window.length_s as f32)?,
+            hop_s: q.bind(window.hop_s as f32)?,
             index: q.bind(&index)?,
             starts: q.bind(&starts)?,
             ends: q.bind(&ends)?,
             features: q.bind(&flat)?,
-            width: q.bind(FEATURE_COUNT as i32)?,
+            width: q.bind(i32::try_from(windows.backbone.vector_len()).unwrap_or(i32::MAX))?,
         };
         let task = q.bind(task_id)?;
         let analysed = analysed_cte(&file);

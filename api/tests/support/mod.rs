@@ -334,7 +334,11 @@ pub async fn publish_model_with_background(env: &TestEnv, version: &str) {
             recordings.push(birdsong_model::Recording {
                 id: format!("noise-{i}"),
                 label: "noise".into(),
-                windows: analysis.windows.iter().map(|w| w.features).collect(),
+                windows: analysis
+                    .windows
+                    .iter()
+                    .map(|w| w.features.to_vec())
+                    .collect(),
             });
         }
         let config = birdsong_model::TrainConfig {

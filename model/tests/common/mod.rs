@@ -38,7 +38,7 @@ pub fn corpus(seed: u64, per_class: usize, windows: usize) -> Vec<Recording> {
                 .collect();
             let windows = (0..windows)
                 .map(|_| {
-                    let mut w: FeatureVector = [0.0; FEATURE_COUNT];
+                    let mut w: FeatureVector = vec![0.0; FEATURE_COUNT];
                     for j in 0..FEATURE_COUNT {
                         let noise: f32 = rng.random_range(-0.8..0.8);
                         w[j] = (centres[c][j] + offset[j] + noise) * scales[j] + 3.0 * scales[j];

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use birdsong_audio::WindowConfig;
 use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
-use birdsong_model::{Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, calibrate};
+use birdsong_model::{Artifact, Classifier, calibrate};
 use clap::Args;
 
 use crate::data::{DataArgs, extract, read_manifest};
@@ -26,11 +26,12 @@ pub(crate) struct CalibrateArgs {
 }
 
 pub(crate) fn run_calibrate(args: CalibrateArgs) -> Result<()> {
-    let mut artifact = Artifact::load_dir(&args.model, FEATURE_VERSION, FEATURE_COUNT)
+    let mut artifact = Artifact::load_dir_any_backbone(&args.model)
         .with_context(|| format!("loading the model in {}", args.model.display()))?;
     let classifier = Classifier::from_artifact(&artifact)?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
-    let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+    let backbone = classifier.info().features.backbone();
+    let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
     let thresholds = calibrate(
         &classifier,
         &recordings,

@@ -62,11 +62,12 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     // Training folds use the recipe's windows; held-out folds the standard ones.
     let standard_window = WindowConfig::default();
     let training_window = config.training_windows(&standard_window);
-    let train_windows = extract(&rows, &args.data, &training_window)?;
+    let backbone = config.features.backbone();
+    let train_windows = extract(&rows, &args.data, &training_window, backbone)?;
     let standard = if training_window == standard_window {
         train_windows.clone()
     } else {
-        extract(&rows, &args.data, &standard_window)?
+        extract(&rows, &args.data, &standard_window, backbone)?
     };
     let fold_seed = args.fold_seed.unwrap_or(args.recipe.seed);
     let folds = birdsong_model::k_folds(&standard, args.folds, fold_seed)?;

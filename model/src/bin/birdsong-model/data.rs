@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use birdsong_audio::{WindowConfig, analyze_file};
-use birdsong_model::{Artifact, Classifier, FEATURE_COUNT, FEATURE_VERSION, Recording};
+use birdsong_birdnet::Birdnet;
+use birdsong_model::{Artifact, Backbone, Classifier, Recording};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -25,6 +26,91 @@ pub(crate) struct DataArgs {
     /// Feature-extraction threads (default: available cores).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// BirdNET install, for models on the `birdnet` feature set (default:
+    /// $BIRDSONG_BIRDNET_DIR, else ~/.local/share/birdsong/birdnet).
+    #[arg(long)]
+    pub(crate) birdnet_dir: Option<PathBuf>,
+}
+
+/// BirdNET, loaded once per process on first use.
+fn birdnet(data: &DataArgs) -> Result<&'static Birdnet> {
+    static LOADED: OnceLock<Birdnet> = OnceLock::new();
+    if let Some(b) = LOADED.get() {
+        return Ok(b);
+    }
+    let dir = data
+        .birdnet_dir
+        .clone()
+        .unwrap_or_else(birdsong_birdnet::install::default_dir);
+    let loaded = Birdnet::load(&dir, 1).context("loading BirdNET")?;
+    Ok(LOADED.get_or_init(|| loaded))
+}
+
+/// The windows a backbone is fed, given the acoustic windows asked for: BirdNET's are
+/// always 3 s long, with the asked hop when that is shorter (training windows overlap).
+pub(crate) fn backbone_windows(backbone: Backbone, config: &WindowConfig) -> Result<WindowConfig> {
+    Ok(match backbone {
+        Backbone::Acoustic => config.clone(),
+        Backbone::Birdnet => {
+            let overlap = (birdsong_birdnet::WINDOW_SECONDS - config.hop_s).max(0.0);
+            birdsong_birdnet::window_config(overlap)?
+        }
+    })
+}
+
+/// One file's window vectors for `backbone`.
+fn vectors(
+    path: &Path,
+    backbone: Backbone,
+    data: &DataArgs,
+    config: &WindowConfig,
+) -> Result<Vec<Vec<f32>>> {
+    Ok(match backbone {
+        Backbone::Acoustic => analyze_file(path, config)?
+            .windows
+            .into_iter()
+            .map(|w| w.features.to_vec())
+            .collect(),
+        Backbone::Birdnet => birdnet(data)?
+            .embed_file(path, config)?
+            .windows
+            .iter()
+            .map(|w| w.vector())
+            .collect(),
+    })
+}
+
+/// Synthetic background (see `negatives::synthetic_clips`) as one background
+/// recording of `backbone` vectors: what training adds itself for the acoustic
+/// backbone.
+pub(crate) fn synthetic_background(
+    backbone: Backbone,
+    data: &DataArgs,
+    config: &WindowConfig,
+) -> Result<Recording> {
+    let mut windows = Vec::new();
+    for wav in birdsong_model::negatives::synthetic_clips() {
+        match backbone {
+            Backbone::Acoustic => windows.extend(
+                birdsong_audio::analyze_bytes(wav, config)?
+                    .windows
+                    .into_iter()
+                    .map(|w| w.features.to_vec()),
+            ),
+            Backbone::Birdnet => windows.extend(
+                birdnet(data)?
+                    .embed_bytes(wav, config)?
+                    .windows
+                    .iter()
+                    .map(|w| w.vector()),
+            ),
+        }
+    }
+    Ok(Recording {
+        id: "synthetic background".into(),
+        label: birdsong_model::BACKGROUND_LABELS[0].into(),
+        windows,
+    })
 }
 
 /// One manifest row; columns other than these are ignored.
@@ -66,7 +152,7 @@ pub(crate) fn write_predictions(
 }
 
 pub(crate) fn load_classifier(dir: &Path) -> Result<Classifier> {
-    let artifact = Artifact::load_dir(dir, FEATURE_VERSION, FEATURE_COUNT)
+    let artifact = Artifact::load_dir_any_backbone(dir)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
     Classifier::from_artifact(&artifact)
         .with_context(|| format!("loading the model in {}", dir.display()))
@@ -88,26 +174,32 @@ pub(crate) fn read_manifest(path: &Path, split: &str) -> Result<Vec<ManifestRow>
     Ok(rows)
 }
 
-/// Extracts the windows of every manifest row, in parallel, failing on the first file
-/// that cannot be analysed (a silently smaller dataset would skew every number).
+/// Extracts the windows of every manifest row for `backbone`, in parallel, failing on
+/// the first file that cannot be analysed (a silently smaller dataset would skew every
+/// number). `config` is the acoustic windowing; see [`backbone_windows`].
 pub(crate) fn extract(
     rows: &[ManifestRow],
     data: &DataArgs,
     config: &WindowConfig,
+    backbone: Backbone,
 ) -> Result<Vec<Recording>> {
+    let config = &backbone_windows(backbone, config)?;
+    if backbone == Backbone::Birdnet {
+        birdnet(data)?;
+    }
     let bar = progress_bar(
         rows.len() as u64,
         "{elapsed_precise} [{bar:30}] {pos}/{len} files analysed",
     );
     let results = parallel_map(rows, data.threads, |row| {
         let path = data.audio_root.join(&row.path);
-        let analysis =
-            analyze_file(&path, config).with_context(|| format!("analysing {}", path.display()));
+        let windows = vectors(&path, backbone, data, config)
+            .with_context(|| format!("analysing {}", path.display()));
         bar.inc(1);
-        analysis.map(|a| Recording {
+        windows.map(|windows| Recording {
             id: row.path.clone(),
             label: row.species.clone(),
-            windows: a.windows.into_iter().map(|w| w.features).collect(),
+            windows,
         })
     });
     bar.finish_and_clear();
@@ -129,6 +221,7 @@ pub(crate) fn extract_folder(
     dir: &Path,
     data: &DataArgs,
     config: &WindowConfig,
+    backbone: Backbone,
 ) -> Result<Vec<Recording>> {
     const AUDIO: [&str; 6] = ["mp3", "wav", "flac", "ogg", "m4a", "aiff"];
     let mut files = Vec::new();
@@ -167,8 +260,9 @@ pub(crate) fn extract_folder(
         manifest: data.manifest.clone(),
         audio_root: PathBuf::from("/"),
         threads: data.threads,
+        birdnet_dir: data.birdnet_dir.clone(),
     };
-    extract(&rows, &absolute, config)
+    extract(&rows, &absolute, config, backbone)
 }
 
 /// Maps `f` over `items` on scoped threads (work-stealing by index), keeping input order.

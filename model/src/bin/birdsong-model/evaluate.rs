@@ -49,7 +49,8 @@ pub(crate) fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         hop_s: args.hop_s,
         ..WindowConfig::default()
     };
-    let recordings = extract(&rows, &args.data, &config)?;
+    let backbone = classifier.info().features.backbone();
+    let recordings = extract(&rows, &args.data, &config, backbone)?;
     let evaluation = evaluate(&classifier, &recordings).context("evaluation failed")?;
     if let Some(mut out) = predictions {
         write_predictions(&mut out, None, &classifier, &recordings)?;
@@ -57,8 +58,9 @@ pub(crate) fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     }
     let open_set = match &args.unknown {
         Some(dir) => {
-            let unknown = extract_folder(dir, &args.data, &config)?;
-            Some(open_set(&classifier, &recordings, &unknown, config.hop_s)?)
+            let unknown = extract_folder(dir, &args.data, &config, backbone)?;
+            let hop_s = crate::data::backbone_windows(backbone, &config)?.hop_s;
+            Some(open_set(&classifier, &recordings, &unknown, hop_s)?)
         }
         None => None,
     };

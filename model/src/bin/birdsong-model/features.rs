@@ -29,7 +29,12 @@ pub(crate) fn run_features(args: FeaturesArgs) -> Result<()> {
         hop_s: args.hop_s,
         ..WindowConfig::default()
     };
-    let recordings = extract(&rows, &args.data, &config)?;
+    let recordings = extract(
+        &rows,
+        &args.data,
+        &config,
+        birdsong_model::Backbone::Acoustic,
+    )?;
     let mut writer = csv::Writer::from_path(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut header = vec!["recording".to_string(), "label".to_string()];

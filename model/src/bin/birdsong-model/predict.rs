@@ -60,7 +60,7 @@ pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
     let features: Vec<Vec<birdsong_model::FeatureVector>> = analyses
         .iter()
         .filter_map(|(_, a)| a.as_ref().ok())
-        .map(|a| a.windows.iter().map(|w| w.features).collect())
+        .map(|a| a.windows.iter().map(|w| w.features.to_vec()).collect())
         .collect();
     let batch: Vec<&[birdsong_model::FeatureVector]> = features.iter().map(Vec::as_slice).collect();
     let mut predictions = classifier

@@ -7,10 +7,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use birdsong_audio::WindowConfig;
 use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
-use birdsong_model::{EpochReport, calibrate, evaluate, split_by_recording, train};
+use birdsong_model::{Backbone, EpochReport, calibrate, evaluate, split_by_recording, train};
 use clap::Args;
 
-use crate::data::{DataArgs, ManifestRow, extract, progress_bar, read_manifest};
+use crate::data::{
+    DataArgs, ManifestRow, extract, progress_bar, read_manifest, synthetic_background,
+};
 use crate::recipe::{RecipeArgs, epoch_message};
 
 #[derive(Args)]
@@ -54,9 +56,18 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     config.validate().context("invalid training recipe")?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
     let training_window = config.training_windows(&WindowConfig::default());
-    let recordings = extract(&rows, &args.data, &training_window)?;
-    let (train_set, validation_set) =
+    let backbone = config.features.backbone();
+    let recordings = extract(&rows, &args.data, &training_window, backbone)?;
+    let (mut train_set, validation_set) =
         split_by_recording(recordings, args.validation_fraction, args.recipe.seed)?;
+    if config.synthetic_negatives && backbone != Backbone::Acoustic {
+        // Training adds synthetic background itself only as acoustic features.
+        train_set.push(synthetic_background(
+            backbone,
+            &args.data,
+            &training_window,
+        )?);
+    }
     let windows: usize = train_set.iter().map(|r| r.windows.len()).sum();
     eprintln!(
         "training {} on {} recordings ({windows} windows), validating on {}",
@@ -90,7 +101,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(split) = &args.evaluate_split {
         let rows = read_manifest(&args.data.manifest, split)?;
-        let recordings = extract(&rows, &args.data, &WindowConfig::default())?;
+        let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
         let evaluation = evaluate(&trained.classifier, &recordings)?;
         eprintln!(
             "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
@@ -105,7 +116,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
             let rows = read_manifest(&args.data.manifest, split)?;
             Some((
                 split.clone(),
-                extract(&rows, &args.data, &WindowConfig::default())?,
+                extract(&rows, &args.data, &WindowConfig::default(), backbone)?,
             ))
         }
         None if !validation_set.is_empty() => {
@@ -118,7 +129,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
                 .collect();
             Some((
                 "validation".to_string(),
-                extract(&rows, &args.data, &WindowConfig::default())?,
+                extract(&rows, &args.data, &WindowConfig::default(), backbone)?,
             ))
         }
         None => None,
