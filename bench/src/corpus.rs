@@ -20,7 +20,7 @@ pub struct Corpus {
     _temp: Option<tempfile::TempDir>,
 }
 
-fn audio_files(dir: &Path, ext: &str) -> anyhow::Result<Vec<PathBuf>> {
+pub fn audio_files(dir: &Path, ext: &str) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -17,6 +17,7 @@
 //!
 //! `scripts/scale.sh` does both and runs 1, 2 and 4 workers.
 
+mod backbones;
 mod chart;
 mod corpus;
 mod distributed;
@@ -89,6 +90,19 @@ enum Command {
     },
     /// Network cost per window by batch size.
     Inference,
+    /// Audio seconds per CPU second of each backbone on one thread (decode,
+    /// windows, vectors, one model's forward pass), side by side.
+    Backbones {
+        /// Folder of MP3 recordings (searched recursively).
+        #[arg(long, default_value = "../shared/data/xc3")]
+        audio: PathBuf,
+        /// Backbones to run (birdnet needs scripts/birdnet/install.sh).
+        #[arg(long, value_delimiter = ',', default_values = ["acoustic", "birdnet"])]
+        backbone: Vec<String>,
+        /// At most this many files (in path order).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 fn cores() -> usize {
@@ -121,7 +135,59 @@ async fn main() -> anyhow::Result<()> {
             out,
         } => pipeline(&shared, &corpus, clips, &workers, &feed, threads, out).await,
         Command::Inference => inference_table().await,
+        Command::Backbones {
+            audio,
+            backbone,
+            limit,
+        } => backbone_table(&audio, &backbone, limit).await,
     }
+}
+
+async fn backbone_table(
+    dir: &std::path::Path,
+    names: &[String],
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    let backbones = names
+        .iter()
+        .map(|n| {
+            n.parse::<birdsong_model::Backbone>()
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut files = corpus::audio_files(dir, "mp3")?;
+    files.truncate(limit.unwrap_or(usize::MAX));
+    if files.is_empty() {
+        bail!("no audio files under {}", dir.display());
+    }
+    let analyzer = birdsong_analysis::Analyzer::new(birdsong_analysis::Settings::default());
+    let mut rates = Vec::new();
+    for backbone in backbones {
+        let artifact = tokio::task::spawn_blocking(move || match backbone {
+            birdsong_model::Backbone::Acoustic => birdsong_testkit::models::train_synthetic(3),
+            birdsong_model::Backbone::Birdnet => birdsong_testkit::models::train_embedding_head(3),
+        })
+        .await??;
+        let classifier = Classifier::from_artifact(&artifact)?;
+        eprintln!("{backbone}: {} files on one thread…", files.len());
+        rates.push(backbones::run(&files, &analyzer, backbone, &classifier)?);
+    }
+    let base = rates.first().map(backbones::Rate::per_core).unwrap_or(1.0);
+    println!("| backbone | files | windows | audio (s) | CPU (s) | audio s per CPU s | vs first |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rates {
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {:.1} | {:.2}× |",
+            r.backbone,
+            r.files,
+            r.windows,
+            r.audio_s,
+            r.cpu_s.map_or("–".into(), |c| format!("{c:.1}")),
+            r.per_core(),
+            r.per_core() / base.max(1e-9)
+        );
+    }
+    Ok(())
 }
 
 async fn pipeline(

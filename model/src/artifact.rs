@@ -88,6 +88,10 @@ pub struct ArtifactMeta {
     /// without them detects at [`crate::report::DEFAULT_THRESHOLD`].
     #[serde(default)]
     pub thresholds: Option<Thresholds>,
+    /// Where the weights come from when they were not trained here (e.g. BirdNET's
+    /// species layer restricted to a list); `None` for a trained model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Only the field every format version has, and names a newer build may add to, read
@@ -135,6 +139,7 @@ impl ArtifactMeta {
             created_at: rfc3339_now(),
             weights_sha256: String::new(),
             thresholds: None,
+            source: None,
         }
     }
 

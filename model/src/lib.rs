@@ -49,7 +49,8 @@
 //! Reading order, bottom-up (each module uses only those above it): `features`,
 //! [`dataset`], [`metrics`], [`scaler`], [`network`], [`config`] (the recipe) and
 //! [`report`] (what evaluations produce); then [`artifact`]; [`inference`];
-//! [`detection`] and [`mod@evaluate`]; [`negatives`]; and [`mod@train`], the loop.
+//! [`detection`] and [`mod@evaluate`]; [`negatives`]; [`mod@train`], the loop; and
+//! [`fixed`], artifacts of layers trained elsewhere.
 
 pub mod artifact;
 pub mod config;
@@ -59,6 +60,7 @@ pub mod device;
 mod error;
 pub mod evaluate;
 mod features;
+pub mod fixed;
 pub mod inference;
 pub mod metrics;
 pub mod negatives;
@@ -87,5 +89,5 @@ pub use inference::{
     WindowPrediction,
 };
 pub use metrics::Metrics;
-pub use network::{ARCHITECTURES, MAX_MEMBERS, MLP, NetworkConfig, Output};
+pub use network::{ARCHITECTURES, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW};
 pub use train::{EpochReport, Stopping, TrainConfig, TrainedModel, train, train_on};

@@ -219,6 +219,32 @@ pub(crate) struct Network {
 }
 
 impl Network {
+    /// A network of one linear layer with the given weights (row-major
+    /// `inputs × outputs`) and biases: a layer trained elsewhere.
+    pub(crate) fn linear(
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        inputs: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let outputs = bias.len();
+        if inputs == 0 || outputs == 0 || weights.len() != inputs * outputs {
+            return Err(ModelError::InvalidConfig(format!(
+                "{} weights and {outputs} biases do not make a layer of {inputs} inputs",
+                weights.len()
+            )));
+        }
+        let weight = Tensor::<2>::from_data(TensorData::new(weights, [inputs, outputs]), device);
+        let bias = Tensor::<1>::from_data(TensorData::new(bias, [outputs]), device);
+        Ok(Network {
+            hidden: Vec::new(),
+            output: Linear {
+                weight: Param::initialized(ParamId::from(0u64), weight),
+                bias: Some(Param::initialized(ParamId::from(1u64), bias)),
+            },
+        })
+    }
+
     /// Logits for a batch of standardised inputs `[batch, input_size]` (no dropout).
     pub(crate) fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         for layer in &self.hidden {

@@ -54,6 +54,21 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
     },
+    /// Publish a model artifact directory (e.g. from `birdsong-model restrict` or
+    /// `birdsong-model train`) as a new version, as a candidate or promoted.
+    Publish {
+        /// The artifact directory (weights.bpk and model.json).
+        dir: std::path::PathBuf,
+        /// Version name; must not exist yet.
+        #[arg(long)]
+        version: String,
+        /// Promote it at once (workers switch to it; tasks awaiting a model are queued).
+        #[arg(long)]
+        promote: bool,
+        /// Recorded as the version's status reason.
+        #[arg(long, default_value = "published from the command line")]
+        reason: String,
+    },
     /// Make VERSION the model every worker serves (an earlier one: rollback).
     Promote {
         version: String,
@@ -117,6 +132,55 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 Ok(())
             }
+        }
+        Command::Publish {
+            dir,
+            version,
+            promote,
+            reason,
+        } => {
+            let mut artifact = birdsong_model::Artifact::load_dir_any_backbone(&dir)
+                .with_context(|| format!("reading the model in {}", dir.display()))?;
+            let (pool, publisher) = connect(&config).await?;
+            let objects = birdsong_common::store::ObjectStore::new(&config.s3);
+            objects
+                .ensure_bucket()
+                .await
+                .context("reaching the object store")?;
+            let stored = registry::artifacts::publish(
+                &pool,
+                &objects,
+                &mut artifact,
+                &registry::NewVersion {
+                    version: version.clone(),
+                    status_reason: Some(reason.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("publishing {version}"))?;
+            println!(
+                "{version} published ({} backbone, {} species) under {}",
+                artifact.meta().features.backbone(),
+                artifact.meta().classes.len(),
+                stored.object_prefix
+            );
+            if promote {
+                let done = registry::promote_and_requeue(
+                    &pool,
+                    &publisher,
+                    &config.queues,
+                    &version,
+                    &reason,
+                )
+                .await
+                .with_context(|| format!("promoting {version}"))?;
+                println!(
+                    "{version} promoted; {} tasks awaiting a model queued again",
+                    done.requeued
+                );
+            }
+            Ok(())
         }
         Command::Promote { version, reason } => {
             let (pool, publisher) = connect(&config).await?;

@@ -670,3 +670,38 @@ async fn a_retrainer_killed_mid_training_changes_nothing() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
 }
+
+/// A model trained elsewhere (here: a head on the BirdNET backbone, as
+/// `birdsong-model restrict` writes one) is published and promoted from its
+/// artifact directory; a second publish of the same version is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_directory_is_published_and_promoted_from_the_command_line() {
+    let env = TestEnv::start().await.expect("test environment");
+    let artifact =
+        tokio::task::spawn_blocking(|| birdsong_testkit::models::train_embedding_head(2))
+            .await
+            .unwrap()
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    artifact.save_dir(dir.path()).unwrap();
+    let path = dir.path().to_string_lossy().to_string();
+    let out = retrainer_process(&env, &["publish", &path, "--version", "bn1", "--promote"])
+        .output()
+        .expect("run birdsong-retrainer publish");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("birdnet backbone, 2 species"), "{stdout}");
+    let (status, feature_version): (String, String) =
+        sqlx::query_as("SELECT status, feature_version FROM model_versions WHERE version = 'bn1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), feature_version.as_str()),
+        ("promoted", birdsong_model::BIRDNET_FEATURE_VERSION)
+    );
+    let again = retrainer_process(&env, &["publish", &path, "--version", "bn1"])
+        .output()
+        .expect("run birdsong-retrainer publish");
+    assert!(!again.status.success(), "a version is published once");
+}

@@ -17,6 +17,7 @@ mod evaluate;
 mod features;
 mod predict;
 mod recipe;
+mod restrict;
 mod train;
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ use cross_validate::{CrossValidateArgs, run_cross_validate};
 use evaluate::{EvaluateArgs, run_evaluate};
 use features::{FeaturesArgs, run_features};
 use predict::{PredictArgs, run_predict};
+use restrict::{RestrictArgs, run_restrict};
 use train::{TrainArgs, run_train};
 
 #[derive(Parser)]
@@ -58,6 +60,9 @@ enum Command {
     /// named feature), to train other tools on exactly the same inputs. Keep it out of
     /// the repository when the audio is licensed.
     Features(FeaturesArgs),
+    /// Write BirdNET's own species layer, restricted to a species list, as a model on
+    /// the BirdNET backbone (needs scripts/birdnet/install.sh; CC BY-NC-SA 4.0).
+    Restrict(RestrictArgs),
 }
 
 fn main() -> Result<()> {
@@ -68,6 +73,7 @@ fn main() -> Result<()> {
         Command::Predict(args) => run_predict(args),
         Command::CrossValidate(args) => run_cross_validate(args),
         Command::Features(args) => run_features(args),
+        Command::Restrict(args) => run_restrict(args),
     }
 }
 

@@ -48,6 +48,12 @@ pub(crate) enum PredictLine<'a> {
 
 pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
     let classifier = load_classifier(&args.model)?;
+    let backbone = classifier.info().features.backbone();
+    if backbone != birdsong_model::Backbone::Acoustic {
+        bail!(
+            "predict runs acoustic models; this one reads {backbone} vectors              (classify with the worker or the api, or score it with evaluate)"
+        );
+    }
     let config = WindowConfig::default();
     let analyses: Vec<(String, Result<Analysis, String>)> =
         parallel_map(&args.files, None, |path| {
