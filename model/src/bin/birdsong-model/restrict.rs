@@ -12,7 +12,9 @@ use clap::Args;
 #[derive(Args)]
 pub(crate) struct RestrictArgs {
     /// Species to keep, comma-separated: common names, scientific names or BirdNET's
-    /// full labels, as your labels name them (the model reports these names).
+    /// full labels, as your labels name them (the model reports these names). Where
+    /// your name is not BirdNET's, write `YOUR NAME=BIRDNET NAME` (e.g.
+    /// `Grey Kingbird=Tyrannus dominicensis`).
     #[arg(long, value_delimiter = ',', conflicts_with = "species_list")]
     species: Vec<String>,
     /// A file with one species per line (`#` starts a comment), instead of --species;
@@ -59,10 +61,14 @@ pub(crate) fn run_restrict(args: RestrictArgs) -> Result<()> {
     let birdnet = birdsong_birdnet::Birdnet::load(&dir, 1).context("loading BirdNET")?;
     let layer = birdnet.species();
     let (mut found, mut missing) = (Vec::new(), Vec::new());
-    for name in &names {
-        match layer.find(name) {
-            Some(index) => found.push((name.clone(), index)),
-            None => missing.push(name.clone()),
+    for entry in &names {
+        let (name, lookup) = match entry.split_once('=') {
+            Some((name, lookup)) => (name.trim(), lookup.trim()),
+            None => (entry.as_str(), entry.as_str()),
+        };
+        match layer.find(lookup) {
+            Some(index) => found.push((name.to_string(), index)),
+            None => missing.push(entry.clone()),
         }
     }
     if !missing.is_empty() {
