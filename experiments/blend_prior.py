@@ -26,25 +26,15 @@ import argparse
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detection_compare import model_bin  # noqa: E402  (same binary lookup)
+
 AUDIO = (".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aiff")
-
-
-def model_bin() -> str:
-    if os.environ.get("BIRDSONG_MODEL_BIN"):
-        return os.environ["BIRDSONG_MODEL_BIN"]
-    target = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
-    for profile in ("release", "debug"):
-        candidate = target / profile / "birdsong-model"
-        if candidate.exists():
-            return str(candidate)
-    sys.exit("birdsong-model not found: build it (cargo build --release -p birdsong-model) "
-             "or set BIRDSONG_MODEL_BIN")
 
 
 def write_manifest(path: Path, rows: list) -> None:

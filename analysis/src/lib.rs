@@ -349,9 +349,7 @@ mod tests {
 
     #[test]
     fn birdnet_vectors_when_installed() {
-        let dir = birdsong_birdnet::install::default_dir();
-        if !birdsong_birdnet::Install::exists(&dir) {
-            eprintln!("skipped: BirdNET is not installed in {}", dir.display());
+        if birdsong_birdnet::install::for_test().unwrap().is_none() {
             return;
         }
         let analyzer = Analyzer::new(Settings::default());

@@ -121,6 +121,31 @@ impl Install {
     }
 }
 
+/// Set to make a missing install an error in [`for_test`] (so that a CI run that
+/// is meant to exercise BirdNET cannot pass by skipping it).
+pub const REQUIRE_ENV: &str = "BIRDSONG_REQUIRE_BIRDNET";
+
+/// The default install, for a test that needs BirdNET: `Ok(None)` after printing
+/// that the test skipped when nothing is installed, unless [`REQUIRE_ENV`] is set,
+/// which makes that an error.
+pub fn for_test() -> Result<Option<Install>> {
+    let dir = default_dir();
+    if Install::exists(&dir) {
+        return Install::open(&dir).map(Some);
+    }
+    if std::env::var_os(REQUIRE_ENV).is_some() {
+        return Err(BirdnetError::NotInstalled {
+            dir,
+            missing: format!("{MANIFEST_FILE} ({REQUIRE_ENV} is set)"),
+        });
+    }
+    eprintln!(
+        "skipped: BirdNET is not installed in {} (scripts/birdnet/install.sh --accept-license)",
+        dir.display()
+    );
+    Ok(None)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| BirdnetError::Io {
         path: path.to_path_buf(),

@@ -4,26 +4,11 @@
 //! Needs an install (`scripts/birdnet/install.sh --accept-license`); without one each
 //! test says it skipped, unless `BIRDSONG_REQUIRE_BIRDNET=1` makes that a failure.
 
-use std::path::PathBuf;
-
 use birdsong_birdnet::{Birdnet, EMBEDDING_SIZE, Install, WINDOW_SAMPLES, install};
 use tract_onnx::prelude::*;
 
 fn installed() -> Option<Install> {
-    let dir: PathBuf = install::default_dir();
-    if Install::exists(&dir) {
-        return Some(Install::open(&dir).expect("the install is complete and verified"));
-    }
-    assert!(
-        std::env::var_os("BIRDSONG_REQUIRE_BIRDNET").is_none(),
-        "BIRDSONG_REQUIRE_BIRDNET is set but BirdNET is not installed in {}",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: BirdNET is not installed in {} (scripts/birdnet/install.sh --accept-license)",
-        dir.display()
-    );
-    None
+    install::for_test().expect("a complete, verified install")
 }
 
 /// A 3-s test signal: two chirps and a little noise (deterministic).

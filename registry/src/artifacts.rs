@@ -160,17 +160,14 @@ pub async fn load(store: &ObjectStore, stored: &StoredVersion) -> Result<Artifac
     if let Some(expected) = &stored.meta_sha256 {
         verify(version, META_FILE, expected, &meta)?;
     }
-    let artifact =
-        tokio::task::spawn_blocking(move || Artifact::from_files_any_backbone(&weights, &meta))
-            .await
-            .map_err(|e| LoadError::Unavailable {
-                version: version.clone(),
-                message: format!("loading thread failed: {e}"),
-            })?
-            .map_err(|e| LoadError::Invalid {
-                version: version.clone(),
-                message: e.to_string(),
-            })?;
+    let artifact = on_blocking(version, move || {
+        Artifact::from_files_any_backbone(&weights, &meta)
+    })
+    .await?
+    .map_err(|e| LoadError::Invalid {
+        version: version.clone(),
+        message: e.to_string(),
+    })?;
     if let Some(named) = &artifact.meta().version
         && named != version
     {
@@ -180,6 +177,20 @@ pub async fn load(store: &ObjectStore, stored: &StoredVersion) -> Result<Artifac
         });
     }
     Ok(artifact)
+}
+
+/// Runs CPU-heavy loading work of `version` off the async threads; a thread that
+/// died is worth retrying.
+pub(crate) async fn on_blocking<T: Send + 'static>(
+    version: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Unavailable {
+            version: version.to_string(),
+            message: format!("loading thread failed: {e}"),
+        })
 }
 
 fn verify(

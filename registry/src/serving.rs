@@ -140,12 +140,8 @@ impl Models {
         })?;
         let backbone = classifier.info().features.backbone();
         let analyzer = self.analyzer.clone();
-        tokio::task::spawn_blocking(move || analyzer.ensure(backbone))
-            .await
-            .map_err(|e| LoadError::Unavailable {
-                version: version.clone(),
-                message: format!("loading thread failed: {e}"),
-            })?
+        artifacts::on_blocking(&version, move || analyzer.ensure(backbone))
+            .await?
             .map_err(|e| LoadError::Invalid {
                 version: version.clone(),
                 message: format!(

@@ -201,7 +201,15 @@ impl Retrainer {
                 .await
                 .map_err(|e| RetrainError::Internal(format!("loading a backbone panicked: {e}")))?;
             match usable {
-                Ok(()) => current_holdout = Some(self.holdout_for(other, &holdout).await?),
+                Ok(()) => {
+                    // The promoted model is scored on its own vectors of the
+                    // same recordings.
+                    let window = self.analyzer.windowing(other);
+                    let (recordings, _) = self
+                        .reanalysed(other, &window, &holdout, progress, "loading the holdout")
+                        .await?;
+                    current_holdout = Some(recordings);
+                }
                 Err(e) => {
                     // Cannot be scored here: compared as a model that failed to load.
                     c.artifact = None;
@@ -309,7 +317,13 @@ impl Retrainer {
         let mut training_decoded = 0;
         if training_window != window {
             (train, training_decoded) = self
-                .with_training_windows(backbone, &training_window, &train, progress)
+                .reanalysed(
+                    backbone,
+                    &training_window,
+                    &train,
+                    progress,
+                    "loading training windows",
+                )
                 .await?;
         }
         if params.train.synthetic_negatives && backbone != Backbone::Acoustic && !train.is_empty() {
@@ -452,25 +466,27 @@ impl Retrainer {
         .map_err(|e| query("looking for an equivalent run")(e).into())
     }
 
-    /// The training recordings again, cut with the recipe's own windows (a shorter hop
-    /// than the workers' gives the network every call at several offsets). Holdout and
-    /// validation keep the workers' windows, so that their scores mean what a detection
-    /// means and compare with the promoted model's. Windows no worker stored are
-    /// analysed and stored here, once (the count of those is returned too).
-    async fn with_training_windows(
+    /// `recordings` again as `backbone` vectors in `window`: the training set cut
+    /// with the recipe's own windows (a shorter hop than the workers' gives the network
+    /// every call at several offsets), or the holdout as the promoted model's backbone
+    /// hears it. Windows no worker stored are analysed and stored here, once (the
+    /// count of those is returned too); `stage` names the step in the run's progress.
+    async fn reanalysed(
         &self,
         backbone: Backbone,
         window: &WindowConfig,
-        train_set: &[Recording],
+        recordings: &[Recording],
         progress: &Progress,
+        stage: &'static str,
     ) -> Result<(Vec<Recording>, usize), RetrainError> {
-        let labels: Vec<(String, String)> = train_set
+        let labels: Vec<(String, String)> = recordings
             .iter()
             .map(|r| (r.id.clone(), r.label.clone()))
             .collect();
-        progress.report(json!({"stage": "loading training windows", "hop_s": window.hop_s}));
+        progress
+            .report(json!({"stage": stage, "backbone": backbone.name(), "hop_s": window.hop_s}));
         let p = progress.clone();
-        let (recordings, decoded, _) = dataset::load(
+        let (loaded, decoded, _) = dataset::load(
             &self.pool,
             &self.objects,
             &self.analyzer,
@@ -478,11 +494,11 @@ impl Retrainer {
             window,
             &labels,
             |i, n| {
-                p.report(json!({"stage": "decoding training windows", "done": i, "of": n}));
+                p.report(json!({"stage": stage, "done": i, "of": n}));
             },
         )
         .await?;
-        Ok((recordings.iter().map(to_recording).collect(), decoded))
+        Ok((loaded.iter().map(to_recording).collect(), decoded))
     }
 
     /// Synthetic background (silence, noise, hum) analysed for `backbone`, as one
@@ -511,32 +527,6 @@ impl Retrainer {
             label: birdsong_model::BACKGROUND_LABELS[0].into(),
             windows,
         })
-    }
-
-    /// The holdout as `backbone` vectors: the promoted model may hear with another
-    /// backbone than the new one, and is scored on its own vectors of the same
-    /// recordings.
-    async fn holdout_for(
-        &self,
-        backbone: Backbone,
-        holdout: &[Recording],
-    ) -> Result<Vec<Recording>, RetrainError> {
-        let labels: Vec<(String, String)> = holdout
-            .iter()
-            .map(|r| (r.id.clone(), r.label.clone()))
-            .collect();
-        let window = self.analyzer.windowing(backbone);
-        let (recordings, _, _) = dataset::load(
-            &self.pool,
-            &self.objects,
-            &self.analyzer,
-            backbone,
-            &window,
-            &labels,
-            |_, _| {},
-        )
-        .await?;
-        Ok(recordings.iter().map(to_recording).collect())
     }
 
     async fn train(

@@ -18,20 +18,9 @@ use support::*;
 const LIMIT: Duration = Duration::from_secs(180);
 
 fn birdnet_installed() -> bool {
-    let dir = birdsong_birdnet::install::default_dir();
-    if birdsong_birdnet::Install::exists(&dir) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("BIRDSONG_REQUIRE_BIRDNET").is_none(),
-        "BIRDSONG_REQUIRE_BIRDNET is set but BirdNET is not installed in {}",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: BirdNET is not installed in {} (scripts/birdnet/install.sh --accept-license)",
-        dir.display()
-    );
-    false
+    birdsong_birdnet::install::for_test()
+        .expect("a complete, verified install")
+        .is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
