@@ -13,18 +13,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use birdsong_audio::WindowConfig;
+use birdsong_analysis::{Analyzer, Backbone};
 use birdsong_model::Classifier;
 
 use crate::report::Measurement;
 use crate::sampler::{TICKS_PER_S, process_ticks};
 
-/// Runs every file through decode + features + inference on `threads`.
+/// Runs every file through decode + `backbone`'s vectors + inference on `threads`.
 pub fn run(
     files: &[PathBuf],
+    analyzer: &Arc<Analyzer>,
+    backbone: Backbone,
     classifier: &Arc<Classifier>,
     threads: usize,
 ) -> anyhow::Result<Measurement> {
+    // Loading BirdNET is start-up, as in a worker, not per-recording work.
+    analyzer
+        .ensure(backbone)
+        .with_context(|| format!("the {backbone} backbone"))?;
     let next = Arc::new(AtomicUsize::new(0));
     let files = Arc::new(files.to_vec());
     let started = Instant::now();
@@ -32,25 +38,20 @@ pub fn run(
     let handles: Vec<_> = (0..threads.max(1))
         .map(|_| {
             let (next, files, classifier) = (next.clone(), files.clone(), classifier.clone());
+            let analyzer = analyzer.clone();
             std::thread::spawn(move || -> anyhow::Result<(usize, f64, usize)> {
-                let cfg = WindowConfig::default();
                 let (mut done, mut seconds, mut failed) = (0, 0.0, 0);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(i) else { break };
                     let bytes = std::fs::read(path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    match birdsong_audio::analyze_bytes(bytes, &cfg) {
-                        Ok(analysis) => {
-                            let windows: Vec<_> = analysis
-                                .windows
-                                .iter()
-                                .map(|w| w.features.to_vec())
-                                .collect();
+                    match analyzer.analyse_reader(backbone, std::io::Cursor::new(bytes)) {
+                        Ok(analysed) => {
                             classifier
-                                .classify_recordings(&[windows.as_slice()], 3)
+                                .classify_recordings(&[analysed.vectors.as_slice()], 3)
                                 .context("classifying")?;
-                            seconds += analysis.info.duration_s;
+                            seconds += analysed.info.duration_s;
                             done += 1;
                         }
                         Err(_) => failed += 1,

@@ -87,6 +87,11 @@ enum Command {
         /// Folder to write `report.md`, `results.json` and `chart.png` into.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Backbone of the benchmark model: `acoustic` (a reference MLP), or
+        /// `birdnet` (a head on BirdNET's embeddings; needs
+        /// scripts/birdnet/install.sh, found as the workers find it).
+        #[arg(long, default_value = "acoustic")]
+        backbone: birdsong_model::Backbone,
     },
     /// Network cost per window by batch size.
     Inference,
@@ -133,7 +138,17 @@ async fn main() -> anyhow::Result<()> {
             feed,
             threads,
             out,
-        } => pipeline(&shared, &corpus, clips, &workers, &feed, threads, out).await,
+            backbone,
+        } => {
+            let plan = Plan {
+                clips,
+                workers,
+                feeds: feed,
+                threads_per_worker: threads,
+                backbone,
+            };
+            pipeline(&shared, &corpus, &plan, out).await
+        }
         Command::Inference => inference_table().await,
         Command::Backbones {
             audio,
@@ -190,21 +205,40 @@ async fn backbone_table(
     Ok(())
 }
 
+/// What the pipeline benchmark runs on each corpus.
+struct Plan {
+    clips: usize,
+    workers: Vec<usize>,
+    feeds: Vec<FeedName>,
+    threads_per_worker: Option<usize>,
+    backbone: birdsong_model::Backbone,
+}
+
 async fn pipeline(
     shared: &std::path::Path,
     names: &[CorpusName],
-    clips: usize,
-    workers: &[usize],
-    feeds: &[FeedName],
-    threads_per_worker: Option<usize>,
+    plan: &Plan,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let Plan {
+        clips,
+        ref workers,
+        ref feeds,
+        threads_per_worker,
+        backbone,
+    } = *plan;
     let worker = worker_exe()?;
     let cores = cores();
-    eprintln!("training the benchmark model (reference MLP, 3 synthetic species)…");
-    let artifact =
-        tokio::task::spawn_blocking(|| birdsong_testkit::models::train_synthetic(3)).await??;
+    eprintln!("training the benchmark model ({backbone} backbone, 3 synthetic species)…");
+    let artifact = tokio::task::spawn_blocking(move || match backbone {
+        birdsong_model::Backbone::Acoustic => birdsong_testkit::models::train_synthetic(3),
+        birdsong_model::Backbone::Birdnet => birdsong_testkit::models::train_embedding_head(3),
+    })
+    .await??;
     let classifier = Arc::new(Classifier::from_artifact(&artifact)?);
+    let analyzer = Arc::new(birdsong_analysis::Analyzer::new(
+        birdsong_analysis::Settings::default(),
+    ));
     let mut rows = Vec::new();
     for name in names {
         let corpus = match name {
@@ -213,8 +247,10 @@ async fn pipeline(
         };
         eprintln!("{}: in-process on {cores} threads…", corpus.name);
         let files = corpus.files.clone();
-        let c = classifier.clone();
-        let base = tokio::task::spawn_blocking(move || inprocess::run(&files, &c, cores)).await??;
+        let (c, a) = (classifier.clone(), analyzer.clone());
+        let base =
+            tokio::task::spawn_blocking(move || inprocess::run(&files, &a, backbone, &c, cores))
+                .await??;
         let base_rate = base.audio_per_s();
         rows.push(Row {
             corpus: corpus.name.clone(),
@@ -260,7 +296,7 @@ async fn pipeline(
         }
     }
     let table = format!(
-        "{}\nWhere the CPU went (CPU time charged per role from /proc; the last column is the \
+        "Backbone: {backbone}.\n\n{}\nWhere the CPU went (CPU time charged per role from /proc; the last column is the \
          workers' CPU per second of audio over the in-process run's):\n\n{}",
         report::markdown(&rows),
         report::cpu_markdown(&rows)

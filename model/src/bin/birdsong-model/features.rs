@@ -1,4 +1,6 @@
-//! `features`: the windows' feature vectors of one split as CSV.
+//! `features`: the windows' vectors of one split as CSV, on either backbone: the
+//! librosa-style features, or BirdNET's embedding and level, for analyses outside
+//! birdsong (the same vectors the retrainer trains heads on).
 
 use std::path::PathBuf;
 
@@ -18,6 +20,10 @@ pub(crate) struct FeaturesArgs {
     /// Hop between windows in seconds.
     #[arg(long, default_value_t = 5.0)]
     hop_s: f64,
+    /// Backbone whose vectors to export: `acoustic`, or `birdnet` (its 1 024-d
+    /// embedding and the window's level, on 3-s windows).
+    #[arg(long, default_value_t = birdsong_model::Backbone::Acoustic)]
+    backbone: birdsong_model::Backbone,
     /// CSV file to write.
     #[arg(long)]
     out: PathBuf,
@@ -29,16 +35,19 @@ pub(crate) fn run_features(args: FeaturesArgs) -> Result<()> {
         hop_s: args.hop_s,
         ..WindowConfig::default()
     };
-    let recordings = extract(
-        &rows,
-        &args.data,
-        &config,
-        birdsong_model::Backbone::Acoustic,
-    )?;
+    let recordings = extract(&rows, &args.data, &config, args.backbone)?;
     let mut writer = csv::Writer::from_path(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut header = vec!["recording".to_string(), "label".to_string()];
-    header.extend(birdsong_audio::FEATURE_NAMES.iter().map(|n| n.to_string()));
+    match args.backbone {
+        birdsong_model::Backbone::Acoustic => {
+            header.extend(birdsong_audio::FEATURE_NAMES.iter().map(|n| n.to_string()))
+        }
+        birdsong_model::Backbone::Birdnet => {
+            header.extend((0..birdsong_model::BIRDNET_EMBEDDING).map(|i| format!("embedding_{i}")));
+            header.push("level".into());
+        }
+    }
     writer.write_record(&header)?;
     for r in &recordings {
         for w in &r.windows {
