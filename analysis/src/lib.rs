@@ -189,6 +189,30 @@ impl Analyzer {
         }
     }
 
+    /// BirdNET's species-layer columns for `labels` (each looked up by its alias in
+    /// `aliases` when it has one), the anchor of the `anchored` architecture; loads
+    /// BirdNET if needed (blocking). Labels BirdNET lacks have no column.
+    pub fn birdnet_anchor(
+        &self,
+        labels: &[String],
+        aliases: &std::collections::BTreeMap<String, String>,
+    ) -> Result<birdsong_model::Anchor, AnalysisError> {
+        let birdnet = self.birdnet()?;
+        let mut anchor = birdsong_model::Anchor::new(
+            "BirdNET V2.4's species layer",
+            birdsong_model::BIRDNET_EMBEDDING,
+        );
+        for (label, weights, bias) in birdnet.species().columns_for(labels, aliases) {
+            anchor
+                .insert(label, weights, bias)
+                .map_err(|e| AnalysisError::Failed {
+                    backbone: Backbone::Birdnet,
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(anchor)
+    }
+
     /// Analyses a file (blocking).
     pub fn analyse_file(&self, backbone: Backbone, path: &Path) -> Result<Analysed, AnalysisError> {
         match backbone {

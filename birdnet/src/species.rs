@@ -63,6 +63,24 @@ impl SpeciesLayer {
         Some((weights, bias))
     }
 
+    /// The columns of the species among `labels` that BirdNET knows, each looked up by
+    /// its alias when `aliases` has one (a user's "Grey Kingbird" is BirdNET's
+    /// "Gray Kingbird"), else by the label itself; the others are left out.
+    pub fn columns_for(
+        &self,
+        labels: &[String],
+        aliases: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<(String, Vec<f32>, f32)> {
+        labels
+            .iter()
+            .filter_map(|label| {
+                let name = aliases.get(label).unwrap_or(label);
+                let (weights, bias) = self.column(self.find(name)?)?;
+                Some((label.clone(), weights, bias))
+            })
+            .collect()
+    }
+
     /// BirdNET's logit for output `index` on one embedding.
     pub fn logit(&self, embedding: &[f32], index: usize) -> Option<f32> {
         let (weights, bias) = self.column(index)?;

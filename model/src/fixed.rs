@@ -67,10 +67,7 @@ pub fn linear_artifact(layer: LinearLayer) -> Result<Artifact> {
         synthetic_negatives: false,
         ..TrainConfig::default()
     };
-    let scaler = Scaler {
-        mean: vec![0.0; width],
-        std: vec![1.0; width],
-    };
+    let scaler = Scaler::identity(width);
     let mut meta = ArtifactMeta::new(
         config,
         training,

@@ -52,6 +52,7 @@
 //! [`detection`] and [`mod@evaluate`]; [`negatives`]; [`mod@train`], the loop; and
 //! [`fixed`], artifacts of layers trained elsewhere.
 
+pub mod anchor;
 pub mod artifact;
 pub mod config;
 pub mod dataset;
@@ -69,6 +70,7 @@ pub mod report;
 pub mod scaler;
 pub mod train;
 
+pub use anchor::{ANCHOR_STRENGTH, Anchor};
 pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE, WEIGHTS_FILE};
 pub use dataset::{
     BACKGROUND_LABELS, DataSummary, Recording, class_list, is_background, k_folds, quiet_windows,
@@ -89,5 +91,9 @@ pub use inference::{
     WindowPrediction,
 };
 pub use metrics::Metrics;
-pub use network::{ARCHITECTURES, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW};
-pub use train::{EpochReport, Stopping, TrainConfig, TrainedModel, train, train_on};
+pub use network::{
+    ANCHORED, ARCHITECTURES, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW,
+};
+pub use train::{
+    EpochReport, Stopping, TrainConfig, TrainedModel, train, train_anchored, train_on,
+};

@@ -33,9 +33,12 @@ pub const LINEAR: &str = "linear";
 /// One hidden layer of 256 with dropout 0.5: BirdNET-Analyzer's custom classifier with
 /// hidden units, for embeddings.
 pub const SHALLOW: &str = "shallow";
+/// A linear head on BirdNET's embedding trained from, and served averaged with,
+/// BirdNET's own species layer (see [`crate::anchor`]).
+pub const ANCHORED: &str = "anchored";
 
 /// Every architecture this build can build, by name.
-pub const ARCHITECTURES: &[&str] = &[MLP, LINEAR, SHALLOW];
+pub const ARCHITECTURES: &[&str] = &[MLP, LINEAR, SHALLOW, ANCHORED];
 
 /// Most networks one ensemble may hold: each costs a full training run and a forward
 /// pass per window, and averaging beyond a handful changes little.
@@ -132,7 +135,7 @@ impl NetworkConfig {
     pub fn named(name: &str, input_size: usize, num_classes: usize) -> Result<Self> {
         let (hidden, dropout) = match name {
             MLP => (vec![512, 256, 128], vec![0.5, 0.4, 0.3]),
-            LINEAR => (Vec::new(), Vec::new()),
+            LINEAR | ANCHORED => (Vec::new(), Vec::new()),
             SHALLOW => (vec![256], vec![0.5]),
             other => {
                 return Err(ModelError::InvalidConfig(format!(
@@ -236,13 +239,37 @@ impl Network {
         }
         let weight = Tensor::<2>::from_data(TensorData::new(weights, [inputs, outputs]), device);
         let bias = Tensor::<1>::from_data(TensorData::new(bias, [outputs]), device);
+        // Trainable when `device` records gradients (an anchored head starts here).
         Ok(Network {
             hidden: Vec::new(),
             output: Linear {
-                weight: Param::initialized(ParamId::from(0u64), weight),
-                bias: Some(Param::initialized(ParamId::from(1u64), bias)),
+                weight: Param::initialized(ParamId::from(0u64), weight).set_require_grad(true),
+                bias: Some(Param::initialized(ParamId::from(1u64), bias).set_require_grad(true)),
             },
         })
+    }
+
+    /// The output layer's weights (row-major `inputs × outputs`) and biases.
+    pub(crate) fn output_layer(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let invalid = |e| ModelError::InvalidWeights(format!("reading a layer: {e:?}"));
+        let weights = self
+            .output
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(invalid)?;
+        let bias = match &self.output.bias {
+            Some(b) => b.val().into_data().try_into_vec::<f32>().map_err(invalid)?,
+            None => vec![0.0; self.output.weight.val().dims()[1]],
+        };
+        Ok((weights, bias))
+    }
+
+    /// Squared distance of the output layer's kernel from `anchor` (biases excluded),
+    /// the penalty of an anchored head.
+    pub(crate) fn anchor_distance(&self, anchor: Tensor<2>) -> Tensor<1> {
+        (self.output.weight.val() - anchor).square().sum()
     }
 
     /// Logits for a batch of standardised inputs `[batch, input_size]` (no dropout).
@@ -326,6 +353,12 @@ impl Ensemble {
     pub(crate) fn new(members: Vec<Network>) -> Result<Self> {
         check_members(members.len())?;
         Ok(Self { members })
+    }
+
+    /// The member networks, in order.
+    #[cfg(test)]
+    pub(crate) fn members(&self) -> &[Network] {
+        &self.members
     }
 
     /// Scores for a batch of standardised inputs: each member's softmax or sigmoid

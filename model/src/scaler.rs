@@ -23,6 +23,15 @@ pub struct Scaler {
 }
 
 impl Scaler {
+    /// The scaler that leaves `width` features as they are, for layers that read raw
+    /// vectors (a pretrained layer, or a head anchored on one).
+    pub fn identity(width: usize) -> Self {
+        Self {
+            mean: vec![0.0; width],
+            std: vec![1.0; width],
+        }
+    }
+
     /// Fits the scaler on rows of `width` features (row-major `data`).
     ///
     /// Non-finite values (a feature undefined on a silent window, say) are left out of

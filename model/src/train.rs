@@ -35,6 +35,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::anchor::{ANCHOR_STRENGTH, Anchor, anchor_member};
 use crate::artifact::{Artifact, ArtifactMeta};
 use crate::dataset::{DataSummary, Recording, class_list};
 use crate::dataset::{is_background, quiet_windows};
@@ -42,7 +43,7 @@ use crate::evaluate::{Evaluation, evaluate};
 use crate::features::Backbone;
 use crate::inference::{Classifier, ModelInfo};
 use crate::negatives::synthetic_background;
-use crate::network::{Ensemble, Network, NetworkConfig, Output};
+use crate::network::{ANCHORED, Ensemble, Network, NetworkConfig, Output};
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
@@ -88,9 +89,76 @@ pub fn train_on(
     train_set: &[Recording],
     validation_set: Option<&[Recording]>,
     config: &TrainConfig,
+    progress: impl FnMut(&EpochReport),
+) -> Result<TrainedModel> {
+    fit(device, train_set, validation_set, config, None, progress)
+}
+
+/// Trains the [`ANCHORED`] architecture on the default CPU device: a linear head that
+/// starts from `anchor`'s columns and is pulled towards them, served averaged with
+/// them (see [`crate::anchor`]). `config.members` must be 1 (the second member is the
+/// anchor); `config.l2` is not used (the anchor is the penalty).
+pub fn train_anchored(
+    train_set: &[Recording],
+    validation_set: Option<&[Recording]>,
+    config: &TrainConfig,
+    anchor: &Anchor,
+    progress: impl FnMut(&EpochReport),
+) -> Result<TrainedModel> {
+    fit(
+        &crate::device::cpu(),
+        train_set,
+        validation_set,
+        config,
+        Some(anchor),
+        progress,
+    )
+}
+
+fn fit(
+    device: &Device,
+    train_set: &[Recording],
+    validation_set: Option<&[Recording]>,
+    config: &TrainConfig,
+    anchor: Option<&Anchor>,
     mut progress: impl FnMut(&EpochReport),
 ) -> Result<TrainedModel> {
     validate_config(config, validation_set.is_some())?;
+    let anchored = config.architecture == ANCHORED;
+    match (anchored, anchor) {
+        (true, None) => {
+            return Err(ModelError::InvalidConfig(
+                "the anchored architecture trains from a pretrained species layer (BirdNET's): \
+                 train it with train_anchored"
+                    .into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(ModelError::InvalidConfig(format!(
+                "an anchor is used by the {ANCHORED} architecture only, not {:?}",
+                config.architecture
+            )));
+        }
+        (true, Some(a)) => {
+            if config.output != Output::Sigmoid || config.members != 1 {
+                return Err(ModelError::InvalidConfig(format!(
+                    "the {ANCHORED} architecture trains one sigmoid head (the anchor is the \
+                     second member), not {} {} network(s)",
+                    config.members,
+                    config.output.name()
+                )));
+            }
+            if a.width != config.features.width() {
+                return Err(ModelError::InvalidConfig(format!(
+                    "the anchor's columns read {} inputs, the feature set {} has {}",
+                    a.width,
+                    config.features,
+                    config.features.width()
+                )));
+            }
+        }
+        (false, None) => {}
+    }
     let train_set: Vec<Recording> = train_set
         .iter()
         .filter(|r| !r.windows.is_empty())
@@ -158,8 +226,14 @@ pub fn train_on(
             recording_of.push(index);
         }
     }
-    let scaler = Scaler::fit(&x, width)?;
-    scaler.transform_in_place(&mut x);
+    // An anchored head reads the raw vectors, as the layer it starts from does.
+    let scaler = if anchored {
+        Scaler::identity(width)
+    } else {
+        let scaler = Scaler::fit(&x, width)?;
+        scaler.transform_in_place(&mut x);
+        scaler
+    };
     let sample_weights = sample_weights(&y, &recording_of, k + 1, config);
 
     let mut network_config = NetworkConfig::named(&config.architecture, width, k)?;
@@ -175,12 +249,16 @@ pub fn train_on(
         weights_sha256,
         output: config.output,
     };
+    let anchor_layer = anchor.map(|a| a.layer(&classes));
     let data = TrainingData {
         x: &x,
         y: &y,
         weights: &sample_weights,
         width,
         k,
+        anchor: anchor_layer
+            .as_ref()
+            .map(|(w, b, _)| (w.as_slice(), b.as_slice())),
     };
     // Validation figures during training are each member's own.
     let validate = |network: &Network| -> Result<Option<Evaluation>> {
@@ -223,6 +301,12 @@ pub fn train_on(
         members.push(network);
     }
 
+    if let (Some((anchor_w, anchor_b, known)), Some(head)) = (&anchor_layer, members.first()) {
+        let (head_w, head_b) = head.output_layer()?;
+        let (w, b) = anchor_member((anchor_w, anchor_b, known), (&head_w, &head_b));
+        members.push(Network::linear(w, b, width, device)?);
+        network_config.members = members.len();
+    }
     let final_network = Ensemble::new(members)?;
     let weights = final_network.to_bytes()?;
     let meta = ArtifactMeta::new(
@@ -235,6 +319,17 @@ pub fn train_on(
         validation_set.as_deref().map(DataSummary::of),
         history,
     );
+    let mut meta = meta;
+    if let Some(a) = anchor {
+        meta.source = Some(format!(
+            "a linear head trained from {} ({} of {} species), averaged with it",
+            a.source,
+            anchor_layer
+                .as_ref()
+                .map_or(0, |(_, _, known)| known.iter().filter(|k| **k).count()),
+            classes.len()
+        ));
+    }
     let mut artifact = Artifact::new(meta, weights)?;
     let classifier = Classifier::from_parts(
         final_network,
@@ -262,6 +357,9 @@ struct TrainingData<'a> {
     width: usize,
     /// Number of classes.
     k: usize,
+    /// An anchored head's starting weights (row-major `width × k`) and biases, which
+    /// its weights are pulled towards instead of towards zero.
+    anchor: Option<(&'a [f32], &'a [f32])>,
 }
 
 /// Which member of an ensemble is being trained, and its seeds.
@@ -289,9 +387,21 @@ fn train_member(
         weights,
         width,
         k,
+        anchor,
     } = *data;
     let ad_device = device.clone().autodiff();
-    let mut network = network_config.init(member.init_seed, &ad_device);
+    let mut network = match anchor {
+        Some((w, b)) => Network::linear(w.to_vec(), b.to_vec(), width, &ad_device)?,
+        None => network_config.init(member.init_seed, &ad_device),
+    };
+    // The anchor's pull per window: ANCHOR_STRENGTH against the sum of the window
+    // losses is ANCHOR_STRENGTH / n against their mean, which the loss below is.
+    let anchor_penalty = anchor.map(|(w, _)| {
+        (
+            Tensor::<2>::from_data(TensorData::new(w.to_vec(), [width, k]), &ad_device),
+            ANCHOR_STRENGTH / y.len().max(1) as f64,
+        )
+    });
     let mut rng = StdRng::seed_from_u64(member.rng_seed);
     let mut optimizer = AdamConfig::new().with_epsilon(1e-7).init();
 
@@ -350,7 +460,13 @@ fn train_member(
                     per_class.mul(row_weights).sum().neg().div_scalar(b as f64)
                 }
             };
-            let loss = cross_entropy + network.l2_sum().mul_scalar(config.l2);
+            let penalty = match &anchor_penalty {
+                Some((anchor, strength)) => network
+                    .anchor_distance(anchor.clone())
+                    .mul_scalar(*strength),
+                None => network.l2_sum().mul_scalar(config.l2),
+            };
+            let loss = cross_entropy + penalty;
             loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * b as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
             network = optimizer.step(config.learning_rate, network, grads);

@@ -5,7 +5,9 @@
 //! run before any data is read: a typo such as `epoch` must not silently
 //! train with the default and promote the result.
 
-use birdsong_model::{ARCHITECTURES, MAX_MEMBERS, Stopping, TrainConfig};
+use std::collections::BTreeMap;
+
+use birdsong_model::{ANCHORED, ARCHITECTURES, FeatureSet, MAX_MEMBERS, Stopping, TrainConfig};
 use serde_json::Value;
 
 use crate::gate::GateMetric;
@@ -40,7 +42,14 @@ pub const KEYS: &[(&str, &str)] = &[
         "balance_recordings",
         "weigh every recording the same (default false)",
     ),
-    ("architecture", "network architecture (default mlp)"),
+    (
+        "architecture",
+        "network architecture: mlp, linear, shallow, or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default mlp)",
+    ),
+    (
+        "birdnet_names",
+        "with anchored: an object mapping labels to BirdNET's common or scientific name where they differ, e.g. {\"Grey Kingbird\": \"Gray Kingbird\"}",
+    ),
     (
         "members",
         "networks trained from different seeds and averaged, 1 to 16, each a full training run (default 5)",
@@ -64,6 +73,8 @@ pub const KEYS: &[(&str, &str)] = &[
 pub struct RunParams {
     pub train: TrainConfig,
     pub gate_metric: GateMetric,
+    /// For the anchored architecture: BirdNET's name of each label that differs.
+    pub birdnet_names: BTreeMap<String, String>,
 }
 
 /// Reads a request's `params` (a JSON object, or null for the defaults).
@@ -71,6 +82,7 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
     let mut out = RunParams {
         train: TrainConfig::default(),
         gate_metric: GateMetric::default(),
+        birdnet_names: BTreeMap::new(),
     };
     let map = match params {
         Value::Null => return Ok(out),
@@ -119,6 +131,17 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     .ok_or_else(|| format!("{key} must be a string"))?;
                 out.train.features = name.parse()?;
             }
+            "birdnet_names" => {
+                let names = value
+                    .as_object()
+                    .ok_or_else(|| format!("{key} must be an object of label: BirdNET name"))?;
+                for (label, name) in names {
+                    let name = name
+                        .as_str()
+                        .ok_or_else(|| format!("{key}: the name of {label:?} must be a string"))?;
+                    out.birdnet_names.insert(label.clone(), name.to_string());
+                }
+            }
             "gate_metric" => {
                 let name = value
                     .as_str()
@@ -132,6 +155,16 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     known.join(", ")
                 ));
             }
+        }
+    }
+    // An anchored head is one network on BirdNET's embedding unless told otherwise
+    // (the model crate refuses other combinations).
+    if out.train.architecture == ANCHORED {
+        if !map.contains_key("members") {
+            out.train.members = 1;
+        }
+        if !map.contains_key("features") {
+            out.train.features = FeatureSet::Birdnet;
         }
     }
     // Combinations (averaging more epochs than trained, averaging with early
@@ -206,6 +239,22 @@ mod tests {
         assert_eq!(p.train.learning_rate, 0.01);
         assert_eq!(p.train.stopping, Stopping::EarlyStopping { patience: 3 });
         assert_eq!(p.gate_metric, GateMetric::WindowMacroF1);
+    }
+
+    #[test]
+    fn anchored_means_one_head_on_birdnet_with_name_mappings() {
+        let p = parse(&json!({"architecture": "anchored",
+                              "birdnet_names": {"Grey Kingbird": "Gray Kingbird"}}))
+        .unwrap();
+        assert_eq!(p.train.architecture, ANCHORED);
+        assert_eq!(p.train.members, 1);
+        assert_eq!(p.train.features, FeatureSet::Birdnet);
+        assert_eq!(p.birdnet_names["Grey Kingbird"], "Gray Kingbird");
+        // Explicit values stand (and the model crate refuses what cannot train).
+        let p = parse(&json!({"architecture": "anchored", "members": 3})).unwrap();
+        assert_eq!(p.train.members, 3);
+        assert!(parse(&json!({"birdnet_names": ["Gray Kingbird"]})).is_err());
+        assert!(parse(&json!({"birdnet_names": {"Grey Kingbird": 3}})).is_err());
     }
 
     #[test]

@@ -541,9 +541,10 @@ impl Retrainer {
             json!({"stage": "training", "epoch": 0, "epochs": params.train.epochs,
                         "network": 1, "networks": params.train.members}),
         );
+        let analyzer = self.analyzer.clone();
         tokio::task::spawn_blocking(move || {
             let validation = (!validation.is_empty()).then_some(validation.as_slice());
-            birdsong_model::train(&train_set, validation, &params.train, |e| {
+            let report = |e: &birdsong_model::EpochReport| {
                 p.report(json!({
                     "stage": "training",
                     "epoch": e.epoch,
@@ -554,11 +555,23 @@ impl Retrainer {
                     "validation_loss": e.validation_loss,
                     "validation_accuracy": e.validation_accuracy,
                 }));
-            })
+            };
+            if params.train.architecture != birdsong_model::ANCHORED {
+                return birdsong_model::train(&train_set, validation, &params.train, report)
+                    .map_err(RetrainError::from);
+            }
+            let anchor = analyzer
+                .birdnet_anchor(&class_list(&train_set), &params.birdnet_names)
+                .map_err(|e| RetrainError::Data(format!("the anchored architecture: {e}")))?;
+            tracing::info!(
+                anchored = anchor.columns.len(),
+                "training a head anchored on BirdNET's species layer"
+            );
+            birdsong_model::train_anchored(&train_set, validation, &params.train, &anchor, report)
+                .map_err(RetrainError::from)
         })
         .await
         .map_err(|e| RetrainError::Internal(format!("training panicked: {e}")))?
-        .map_err(RetrainError::from)
     }
 
     /// The promoted model, loaded from the object store if possible.

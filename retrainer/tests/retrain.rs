@@ -705,3 +705,49 @@ async fn an_artifact_directory_is_published_and_promoted_from_the_command_line()
         .expect("run birdsong-retrainer publish");
     assert!(!again.status.success(), "a version is published once");
 }
+
+/// The anchored architecture: a head on BirdNET's embeddings trained from BirdNET's
+/// own columns for the labels it knows (here one, by the name mapping the request
+/// gives), published with that recorded. Needs BirdNET
+/// (`scripts/birdnet/install.sh --accept-license`); says it skipped without it,
+/// unless `BIRDSONG_REQUIRE_BIRDNET=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchored_head_trains_from_birdnets_own_columns() {
+    if birdsong_birdnet::install::for_test()
+        .expect("a complete, verified install")
+        .is_none()
+    {
+        return;
+    }
+    let env = TestEnv::start().await.expect("test environment");
+    let retrainer = InProcess::retrainer(&env);
+    for species in 0..3 {
+        labelled(&env, None, species, 4, 7_000 + 100 * species as u64).await;
+    }
+    let params = json!({"architecture": "anchored", "epochs": 5,
+                        "birdnet_names": {"species-1": "Gray Kingbird"}});
+    let run = wait_run(&env, request(&env, params, true).await).await;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+    let version = run.model_version.expect("a version");
+    let (architecture, feature_version): (String, String) = sqlx::query_as(
+        "SELECT architecture, feature_version FROM model_versions WHERE version = $1",
+    )
+    .bind(&version)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(architecture, birdsong_model::ANCHORED);
+    assert_eq!(feature_version, birdsong_model::BIRDNET_FEATURE_VERSION);
+    let stored = registry::artifacts::stored(&env.pool, &version)
+        .await
+        .unwrap()
+        .expect("the stored version");
+    let artifact = registry::artifacts::load(&env.store, &stored)
+        .await
+        .unwrap();
+    let meta = artifact.meta();
+    assert_eq!(meta.network.members, 2, "the head and BirdNET's columns");
+    let source = meta.source.as_deref().unwrap_or_default();
+    assert!(source.contains("(1 of 3 species)"), "{source}");
+    retrainer.shutdown().await;
+}

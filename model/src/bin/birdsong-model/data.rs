@@ -33,7 +33,7 @@ pub(crate) struct DataArgs {
 }
 
 /// BirdNET, loaded once per process on first use.
-fn birdnet(data: &DataArgs) -> Result<&'static Birdnet> {
+pub(crate) fn birdnet(data: &DataArgs) -> Result<&'static Birdnet> {
     static LOADED: OnceLock<Birdnet> = OnceLock::new();
     if let Some(b) = LOADED.get() {
         return Ok(b);

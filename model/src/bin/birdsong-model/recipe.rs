@@ -88,9 +88,17 @@ impl RecipeArgs {
             Recipe::Recommended => TrainConfig::default(),
             Recipe::Reference => TrainConfig::reference(),
         };
+        // An anchored head is one network on BirdNET's embedding (the anchor is the
+        // ensemble's second member).
+        let anchored = self.architecture == birdsong_model::ANCHORED;
+        let (recipe_features, recipe_members) = if anchored {
+            (FeatureSet::Birdnet, 1)
+        } else {
+            (recipe.features, recipe.members)
+        };
         TrainConfig {
             architecture: self.architecture.clone(),
-            features: self.features.unwrap_or(recipe.features),
+            features: self.features.unwrap_or(recipe_features),
             epochs: self.epochs,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
@@ -100,7 +108,7 @@ impl RecipeArgs {
             input_noise: self.input_noise,
             average_last_epochs: self.average_last_epochs,
             train_hop_s: self.train_hop_s.unwrap_or(recipe.train_hop_s),
-            members: self.members.unwrap_or(recipe.members),
+            members: self.members.unwrap_or(recipe_members),
             output: self.output.unwrap_or(recipe.output),
             quiet_margin_db: if self.no_quiet_negatives {
                 None

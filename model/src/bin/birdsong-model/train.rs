@@ -1,13 +1,17 @@
 //! `train`: a model from a manifest's split, with optional evaluation and
 //! threshold calibration, written as an artifact directory.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use birdsong_audio::WindowConfig;
 use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
-use birdsong_model::{Backbone, EpochReport, calibrate, evaluate, split_by_recording, train};
+use birdsong_model::{
+    ANCHORED, Anchor, Backbone, EpochReport, Recording, calibrate, class_list, evaluate,
+    split_by_recording, train, train_anchored,
+};
 use clap::Args;
 
 use crate::data::{
@@ -49,6 +53,41 @@ pub(crate) struct TrainArgs {
     /// Precision each species' threshold is chosen to reach.
     #[arg(long, default_value_t = birdsong_model::DEFAULT_TARGET_PRECISION)]
     pub(crate) target_precision: f64,
+    /// With `--architecture anchored`: a label whose BirdNET name differs, as
+    /// `LABEL=BIRDNET NAME` (common or scientific name); repeat for several. Labels are
+    /// otherwise looked up as they are; those BirdNET lacks train from zero.
+    #[arg(long = "birdnet-name", value_name = "LABEL=BIRDNET NAME")]
+    pub(crate) birdnet_names: Vec<String>,
+}
+
+/// BirdNET's species-layer columns for the training labels, for `anchored`.
+fn birdnet_anchor(args: &TrainArgs, train_set: &[Recording]) -> Result<Anchor> {
+    let mut aliases = BTreeMap::new();
+    for entry in &args.birdnet_names {
+        let Some((label, name)) = entry.split_once('=') else {
+            bail!("--birdnet-name {entry:?} is not LABEL=BIRDNET NAME");
+        };
+        aliases.insert(label.trim().to_string(), name.trim().to_string());
+    }
+    let birdnet = crate::data::birdnet(&args.data)?;
+    let labels = class_list(train_set);
+    let mut anchor = Anchor::new(
+        "BirdNET V2.4's species layer",
+        birdsong_model::BIRDNET_EMBEDDING,
+    );
+    for (label, weights, bias) in birdnet.species().columns_for(&labels, &aliases) {
+        anchor.insert(label, weights, bias)?;
+    }
+    let missing: Vec<&String> = labels
+        .iter()
+        .filter(|l| !anchor.columns.contains_key(*l))
+        .collect();
+    eprintln!(
+        "anchored on BirdNET for {} of {} species; from zero: {missing:?}",
+        anchor.columns.len(),
+        labels.len()
+    );
+    Ok(anchor)
 }
 
 pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
@@ -81,10 +120,16 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     );
     let started = Instant::now();
     let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
-    let mut trained = train(&train_set, validation, &config, |r: &EpochReport| {
+    let report = |r: &EpochReport| {
         bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
         bar.set_message(epoch_message(r));
-    })
+    };
+    let mut trained = if config.architecture == ANCHORED {
+        let anchor = birdnet_anchor(&args, &train_set)?;
+        train_anchored(&train_set, validation, &config, &anchor, report)
+    } else {
+        train(&train_set, validation, &config, report)
+    }
     .context("training failed")?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
