@@ -44,7 +44,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "architecture",
-        "network architecture: mlp, linear, shallow, or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default mlp)",
+        "network architecture: mlp, linear, shallow, or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default mlp; anchored with features birdnet)",
     ),
     (
         "birdnet_names",
@@ -157,6 +157,12 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
             }
         }
     }
+    // On BirdNET's embedding the anchored head is the best measured model
+    // (README, "Detections and species the model does not know"), so it is the
+    // default there.
+    if out.train.features == FeatureSet::Birdnet && !map.contains_key("architecture") {
+        out.train.architecture = ANCHORED.to_string();
+    }
     // An anchored head is one network on BirdNET's embedding unless told otherwise
     // (the model crate refuses other combinations).
     if out.train.architecture == ANCHORED {
@@ -253,6 +259,14 @@ mod tests {
         // Explicit values stand (and the model crate refuses what cannot train).
         let p = parse(&json!({"architecture": "anchored", "members": 3})).unwrap();
         assert_eq!(p.train.members, 3);
+        // The default on BirdNET's embedding; another architecture when asked for.
+        let p = parse(&json!({"features": "birdnet"})).unwrap();
+        assert_eq!(
+            (p.train.architecture.as_str(), p.train.members),
+            (ANCHORED, 1)
+        );
+        let p = parse(&json!({"features": "birdnet", "architecture": "shallow"})).unwrap();
+        assert_eq!(p.train.architecture, "shallow");
         assert!(parse(&json!({"birdnet_names": ["Gray Kingbird"]})).is_err());
         assert!(parse(&json!({"birdnet_names": {"Grey Kingbird": 3}})).is_err());
     }
