@@ -128,8 +128,8 @@ fn fit(
     match (anchored, anchor) {
         (true, None) => {
             return Err(ModelError::InvalidConfig(
-                "the anchored architecture trains from a pretrained species layer (BirdNET's): \
-                 train it with train_anchored"
+                "the anchored architecture trains from BirdNET's species layer, which \
+                 `birdsong-model train` and the retrainer provide (train_anchored)"
                     .into(),
             ));
         }
