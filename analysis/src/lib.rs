@@ -197,20 +197,11 @@ impl Analyzer {
         labels: &[String],
         aliases: &std::collections::BTreeMap<String, String>,
     ) -> Result<birdsong_model::Anchor, AnalysisError> {
-        let birdnet = self.birdnet()?;
-        let mut anchor = birdsong_model::Anchor::new(
-            "BirdNET V2.4's species layer",
-            birdsong_model::BIRDNET_EMBEDDING,
-        );
-        for (label, weights, bias) in birdnet.species().columns_for(labels, aliases) {
-            anchor
-                .insert(label, weights, bias)
-                .map_err(|e| AnalysisError::Failed {
-                    backbone: Backbone::Birdnet,
-                    message: e.to_string(),
-                })?;
-        }
-        Ok(anchor)
+        let columns = self.birdnet()?.species().columns_for(labels, aliases);
+        birdsong_model::Anchor::birdnet(columns).map_err(|e| AnalysisError::Failed {
+            backbone: Backbone::Birdnet,
+            message: e.to_string(),
+        })
     }
 
     /// Analyses a file (blocking).

@@ -55,6 +55,16 @@ impl Anchor {
         }
     }
 
+    /// The anchor of BirdNET V2.4's species layer, from its columns by label (as
+    /// `SpeciesLayer::columns_for` gives them).
+    pub fn birdnet(columns: impl IntoIterator<Item = (String, Vec<f32>, f32)>) -> Result<Self> {
+        let mut anchor = Self::new("BirdNET V2.4's species layer", crate::BIRDNET_EMBEDDING);
+        for (label, weights, bias) in columns {
+            anchor.insert(label, weights, bias)?;
+        }
+        Ok(anchor)
+    }
+
     /// Adds the column anchoring `label`; refuses one of the wrong width.
     pub fn insert(&mut self, label: impl Into<String>, weights: Vec<f32>, bias: f32) -> Result<()> {
         if weights.len() != self.width

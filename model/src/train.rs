@@ -309,7 +309,7 @@ fn fit(
     }
     let final_network = Ensemble::new(members)?;
     let weights = final_network.to_bytes()?;
-    let meta = ArtifactMeta::new(
+    let mut meta = ArtifactMeta::new(
         network_config.clone(),
         config.clone(),
         classes.clone(),
@@ -319,7 +319,6 @@ fn fit(
         validation_set.as_deref().map(DataSummary::of),
         history,
     );
-    let mut meta = meta;
     if let Some(a) = anchor {
         meta.source = Some(format!(
             "a linear head trained from {} ({} of {} species), averaged with it",

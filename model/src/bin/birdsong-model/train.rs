@@ -71,13 +71,7 @@ fn birdnet_anchor(args: &TrainArgs, train_set: &[Recording]) -> Result<Anchor> {
     }
     let birdnet = crate::data::birdnet(&args.data)?;
     let labels = class_list(train_set);
-    let mut anchor = Anchor::new(
-        "BirdNET V2.4's species layer",
-        birdsong_model::BIRDNET_EMBEDDING,
-    );
-    for (label, weights, bias) in birdnet.species().columns_for(&labels, &aliases) {
-        anchor.insert(label, weights, bias)?;
-    }
+    let anchor = Anchor::birdnet(birdnet.species().columns_for(&labels, &aliases))?;
     let missing: Vec<&String> = labels
         .iter()
         .filter(|l| !anchor.columns.contains_key(*l))
