@@ -33,6 +33,10 @@ pub struct Settings {
     pub birdnet_overlap_s: f64,
     /// The BirdNET install (see `scripts/birdnet/install.sh`).
     pub birdnet_dir: PathBuf,
+    /// Windows of one recording BirdNET's network runs on at once. One is the
+    /// default: under tract, batches of 2–8 cost 20–30 % more per window here
+    /// (`birdsong-bench backbones --birdnet-batch 1,2,4,8`).
+    pub birdnet_batch: usize,
 }
 
 impl Settings {
@@ -46,6 +50,7 @@ impl Settings {
                 .birdnet_dir
                 .clone()
                 .unwrap_or_else(birdsong_birdnet::install::default_dir),
+            birdnet_batch: config.birdnet_batch,
         }
     }
 }
@@ -62,6 +67,7 @@ impl Default for Settings {
             window: WindowConfig::default(),
             birdnet_overlap_s: 0.0,
             birdnet_dir: birdsong_birdnet::install::default_dir(),
+            birdnet_batch: birdsong_common::config::DEFAULT_BIRDNET_BATCH,
         }
     }
 }
@@ -176,7 +182,7 @@ impl Analyzer {
                 message: message.clone(),
             });
         }
-        match Birdnet::load(&self.settings.birdnet_dir, 1) {
+        match Birdnet::load(&self.settings.birdnet_dir, self.settings.birdnet_batch) {
             Ok(b) => Ok(self.birdnet.get_or_init(|| Arc::new(b))),
             Err(e) => {
                 let message = e.to_string();

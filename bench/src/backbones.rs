@@ -17,7 +17,6 @@ use crate::sampler::{TICKS_PER_S, process_ticks};
 
 /// One backbone's run.
 pub struct Rate {
-    pub backbone: Backbone,
     pub files: usize,
     pub windows: usize,
     pub audio_s: f64,
@@ -46,7 +45,6 @@ pub fn run(
     let started = Instant::now();
     let ticks = process_ticks(std::process::id());
     let mut rate = Rate {
-        backbone,
         files: 0,
         windows: 0,
         audio_s: 0.0,

@@ -107,6 +107,9 @@ enum Command {
         /// At most this many files (in path order).
         #[arg(long)]
         limit: Option<usize>,
+        /// BirdNET windows per network run; several (e.g. `1,8`) run side by side.
+        #[arg(long, value_delimiter = ',', default_values_t = [birdsong_common::config::DEFAULT_BIRDNET_BATCH])]
+        birdnet_batch: Vec<usize>,
     },
 }
 
@@ -154,7 +157,8 @@ async fn main() -> anyhow::Result<()> {
             audio,
             backbone,
             limit,
-        } => backbone_table(&audio, &backbone, limit).await,
+            birdnet_batch,
+        } => backbone_table(&audio, &backbone, limit, &birdnet_batch).await,
     }
 }
 
@@ -162,6 +166,7 @@ async fn backbone_table(
     dir: &std::path::Path,
     names: &[String],
     limit: Option<usize>,
+    birdnet_batches: &[usize],
 ) -> anyhow::Result<()> {
     let backbones = names
         .iter()
@@ -175,7 +180,6 @@ async fn backbone_table(
     if files.is_empty() {
         bail!("no audio files under {}", dir.display());
     }
-    let analyzer = birdsong_analysis::Analyzer::new(birdsong_analysis::Settings::default());
     let mut rates = Vec::new();
     for backbone in backbones {
         let artifact = tokio::task::spawn_blocking(move || match backbone {
@@ -184,16 +188,33 @@ async fn backbone_table(
         })
         .await??;
         let classifier = Classifier::from_artifact(&artifact)?;
-        eprintln!("{backbone}: {} files on one thread…", files.len());
-        rates.push(backbones::run(&files, &analyzer, backbone, &classifier)?);
+        let batches = match backbone {
+            birdsong_model::Backbone::Acoustic => &[1][..],
+            birdsong_model::Backbone::Birdnet => birdnet_batches,
+        };
+        for &batch in batches {
+            let analyzer = birdsong_analysis::Analyzer::new(birdsong_analysis::Settings {
+                birdnet_batch: batch,
+                ..birdsong_analysis::Settings::default()
+            });
+            let label = match backbone {
+                birdsong_model::Backbone::Acoustic => backbone.to_string(),
+                birdsong_model::Backbone::Birdnet => format!("{backbone} (batch {batch})"),
+            };
+            eprintln!("{label}: {} files on one thread…", files.len());
+            rates.push((
+                label,
+                backbones::run(&files, &analyzer, backbone, &classifier)?,
+            ));
+        }
     }
-    let base = rates.first().map(backbones::Rate::per_core).unwrap_or(1.0);
+    let base = rates.first().map_or(1.0, |(_, r)| r.per_core());
     println!("| backbone | files | windows | audio (s) | CPU (s) | audio s per CPU s | vs first |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rates {
+    for (label, r) in &rates {
         println!(
             "| {} | {} | {} | {:.0} | {} | {:.1} | {:.2}× |",
-            r.backbone,
+            label,
             r.files,
             r.windows,
             r.audio_s,

@@ -56,6 +56,9 @@ pub const EMBEDDING_SIZE: usize = 1024;
 pub struct Birdnet {
     frontend: Frontend,
     network: Network,
+    /// A one-window plan for what is left of a recording after its full batches, so
+    /// a short last batch is not padded (present when `network`'s batch is above one).
+    single: Option<Network>,
     species: SpeciesLayer,
     onnx_sha256: String,
 }
@@ -71,8 +74,10 @@ impl std::fmt::Debug for Birdnet {
 
 impl Birdnet {
     /// Loads the install in `dir` with a network planned for `batch` windows per run
-    /// (`1` has the lowest latency; larger batches are padded when a recording has
-    /// fewer windows left). Takes a few seconds: tract optimises the whole graph.
+    /// (one is fastest per window on the machines measured; with more, what a
+    /// recording has left after its full batches runs one window at a time on a
+    /// second plan rather than padded). Takes a few seconds per
+    /// plan: tract optimises the whole graph.
     pub fn load(dir: &Path, batch: usize) -> Result<Self> {
         let install = Install::open(dir)?;
         Self::from_install(&install, batch)
@@ -88,10 +93,17 @@ impl Birdnet {
         let constants = Initializers::new(path, &proto)?;
         let frontend = Frontend::from_graph(&constants)?;
         let species = SpeciesLayer::from_graph(&constants, &install.labels)?;
-        let network = Network::build(path, &proto, batch.max(1))?;
+        let batch = batch.max(1);
+        let network = Network::build(path, &proto, batch)?;
+        let single = if batch > 1 {
+            Some(Network::build(path, &proto, 1)?)
+        } else {
+            None
+        };
         Ok(Self {
             frontend,
             network,
+            single,
             species,
             onnx_sha256: install.onnx_sha256.clone(),
         })
@@ -102,31 +114,50 @@ impl Birdnet {
     pub fn embed(&self, windows: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
         let batch = self.network.batch();
         let mut out = Vec::with_capacity(windows.len());
-        let mut padded = vec![0f32; WINDOW_SAMPLES];
         for chunk in windows.chunks(batch) {
-            let mut low = Vec::with_capacity(batch * frontend::FRAMES * frontend::MELS);
-            let mut high = Vec::with_capacity(batch * frontend::FRAMES * frontend::MELS);
-            for window in chunk {
-                let n = window.len().min(WINDOW_SAMPLES);
-                padded[..n].copy_from_slice(&window[..n]);
-                padded[n..].fill(0.0);
-                self.frontend.spectrograms(&padded, &mut low, &mut high);
+            match &self.single {
+                Some(single) if chunk.len() < batch => {
+                    for window in chunk {
+                        self.embed_with(single, std::slice::from_ref(window), &mut out)?;
+                    }
+                }
+                _ => self.embed_with(&self.network, chunk, &mut out)?,
             }
-            // A short last batch is filled with copies of its first window.
-            let one = frontend::FRAMES * frontend::MELS;
-            for _ in chunk.len()..batch {
-                low.extend_from_within(..one);
-                high.extend_from_within(..one);
-            }
-            let values = self.network.run(low, high)?;
-            out.extend(
-                values
-                    .chunks_exact(EMBEDDING_SIZE)
-                    .take(chunk.len())
-                    .map(<[f32]>::to_vec),
-            );
         }
         Ok(out)
+    }
+
+    /// Runs `network` on `chunk` (at most its batch; a short chunk is filled with
+    /// copies of its first window) and appends the chunk's embeddings to `out`.
+    fn embed_with(
+        &self,
+        network: &Network,
+        chunk: &[&[f32]],
+        out: &mut Vec<Vec<f32>>,
+    ) -> Result<()> {
+        let batch = network.batch();
+        let one = frontend::FRAMES * frontend::MELS;
+        let mut low = Vec::with_capacity(batch * one);
+        let mut high = Vec::with_capacity(batch * one);
+        let mut padded = vec![0f32; WINDOW_SAMPLES];
+        for window in chunk {
+            let n = window.len().min(WINDOW_SAMPLES);
+            padded[..n].copy_from_slice(&window[..n]);
+            padded[n..].fill(0.0);
+            self.frontend.spectrograms(&padded, &mut low, &mut high);
+        }
+        for _ in chunk.len()..batch {
+            low.extend_from_within(..one);
+            high.extend_from_within(..one);
+        }
+        let values = network.run(low, high)?;
+        out.extend(
+            values
+                .chunks_exact(EMBEDDING_SIZE)
+                .take(chunk.len())
+                .map(<[f32]>::to_vec),
+        );
+        Ok(())
     }
 
     /// Windows per network run.

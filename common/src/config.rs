@@ -32,6 +32,13 @@ const fn s(name: &'static str, default: &'static str, help: &'static str) -> Set
     }
 }
 
+/// BirdNET windows per network run unless `BIRDSONG_BIRDNET_BATCH` says otherwise
+/// (must match that setting's default below; a test checks).
+pub const DEFAULT_BIRDNET_BATCH: usize = 1;
+/// Largest `BIRDSONG_BIRDNET_BATCH`: every window of a batch is held as two
+/// spectrograms (~0.4 MB) and the network's activations grow with it.
+pub const MAX_BIRDNET_BATCH: usize = 64;
+
 /// Every variable birdsong reads, with its default.
 pub const SETTINGS: &[Setting] = &[
     s(
@@ -136,6 +143,11 @@ pub const SETTINGS: &[Setting] = &[
         "BIRDSONG_BIRDNET_OVERLAP_SECONDS",
         "0",
         "overlap of BirdNET's 3-s windows (0 to 2.9; BirdNET-Analyzer's --overlap)",
+    ),
+    s(
+        "BIRDSONG_BIRDNET_BATCH",
+        "1",
+        "BirdNET windows of one recording run through the network at once (1 to 64; on the machines measured, larger batches cost more per window: see birdsong-bench backbones --birdnet-batch)",
     ),
     s(
         "BIRDSONG_MAX_FILE_BYTES",
@@ -272,6 +284,8 @@ pub struct WorkerConfig {
     pub birdnet_dir: Option<std::path::PathBuf>,
     /// Overlap of BirdNET's 3-s windows, in seconds.
     pub birdnet_overlap_seconds: f64,
+    /// BirdNET windows per network run.
+    pub birdnet_batch: usize,
 }
 
 impl WorkerConfig {
@@ -367,6 +381,14 @@ impl Config {
                 "BIRDSONG_BIRDNET_OVERLAP_SECONDS",
                 birdnet_overlap_seconds.to_string(),
                 "must be between 0 and 2.9 seconds",
+            ));
+        }
+        let birdnet_batch: usize = r.parse("BIRDSONG_BIRDNET_BATCH")?;
+        if !(1..=MAX_BIRDNET_BATCH).contains(&birdnet_batch) {
+            return Err(r.invalid(
+                "BIRDSONG_BIRDNET_BATCH",
+                birdnet_batch.to_string(),
+                "must be between 1 and 64 windows",
             ));
         }
         let metrics = r.string("BIRDSONG_METRICS_LISTEN");
@@ -472,6 +494,7 @@ impl Config {
                 backbone,
                 birdnet_dir,
                 birdnet_overlap_seconds,
+                birdnet_batch,
             },
             api: ApiConfig {
                 listen: r.parse("BIRDSONG_API_LISTEN")?,
@@ -583,6 +606,7 @@ mod tests {
         assert_eq!(c.worker.window_seconds, 5.0);
         assert!(c.api.keys.is_empty());
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.worker.birdnet_batch, DEFAULT_BIRDNET_BATCH);
     }
 
     #[test]
@@ -610,6 +634,8 @@ mod tests {
             ("BIRDSONG_AMQP_URL", "http://x"),
             ("BIRDSONG_DELIVERY_LIMIT", "0"),
             ("BIRDSONG_MAX_FILE_BYTES", "1e9"),
+            ("BIRDSONG_BIRDNET_BATCH", "0"),
+            ("BIRDSONG_BIRDNET_BATCH", "65"),
         ];
         for (var, value) in cases {
             let err = with(&[(var, value)]).expect_err(var);
