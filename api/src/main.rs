@@ -10,6 +10,12 @@ use birdsong_common::{Config, db, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    birdsong_common::cli::service_args(
+        "birdsong-api",
+        env!("CARGO_PKG_VERSION"),
+        "Serves birdsong's HTTP API and dashboard: job submission, results, exports, \
+         labels and models (the contract at /v1/openapi.json).",
+    );
     let config = Config::from_env().context("invalid configuration")?;
     telemetry::init(&config.log_filter, config.log_format);
     if config.api.keys.is_empty() {

@@ -38,6 +38,7 @@ use crate::report::Row;
 #[derive(Parser)]
 #[command(
     name = "birdsong-bench",
+    version,
     about = "End-to-end and in-process throughput"
 )]
 struct Cli {

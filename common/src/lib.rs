@@ -20,11 +20,13 @@
 //! The audio and model libraries do not depend on this crate: they are pure
 //! computation, and this crate is pure plumbing.
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod jobs;
 pub mod messages;
 pub mod queue;
+pub mod recorded;
 pub mod retry;
 pub mod shutdown;
 pub mod store;

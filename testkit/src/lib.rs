@@ -18,7 +18,8 @@
 //!   temporary directory.
 //!
 //! Beside it: [`audio`] generates recordings, [`proxy`] breaks a service's
-//! connections on demand for fault tests, and `models` (feature `models`)
+//! connections on demand for fault tests, [`cli`] checks that a service binary
+//! answers `--help` without starting, and `models` (feature `models`)
 //! publishes trained models through the registry.
 //!
 //! Database and broker addresses come from the usual `BIRDSONG_DATABASE_URL`
@@ -26,6 +27,7 @@
 //! `BIRDSONG_TEST_KEEP=1` to keep a failed test's database for inspection.
 
 pub mod audio;
+pub mod cli;
 #[cfg(feature = "models")]
 pub mod models;
 pub mod proxy;

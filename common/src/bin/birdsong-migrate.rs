@@ -9,6 +9,11 @@ use birdsong_common::{Config, db, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    birdsong_common::cli::service_args(
+        "birdsong-migrate",
+        env!("CARGO_PKG_VERSION"),
+        "Creates the database if needed and applies birdsong's schema, then exits.",
+    );
     let config = Config::from_env().context("invalid configuration")?;
     telemetry::init(&config.log_filter, config.log_format);
     let pool = db::prepare(&config.database)
