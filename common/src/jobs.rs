@@ -85,18 +85,22 @@ pub struct NewFile<'a> {
 }
 
 /// Records a recording whose bytes are already stored under its content key.
-/// Idempotent: the first name and metadata seen are kept.
+/// Idempotent: the first name and metadata seen are kept. The start time is read
+/// from the name ([`crate::recorded::from_file_name`]) when it has one.
 pub async fn register_file(pool: &PgPool, file: &NewFile<'_>) -> Result<(), SubmitError> {
     sqlx::query(
-        "INSERT INTO audio_files (sha256, object_key, original_name, size_bytes, site)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (sha256) DO UPDATE SET site = coalesce(audio_files.site, EXCLUDED.site)",
+        "INSERT INTO audio_files (sha256, object_key, original_name, size_bytes, site, recorded_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (sha256) DO UPDATE SET
+             site = coalesce(audio_files.site, EXCLUDED.site),
+             recorded_at = coalesce(audio_files.recorded_at, EXCLUDED.recorded_at)",
     )
     .bind(file.sha256)
     .bind(audio_key(file.sha256))
     .bind(file.original_name)
     .bind(i64::try_from(file.size_bytes).unwrap_or(i64::MAX))
     .bind(file.site)
+    .bind(crate::recorded::from_file_name(file.original_name))
     .execute(pool)
     .await
     .map_err(query("registering the file"))?;

@@ -162,3 +162,46 @@ async fn unique_keys_make_result_writes_idempotent() {
         "a failed task without an error must be refused"
     );
 }
+
+#[tokio::test]
+async fn a_recorders_file_name_gives_the_recording_its_start_time() {
+    use birdsong_common::jobs::{NewFile, register_file};
+    let env = TestEnv::start().await.expect("test environment");
+    let recorded_at = |sha: String| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT recorded_at FROM audio_files WHERE sha256 = $1",
+            )
+            .bind(sha)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .map(|t| t.to_rfc3339())
+        }
+    };
+    let (named, plain) = ("c".repeat(64), "d".repeat(64));
+    for (sha, name) in [
+        (&named, "site3/SMM01234_20240501_053000.wav"),
+        // The same bytes again under a name with another time: the first is kept.
+        (&named, "20250101_000000.wav"),
+        (&plain, "XC123456.mp3"),
+    ] {
+        register_file(
+            &env.pool,
+            &NewFile {
+                sha256: sha,
+                original_name: name,
+                size_bytes: 10,
+                site: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        recorded_at(named).await.as_deref(),
+        Some("2024-05-01T05:30:00+00:00")
+    );
+    assert_eq!(recorded_at(plain).await, None);
+}
