@@ -161,6 +161,11 @@ try {
     await small.locator("#models-table .badge", { hasText: "promoted" }).waitFor();
     await noOverflow(small, "phone system");
     await small.screenshot({ path: path.join(SHOTS, "phone-system.png"), fullPage: true });
+    // The chart selector lists jobs by their description, which can be long.
+    await small.getByRole("tab", { name: "Charts" }).click();
+    await small.locator("#chart-species svg").waitFor();
+    await noOverflow(small, "phone charts");
+    await small.screenshot({ path: path.join(SHOTS, "phone-charts.png"), fullPage: true });
   });
 } catch (e) {
   problems.push(`step failed: ${e.stack || e}`);
