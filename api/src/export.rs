@@ -12,7 +12,15 @@
 //! never collected. The Raven format is a Raven Pro selection table
 //! (tab-separated, one selection per detection) that opens directly in
 //! Raven; tabs and line breaks in file names are replaced by spaces there,
-//! since the format has no quoting.
+//! since the format has no quoting. It is the multi-file form Raven and
+//! BirdNET-Analyzer write: `Begin Path` names the recording, `File Offset (s)`
+//! is the time within it, and `Begin Time (s)` runs on across the job's
+//! recordings in path order (each recording starts where the previous one's
+//! decoded duration ends; a recording that failed to decode counts as 0 s),
+//! so for a one-recording job it equals the offset. The `birdnet` format is
+//! BirdNET-Analyzer's CSV (`Start (s),End (s),Scientific name,Common name,
+//! Confidence,File`), the scientific name from the species table (empty
+//! when unknown).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -33,7 +41,10 @@ use crate::results::{check_confidence, job_id, require_job};
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The Raven Pro selection table header.
-pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\tConfidence\tFile";
+pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tBegin Path\tFile Offset (s)\tSpecies\tConfidence";
+
+/// BirdNET-Analyzer's CSV header, for tools that read its results.
+pub const BIRDNET_HEADER: &str = "Start (s),End (s),Scientific name,Common name,Confidence,File";
 
 /// The CSV header. `threshold` (the species' threshold in that model) comes
 /// last so that readers of the earlier columns by position keep working.
@@ -49,6 +60,7 @@ const HIGH_FREQ_HZ: f64 = birdsong_audio::ANALYSIS_SAMPLE_RATE as f64 / 2.0;
 pub enum Format {
     Csv,
     Raven,
+    Birdnet,
     Ndjson,
 }
 
@@ -71,6 +83,11 @@ struct Row {
     confidence: f32,
     model_version: String,
     threshold: f32,
+    /// Where the recording starts in the job's sequence of recordings (Raven).
+    #[serde(skip)]
+    sequence_offset_s: f64,
+    #[serde(skip)]
+    scientific_name: Option<String>,
 }
 
 pub async fn export(
@@ -88,6 +105,7 @@ pub async fn export(
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Raven => ("text/tab-separated-values; charset=utf-8", "selections.txt"),
+        Format::Birdnet => ("text/csv; charset=utf-8", "BirdNET.results.csv"),
         Format::Ndjson => ("application/x-ndjson", "ndjson"),
     };
     Ok((
@@ -115,16 +133,28 @@ async fn produce(
     match format {
         Format::Csv => buf.extend_from_slice(format!("{CSV_HEADER}\n").as_bytes()),
         Format::Raven => buf.extend_from_slice(format!("{RAVEN_HEADER}\n").as_bytes()),
+        Format::Birdnet => buf.extend_from_slice(format!("{BIRDNET_HEADER}\n").as_bytes()),
         Format::Ndjson => {}
     }
     let mut rows = sqlx::query_as::<_, Row>(
-        "SELECT source_path, file_sha256, window_index, start_s, end_s, species, confidence,
-                model_version, threshold
-         FROM job_detections
-         WHERE job_id = $1
-           AND ($2::text IS NULL OR species = $2)
-           AND ($3::real IS NULL OR confidence >= $3)
-         ORDER BY source_path, file_sha256, window_index, confidence DESC, species",
+        "WITH sequence AS (
+             SELECT t.source_path, t.file_sha256,
+                    coalesce(sum(coalesce(f.duration_s, 0)) OVER (
+                        ORDER BY t.source_path, t.file_sha256
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS sequence_offset_s
+             FROM tasks t JOIN audio_files f ON f.sha256 = t.file_sha256
+             WHERE t.job_id = $1
+         )
+         SELECT d.source_path, d.file_sha256, d.window_index, d.start_s, d.end_s, d.species,
+                d.confidence, d.model_version, d.threshold, q.sequence_offset_s,
+                s.scientific_name
+         FROM job_detections d
+         JOIN sequence q ON q.source_path = d.source_path AND q.file_sha256 = d.file_sha256
+         LEFT JOIN species s ON s.name = d.species
+         WHERE d.job_id = $1
+           AND ($2::text IS NULL OR d.species = $2)
+           AND ($3::real IS NULL OR d.confidence >= $3)
+         ORDER BY d.source_path, d.file_sha256, d.window_index, d.confidence DESC, d.species",
     )
     .bind(job)
     .bind(species)
@@ -182,17 +212,37 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
         }
         Format::Raven => {
             let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+            let begin = row.sequence_offset_s + row.start_s;
             buf.extend_from_slice(
                 format!(
-                    "{selection}\tSpectrogram 1\t1\t{:.3}\t{:.3}\t0\t{HIGH_FREQ_HZ}\t{}\t{:.4}\t{}\n",
+                    "{selection}\tSpectrogram 1\t1\t{:.3}\t{:.3}\t0\t{HIGH_FREQ_HZ}\t{}\t{:.3}\t{}\t{:.4}\n",
+                    begin,
+                    begin + (row.end_s - row.start_s),
+                    clean(&row.source_path),
                     row.start_s,
-                    row.end_s,
                     clean(&row.species),
                     row.confidence,
-                    clean(&row.source_path)
                 )
                 .as_bytes(),
             );
+        }
+        Format::Birdnet => {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(Vec::new());
+            let written = w.write_record([
+                &format!("{:.1}", row.start_s),
+                &format!("{:.1}", row.end_s),
+                row.scientific_name.as_deref().unwrap_or(""),
+                &row.species,
+                &format!("{:.4}", row.confidence),
+                &row.source_path,
+            ]);
+            if written.is_ok()
+                && let Ok(bytes) = w.into_inner()
+            {
+                buf.extend_from_slice(&bytes);
+            }
         }
         Format::Ndjson => {
             if serde_json::to_writer(&mut *buf, row).is_ok() {

@@ -196,7 +196,7 @@ pub fn routes(state: AppState) -> Routes {
         .add(
             Doc {
                 query: &[
-                    ("format", "csv, raven (Raven Pro selection table) or ndjson"),
+                    ("format", "csv, raven (Raven Pro selection table over the job's recordings: Begin Path, File Offset (s)), birdnet (BirdNET-Analyzer's CSV columns) or ndjson"),
                     ("species", "only this species"),
                     ("min_confidence", "only detections at or above this confidence"),
                 ],

@@ -181,11 +181,43 @@ async fn a_recording_without_detections_says_so() {
         .get(&format!("/v1/jobs/{job}/export?format=raven"))
         .await
         .text();
-    let selections: Vec<&str> = raven.lines().skip(1).collect();
+    let mut lines = raven.lines();
+    assert_eq!(lines.next(), Some(birdsong_api::export::RAVEN_HEADER));
+    let selections: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
     assert_eq!(selections.len(), called_detections.len(), "{raven}");
+    let paths: std::collections::BTreeSet<&str> = selections.iter().map(|s| s[7]).collect();
+    // call.wav sorts first among the job's paths, so in the sequence of its
+    // recordings its selections begin at their offset in it.
+    let earlier = 0.0;
+    for s in &selections {
+        assert_eq!(s[7], "call.wav", "{raven}");
+        let (begin, offset): (f64, f64) = (s[3].parse().unwrap(), s[8].parse().unwrap());
+        assert!(
+            (begin - (earlier + offset)).abs() < 2e-3,
+            "{s:?} after {earlier} s"
+        );
+    }
+    assert_eq!(paths.len(), 1);
+    let birdnet = api
+        .get(&format!("/v1/jobs/{job}/export?format=birdnet"))
+        .await;
+    assert_eq!(birdnet.status, 200, "{}", birdnet.text());
+    let mut reader = csv::Reader::from_reader(birdnet.body.as_ref());
+    assert_eq!(
+        reader
+            .headers()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>()
+            .join(","),
+        birdsong_api::export::BIRDNET_HEADER
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), called_detections.len());
     assert!(
-        selections.iter().all(|l| l.ends_with("\tcall.wav")),
-        "{raven}"
+        rows.iter()
+            .all(|r| &r[3] == "species-0" && &r[5] == "call.wav"),
+        "{rows:?}"
     );
     let ndjson = api
         .get(&format!("/v1/jobs/{job}/export?format=ndjson"))

@@ -180,19 +180,40 @@ async fn files_and_an_archive_go_round_trip() {
         .await
         .text();
     let mut lines = raven.lines();
-    assert_eq!(
-        lines.next().unwrap(),
-        "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies\tConfidence\tFile"
-    );
+    assert_eq!(lines.next().unwrap(), birdsong_api::export::RAVEN_HEADER);
     let body: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
     assert_eq!(body.len() as i64, in_db);
+    // Begin Time runs on across the job's recordings: within a recording it is
+    // the recording's start in the sequence plus the offset, and each later
+    // recording starts after the earlier ones.
+    let mut starts: Vec<(&str, f64)> = Vec::new();
     for (i, cols) in body.iter().enumerate() {
-        assert_eq!(cols.len(), 10);
+        assert_eq!(cols.len(), 11);
         assert_eq!(cols[0], (i + 1).to_string());
         let begin: f64 = cols[3].parse().unwrap();
         let end: f64 = cols[4].parse().unwrap();
+        let offset: f64 = cols[8].parse().unwrap();
         assert!(end > begin);
+        let start = begin - offset;
+        match starts.last() {
+            Some(&(path, at)) if path == cols[7] => assert!((start - at).abs() < 2e-3, "{cols:?}"),
+            Some(&(_, at)) => {
+                assert!(start > at, "{cols:?} starts before the previous recording");
+                starts.push((cols[7], start));
+            }
+            None => {
+                assert!(
+                    start.abs() < 2e-3,
+                    "the first recording starts at 0: {cols:?}"
+                );
+                starts.push((cols[7], start));
+            }
+        }
     }
+    assert!(
+        starts.len() > 1,
+        "the archive's recordings have detections: {raven}"
+    );
     let ndjson = api
         .get(&format!("/v1/jobs/{job}/export?format=ndjson"))
         .await
