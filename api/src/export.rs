@@ -20,7 +20,8 @@
 //! so for a one-recording job it equals the offset. The `birdnet` format is
 //! BirdNET-Analyzer's CSV (`Start (s),End (s),Scientific name,Common name,
 //! Confidence,File`), the scientific name from the species table (empty
-//! when unknown).
+//! when unknown). The `audacity` format is an Audacity label track (start,
+//! end, "species confidence") of one recording, named by `path`.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -34,7 +35,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::problem::ApiResult;
+use crate::problem::{ApiResult, Problem};
 use crate::results::{check_confidence, job_id, require_job};
 
 /// Bytes gathered before a chunk is sent.
@@ -61,6 +62,7 @@ pub enum Format {
     Csv,
     Raven,
     Birdnet,
+    Audacity,
     Ndjson,
 }
 
@@ -70,6 +72,9 @@ pub struct ExportQuery {
     pub format: Option<Format>,
     pub species: Option<String>,
     pub min_confidence: Option<f32>,
+    /// Only the recording with this path in the job (required by `audacity`,
+    /// whose label track belongs to one recording).
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -98,14 +103,26 @@ pub async fn export(
     let job = job_id(&id)?;
     check_confidence(q.min_confidence)?;
     let format = q.format.unwrap_or(Format::Csv);
+    if format == Format::Audacity && q.path.is_none() {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            "an Audacity label track belongs to one recording: add path=<the recording's path in the job>",
+        ));
+    }
     require_job(&state, job).await?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::spawn(produce(state, job, format, q.species, q.min_confidence, tx));
+    let filter = Filter {
+        species: q.species,
+        min_confidence: q.min_confidence,
+        path: q.path,
+    };
+    tokio::spawn(produce(state, job, format, filter, tx));
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Raven => ("text/tab-separated-values; charset=utf-8", "selections.txt"),
         Format::Birdnet => ("text/csv; charset=utf-8", "BirdNET.results.csv"),
+        Format::Audacity => ("text/plain; charset=utf-8", "labels.txt"),
         Format::Ndjson => ("application/x-ndjson", "ndjson"),
     };
     Ok((
@@ -121,12 +138,18 @@ pub async fn export(
         .into_response())
 }
 
+/// Which detections an export holds.
+struct Filter {
+    species: Option<String>,
+    min_confidence: Option<f32>,
+    path: Option<String>,
+}
+
 async fn produce(
     state: AppState,
     job: Uuid,
     format: Format,
-    species: Option<String>,
-    min_confidence: Option<f32>,
+    filter: Filter,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES * 2);
@@ -134,7 +157,7 @@ async fn produce(
         Format::Csv => buf.extend_from_slice(format!("{CSV_HEADER}\n").as_bytes()),
         Format::Raven => buf.extend_from_slice(format!("{RAVEN_HEADER}\n").as_bytes()),
         Format::Birdnet => buf.extend_from_slice(format!("{BIRDNET_HEADER}\n").as_bytes()),
-        Format::Ndjson => {}
+        Format::Audacity | Format::Ndjson => {}
     }
     let mut rows = sqlx::query_as::<_, Row>(
         "WITH sequence AS (
@@ -154,11 +177,13 @@ async fn produce(
          WHERE d.job_id = $1
            AND ($2::text IS NULL OR d.species = $2)
            AND ($3::real IS NULL OR d.confidence >= $3)
+           AND ($4::text IS NULL OR d.source_path = $4)
          ORDER BY d.source_path, d.file_sha256, d.window_index, d.confidence DESC, d.species",
     )
     .bind(job)
-    .bind(species)
-    .bind(min_confidence)
+    .bind(filter.species)
+    .bind(filter.min_confidence)
+    .bind(filter.path)
     .fetch(&state.pool);
     let mut selection = 0u64;
     loop {
@@ -243,6 +268,19 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
             {
                 buf.extend_from_slice(&bytes);
             }
+        }
+        Format::Audacity => {
+            // Audacity's label track: start, end and label, tab-separated.
+            let label = format!("{} {:.2}", row.species, row.confidence);
+            buf.extend_from_slice(
+                format!(
+                    "{:.3}\t{:.3}\t{}\n",
+                    row.start_s,
+                    row.end_s,
+                    label.replace(['\t', '\n', '\r'], " ")
+                )
+                .as_bytes(),
+            );
         }
         Format::Ndjson => {
             if serde_json::to_writer(&mut *buf, row).is_ok() {

@@ -196,7 +196,8 @@ pub fn routes(state: AppState) -> Routes {
         .add(
             Doc {
                 query: &[
-                    ("format", "csv, raven (Raven Pro selection table over the job's recordings: Begin Path, File Offset (s)), birdnet (BirdNET-Analyzer's CSV columns) or ndjson"),
+                    ("format", "csv, raven (Raven Pro selection table over the job's recordings: Begin Path, File Offset (s)), birdnet (BirdNET-Analyzer's CSV columns), audacity (label track of the recording named by path) or ndjson"),
+                    ("path", "only the recording with this path in the job (required by audacity)"),
                     ("species", "only this species"),
                     ("min_confidence", "only detections at or above this confidence"),
                 ],

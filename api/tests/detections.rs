@@ -219,6 +219,31 @@ async fn a_recording_without_detections_says_so() {
             .all(|r| &r[3] == "species-0" && &r[5] == "call.wav"),
         "{rows:?}"
     );
+    // An Audacity label track is one recording's: without a path it is refused.
+    let refused = api
+        .get(&format!("/v1/jobs/{job}/export?format=audacity"))
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    let labels = api
+        .get(&format!(
+            "/v1/jobs/{job}/export?format=audacity&path=call.wav"
+        ))
+        .await;
+    assert_eq!(labels.status, 200, "{}", labels.text());
+    let labels = labels.text();
+    let tracks: Vec<Vec<&str>> = labels.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(tracks.len(), called_detections.len(), "{labels}");
+    for t in &tracks {
+        let (start, end): (f64, f64) = (t[0].parse().unwrap(), t[1].parse().unwrap());
+        assert!(end > start && t[2].starts_with("species-0 "), "{t:?}");
+    }
+    let none = api
+        .get(&format!(
+            "/v1/jobs/{job}/export?format=audacity&path=quiet.wav"
+        ))
+        .await
+        .text();
+    assert!(none.is_empty(), "quiet.wav has no detections: {none}");
     let ndjson = api
         .get(&format!("/v1/jobs/{job}/export?format=ndjson"))
         .await
