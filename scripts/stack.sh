@@ -127,6 +127,26 @@ status() {
     rabbitmqctl -q list_queues name messages messages_unacknowledged 2>/dev/null \
       | grep -E "^${BIRDSONG_QUEUE_PREFIX:-}(classify|retrain)" | sed 's/^/  /' || true
   fi
+  model_hint
+}
+
+# Tasks wait (status awaiting_model) until a model is promoted: say so, and how
+# to get one, rather than leave a user wondering why nothing is classified.
+model_hint() {
+  command -v psql >/dev/null 2>&1 || return 0
+  local url="${BIRDSONG_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/birdsong}" row
+  row=$(psql "$url" -XAtq -F ' ' -c "SELECT (SELECT count(*) FROM tasks WHERE status = 'awaiting_model'),
+                                            (SELECT count(*) FROM promoted_model)" 2>/dev/null) || return 0
+  local waiting promoted
+  read -r waiting promoted <<<"$row"
+  if [ "${promoted:-0}" = 0 ]; then
+    echo "model: none promoted yet; ${waiting:-0} task(s) waiting for one."
+    echo "  Get one with scripts/demo.sh (labelled example recordings, then a retrain), or label"
+    echo "  recordings (birdsong-producer ingest --label-from-folder) and request a retrain"
+    echo "  (birdsong-retrainer request); README, \"Run it\" and retrainer/README.md."
+  elif [ "${waiting:-0}" != 0 ]; then
+    echo "model: promoted; ${waiting} task(s) still marked as waiting for a model."
+  fi
 }
 
 case ${1:-} in
