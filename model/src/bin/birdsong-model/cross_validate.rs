@@ -6,12 +6,18 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use birdsong_audio::WindowConfig;
-use birdsong_model::{EpochReport, Recording, evaluate, split_by_recording, train};
+use birdsong_model::{
+    ANCHORED, Backbone, EpochReport, Recording, evaluate, split_by_recording, train, train_anchored,
+};
 use clap::Args;
 use serde::Serialize;
 
-use crate::data::{DataArgs, create_file, extract, progress_bar, read_manifest, write_predictions};
+use crate::data::{
+    DataArgs, create_file, extract, progress_bar, read_manifest, synthetic_background,
+    write_predictions,
+};
 use crate::recipe::RecipeArgs;
+use crate::train::AnchorArgs;
 
 #[derive(Args)]
 pub(crate) struct CrossValidateArgs {
@@ -19,6 +25,8 @@ pub(crate) struct CrossValidateArgs {
     data: DataArgs,
     #[command(flatten)]
     recipe: RecipeArgs,
+    #[command(flatten)]
+    anchor: AnchorArgs,
     /// Split of the manifest to cross-validate on.
     #[arg(long, default_value = "train")]
     split: String,
@@ -69,6 +77,16 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     } else {
         extract(&rows, &args.data, &standard_window, backbone)?
     };
+    // As `train` does: synthetic background as negatives for embedding backbones.
+    let background = if config.synthetic_negatives && backbone != Backbone::Acoustic {
+        Some(synthetic_background(
+            backbone,
+            &args.data,
+            &training_window,
+        )?)
+    } else {
+        None
+    };
     let fold_seed = args.fold_seed.unwrap_or(args.recipe.seed);
     let folds = birdsong_model::k_folds(&standard, args.folds, fold_seed)?;
     let mut predictions = args.predictions.as_deref().map(create_file).transpose()?;
@@ -83,12 +101,19 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
             .filter(|r| held_out.iter().all(|h| h.id != r.id))
             .cloned()
             .collect();
-        let trained = match args.validation_fraction {
+        let (mut fit, validation) = match args.validation_fraction {
             Some(fraction) => {
                 let (fit, validation) = split_by_recording(train_set, fraction, args.recipe.seed)?;
-                train(&fit, Some(&validation), &config, |_| {})
+                (fit, Some(validation))
             }
-            None => train(&train_set, None, &config, |_| {}),
+            None => (train_set, None),
+        };
+        fit.extend(background.clone());
+        let trained = if config.architecture == ANCHORED {
+            let anchor = args.anchor.anchor(&args.data, &fit)?;
+            train_anchored(&fit, validation.as_deref(), &config, &anchor, |_| {})
+        } else {
+            train(&fit, validation.as_deref(), &config, |_| {})
         }
         .context("training failed")?;
         let epochs = epochs_per_network(&trained.artifact.meta().history, config.members);

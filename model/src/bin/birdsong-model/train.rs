@@ -53,6 +53,14 @@ pub(crate) struct TrainArgs {
     /// Precision each species' threshold is chosen to reach.
     #[arg(long, default_value_t = birdsong_model::DEFAULT_TARGET_PRECISION)]
     pub(crate) target_precision: f64,
+    #[command(flatten)]
+    pub(crate) anchor: AnchorArgs,
+}
+
+/// Where an `anchored` head's anchor comes from (shared by `train` and
+/// `cross-validate`, so both train the same model).
+#[derive(Args)]
+pub(crate) struct AnchorArgs {
     /// With `--architecture anchored`: a label whose BirdNET name differs, as
     /// `LABEL=BIRDNET NAME` (common or scientific name); repeat for several. Labels are
     /// otherwise looked up as they are; those BirdNET lacks train from zero.
@@ -60,28 +68,30 @@ pub(crate) struct TrainArgs {
     pub(crate) birdnet_names: Vec<String>,
 }
 
-/// BirdNET's species-layer columns for the training labels, for `anchored`.
-fn birdnet_anchor(args: &TrainArgs, train_set: &[Recording]) -> Result<Anchor> {
-    let mut aliases = BTreeMap::new();
-    for entry in &args.birdnet_names {
-        let Some((label, name)) = entry.split_once('=') else {
-            bail!("--birdnet-name {entry:?} is not LABEL=BIRDNET NAME");
-        };
-        aliases.insert(label.trim().to_string(), name.trim().to_string());
+impl AnchorArgs {
+    /// BirdNET's species-layer columns for the training labels, for `anchored`.
+    pub(crate) fn anchor(&self, data: &DataArgs, train_set: &[Recording]) -> Result<Anchor> {
+        let mut aliases = BTreeMap::new();
+        for entry in &self.birdnet_names {
+            let Some((label, name)) = entry.split_once('=') else {
+                bail!("--birdnet-name {entry:?} is not LABEL=BIRDNET NAME");
+            };
+            aliases.insert(label.trim().to_string(), name.trim().to_string());
+        }
+        let birdnet = crate::data::birdnet(data)?;
+        let labels = class_list(train_set);
+        let anchor = Anchor::birdnet(birdnet.species().columns_for(&labels, &aliases))?;
+        let missing: Vec<&String> = labels
+            .iter()
+            .filter(|l| !anchor.columns.contains_key(*l))
+            .collect();
+        eprintln!(
+            "anchored on BirdNET for {} of {} species; from zero: {missing:?}",
+            anchor.columns.len(),
+            labels.len()
+        );
+        Ok(anchor)
     }
-    let birdnet = crate::data::birdnet(&args.data)?;
-    let labels = class_list(train_set);
-    let anchor = Anchor::birdnet(birdnet.species().columns_for(&labels, &aliases))?;
-    let missing: Vec<&String> = labels
-        .iter()
-        .filter(|l| !anchor.columns.contains_key(*l))
-        .collect();
-    eprintln!(
-        "anchored on BirdNET for {} of {} species; from zero: {missing:?}",
-        anchor.columns.len(),
-        labels.len()
-    );
-    Ok(anchor)
 }
 
 pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
@@ -119,7 +129,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
         bar.set_message(epoch_message(r));
     };
     let mut trained = if config.architecture == ANCHORED {
-        let anchor = birdnet_anchor(&args, &train_set)?;
+        let anchor = args.anchor.anchor(&args.data, &train_set)?;
         train_anchored(&train_set, validation, &config, &anchor, report)
     } else {
         train(&train_set, validation, &config, report)
