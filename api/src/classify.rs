@@ -19,10 +19,17 @@ use serde_json::json;
 use crate::AppState;
 use crate::problem::{ApiResult, Problem};
 use crate::results::{DetectedSpecies, Detection, FileResult, WindowDetection, WindowScore};
-use crate::spool::{Spool, multipart_problem};
+use crate::spool::{FilePart, Spool, multipart_problem};
 
 /// Species kept per window and per recording.
 const TOP_K: usize = 3;
+
+/// The multipart form of `POST /v1/classify`, for the OpenAPI document.
+#[derive(schemars::JsonSchema)]
+pub struct ClassifyForm {
+    /// The recording: exactly one part with a file name.
+    pub file: FilePart,
+}
 
 pub async fn classify(
     State(state): State<AppState>,

@@ -37,6 +37,7 @@ use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use crate::results::{check_confidence, job_id, require_job};
+use schemars::JsonSchema;
 
 /// Bytes gathered before a chunk is sent.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -56,28 +57,38 @@ pub const CSV_HEADER: &str =
 /// up to the Nyquist frequency of the analysis rate.
 const HIGH_FREQ_HZ: f64 = birdsong_audio::ANALYSIS_SAMPLE_RATE as f64 / 2.0;
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// One row per detection, with the recording's path and hash.
     Csv,
+    /// A Raven Pro selection table over the job's recordings (`Begin Path`,
+    /// `File Offset (s)`).
     Raven,
+    /// BirdNET-Analyzer's CSV columns.
     Birdnet,
+    /// An Audacity label track of the recording named by `path`.
     Audacity,
+    /// One JSON object per line.
     Ndjson,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
+    /// The table's format (default `csv`).
     pub format: Option<Format>,
+    /// Only this species.
     pub species: Option<String>,
+    /// Only detections at or above this confidence.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_confidence: Option<f32>,
     /// Only the recording with this path in the job (required by `audacity`,
     /// whose label track belongs to one recording).
     pub path: Option<String>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 struct Row {
     source_path: String,
     file_sha256: String,

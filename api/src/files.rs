@@ -14,15 +14,18 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
-use crate::results::{DetectedSpecies, Detection, WindowScore, Windows};
+use crate::results::{DetectedSpecies, Detection, Scored, WindowScore, Windows};
+use schemars::JsonSchema;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileQuery {
+    /// `detections` (default), or `all`: also `window_scores`, every
+    /// window's scores under the newest result's model version.
     pub windows: Option<Windows>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct FileRow {
     pub sha256: String,
     pub original_name: String,
@@ -37,7 +40,7 @@ pub struct FileRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Label {
     pub source: String,
     pub species: String,
@@ -45,7 +48,7 @@ pub struct Label {
 }
 
 /// One model version's verdict on the recording.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Summary {
     pub model_version: String,
     /// The species detected in the most windows; null: no detection.
@@ -56,12 +59,13 @@ pub struct Summary {
     #[sqlx(json)]
     pub detected: Vec<DetectedSpecies>,
     /// The highest mean scores, detected or not.
+    #[schemars(with = "Vec<Scored>")]
     pub top_k: serde_json::Value,
     pub windows: i32,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Task {
     pub job_id: Uuid,
     pub task_id: Uuid,
@@ -72,7 +76,7 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct FileDetails {
     #[serde(flatten)]
     pub file: FileRow,

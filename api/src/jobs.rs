@@ -14,20 +14,24 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::ApiQuery;
 use crate::problem::{ApiResult, Problem};
+use schemars::JsonSchema;
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 200;
 const CURSOR_VERSION: &str = "j1";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Jobs per page (default 20).
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// One job in the list.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct JobSummary {
     pub job_id: Uuid,
     pub source: String,
@@ -51,7 +55,7 @@ pub struct JobSummary {
     pub finished: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct JobList {
     pub jobs: Vec<JobSummary>,
     pub next_cursor: Option<String>,

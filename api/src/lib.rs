@@ -63,8 +63,10 @@ use tokio::sync::Semaphore;
 
 use crate::access::{Keys, RateLimiter};
 use crate::metrics::Metrics;
+use birdsong_common::health::Health;
+
 use crate::problem::Problem;
-use crate::routes::{Access, Doc, Routes};
+use crate::routes::{Access, Body, Doc, Reply, Routes, query, schema};
 
 /// What every handler shares.
 pub struct Inner {
@@ -83,6 +85,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// A broker channel of its own for reading queue depths.
     pub inspector: system::Inspector,
+    /// What `/readyz` checks.
+    pub health: Health,
 }
 
 /// Cheap-to-clone handle on [`Inner`].
@@ -108,6 +112,11 @@ impl AppState {
         let keys = Keys::new(&config.api.keys);
         let limiter = RateLimiter::new(config.api.rate_per_second, config.api.rate_burst);
         let cpu = Semaphore::new(config.cpu_threads());
+        let health = Health::default();
+        health.set_database(pool.clone());
+        health.set_store(store.clone());
+        let link = publisher.clone();
+        health.set_broker_check(move || link.channel().status().connected());
         Self(Arc::new(Inner {
             config,
             pool,
@@ -120,6 +129,7 @@ impl AppState {
             limiter,
             metrics: Metrics::default(),
             inspector: system::Inspector::default(),
+            health,
         }))
     }
 }
@@ -137,24 +147,33 @@ pub fn routes(state: AppState) -> Routes {
             .saturating_add(64 * 1024),
     )
     .unwrap_or(usize::MAX);
+    let ok = Reply {
+        status: 200,
+        what: "success",
+        content: &[],
+    };
     let r = |method, path, summary, access| Doc {
         method,
         path,
         summary,
         access,
-        body: &[],
-        query: &[],
-        ok: (200, JSON, "success"),
+        body: ("", &[]),
+        query: None,
+        ok,
+        other: &[],
         errors: &[],
     };
     Routes::new(state)
         .add(
             Doc {
-                body: &[
-                    ("multipart/form-data", "one or more file parts (audio or zip/tar/tar.gz archives); optional text parts `labels` (JSON object: file name → species), `site`, `description`"),
-                    (JSON, "{\"objects\": [{\"key\", \"name\"?}], \"labels\"?, \"site\"?, \"description\"?}: objects already in the bucket"),
-                ],
-                ok: (202, JSON, "job accepted; follow status_url"),
+                body: (
+                    "recordings uploaded as a multipart form, or (JSON) objects already in the bucket",
+                    &[
+                        Body { media: "multipart/form-data", schema: schema::<submit::UploadForm> },
+                        Body { media: JSON, schema: schema::<submit::ObjectSubmission> },
+                    ],
+                ),
+                ok: Reply { status: 202, what: "job accepted; follow status_url", content: &[(JSON, Some(schema::<submit::Accepted>))] },
                 errors: &[400, 413, 415, 422, 503],
                 ..r("post", "/v1/jobs", "Submit recordings for classification", Access::Write)
             },
@@ -162,10 +181,8 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[
-                    ("limit", "jobs per page (1-200, default 20)"),
-                    ("cursor", "next_cursor of the previous page"),
-                ],
+                query: Some(query::<jobs::ListQuery>),
+                ok: Reply { content: &[(JSON, Some(schema::<jobs::JobList>))], ..ok },
                 errors: &[400],
                 ..r("get", "/v1/jobs", "Jobs, newest first, with their counts", Access::Read)
             },
@@ -173,6 +190,7 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
+                ok: Reply { content: &[(JSON, Some(schema::<results::JobStatus>))], ..ok },
                 errors: &[400, 404],
                 ..r("get", "/v1/jobs/{id}", "Job status, counts, timestamps and throughput", Access::Read)
             },
@@ -180,14 +198,12 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[
-                    ("limit", "files per page (1-500, default 100; with windows=all 1-100, default 20)"),
-                    ("cursor", "next_cursor of the previous page"),
-                    ("species", "only detections (and files with detections) of this species"),
-                    ("min_confidence", "only detections at or above this confidence (0-1)"),
-                    ("windows", "detections (default) or all: also every window's scores (window_scores: top_species, top_score, top_k, detected), detected or not, unfiltered"),
-                ],
-                ok: (200, JSON, "items: one per file, with species and confidence (the species detected in the most windows and its highest score; both null when nothing was detected), detected ([{species, windows, max_score}]; [] = no detection, null = not classified yet), top_k (highest mean scores, detected or not), windows, and detections: only the windows whose score reached the species' threshold ({window_index, start_s, end_s, species, confidence, threshold, top_k}); next_cursor"),
+                query: Some(query::<results::ResultsQuery>),
+                ok: Reply {
+                    what: "items: one per file, with species and confidence (the species detected in the most windows and its highest score; both null when nothing was detected), detected ([] = no detection, null = not classified yet), top_k (highest mean scores, detected or not), and detections: only the windows whose score reached the species' threshold",
+                    content: &[(JSON, Some(schema::<results::ResultsPage>))],
+                    ..ok
+                },
                 errors: &[400, 404],
                 ..r("get", "/v1/jobs/{id}/results", "Per-file results and above-threshold detections, paginated", Access::Read)
             },
@@ -195,13 +211,17 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[
-                    ("format", "csv, raven (Raven Pro selection table over the job's recordings: Begin Path, File Offset (s)), birdnet (BirdNET-Analyzer's CSV columns), audacity (label track of the recording named by path) or ndjson"),
-                    ("path", "only the recording with this path in the job (required by audacity)"),
-                    ("species", "only this species"),
-                    ("min_confidence", "only detections at or above this confidence"),
-                ],
-                ok: (200, "text/csv", "one row per detection (a window whose score for a species reached that species' threshold), streamed; recordings without detections have no rows"),
+                query: Some(query::<export::ExportQuery>),
+                ok: Reply {
+                    status: 200,
+                    what: "one row per detection (a window whose score for a species reached that species' threshold), streamed; recordings without detections have no rows",
+                    content: &[
+                        ("text/csv", None),
+                        ("text/tab-separated-values", None),
+                        ("text/plain", None),
+                        ("application/x-ndjson", None),
+                    ],
+                },
                 errors: &[400, 404],
                 ..r("get", "/v1/jobs/{id}/export", "Export a job's above-threshold detections", Access::Read)
             },
@@ -209,10 +229,12 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[
-                    ("windows", "detections (default) or all: also window_scores, every window's scores under the newest result's model version"),
-                ],
-                ok: (200, JSON, "the recording, its labels, results per model version (species and confidence null with detected [] when nothing was detected; top_k the highest mean scores), the newest result's above-threshold detections (with threshold) and its tasks"),
+                query: Some(query::<files::FileQuery>),
+                ok: Reply {
+                    what: "the recording, its labels, results per model version (species and confidence null with detected [] when nothing was detected), the newest result's above-threshold detections and its tasks",
+                    content: &[(JSON, Some(schema::<files::FileDetails>))],
+                    ..ok
+                },
                 errors: &[400, 404],
                 ..r("get", "/v1/files/{sha256}", "Everything known about one recording", Access::Read)
             },
@@ -220,11 +242,8 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[
-                    ("start", "seconds from the beginning (default 0)"),
-                    ("end", "seconds from the beginning (default start + 5; at most 30 s after start)"),
-                ],
-                ok: (200, "audio/wav", "16-bit mono PCM at the recording's sample rate"),
+                query: Some(query::<media::RangeQuery>),
+                ok: Reply { status: 200, what: "16-bit mono PCM at the recording's sample rate", content: &[("audio/wav", None)] },
                 errors: &[400, 404, 422, 503],
                 ..r("get", "/v1/files/{sha256}/audio", "A stretch of a recording as WAV", Access::Read)
             },
@@ -232,10 +251,8 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[
-                    ("start", "seconds from the beginning (default 0)"),
-                    ("end", "seconds from the beginning (default start + 5; at most 30 s after start)"),
-                ],
+                query: Some(query::<media::RangeQuery>),
+                ok: Reply { content: &[(JSON, Some(schema::<media::Spectrogram>))], ..ok },
                 errors: &[400, 404, 422, 503],
                 ..r("get", "/v1/files/{sha256}/spectrogram", "The 128-band mel spectrogram (dB) of a stretch of a recording", Access::Read)
             },
@@ -243,21 +260,32 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                query: &[("job", "a job id; without it, every recording's newest result")],
-                ok: (200, JSON, "above-threshold detections by species, confidence (histogram, hourly trend) and hour of the day; recordings classified and recordings_with_detections (the rest: no detection)"),
+                query: Some(query::<stats::StatsQuery>),
+                ok: Reply {
+                    what: "above-threshold detections by species, confidence (histogram, hourly trend) and hour of the day; recordings classified and recordings_with_detections (the rest: no detection)",
+                    content: &[(JSON, Some(schema::<stats::Stats>))],
+                    ..ok
+                },
                 errors: &[400, 404],
                 ..r("get", "/v1/stats", "Detections by species, confidence and hour of the day", Access::Read)
             },
             get(stats::stats),
         )
         .add(
-            r("get", "/v1/system", "Workers seen recently, queue depths, throughput over the last hour, recent failures", Access::Read),
+            Doc {
+                ok: Reply { content: &[(JSON, Some(schema::<system::System>))], ..ok },
+                ..r("get", "/v1/system", "Workers seen recently, queue depths, throughput over the last hour, recent failures", Access::Read)
+            },
             get(system::system),
         )
         .add(
             Doc {
-                body: &[("multipart/form-data", "exactly one file part")],
-                ok: (200, JSON, "one results item: species/confidence null and detected [] when nothing reached its threshold, detections above threshold, and window_scores for every window"),
+                body: ("the recording", &[Body { media: "multipart/form-data", schema: schema::<classify::ClassifyForm> }]),
+                ok: Reply {
+                    what: "one results item: species/confidence null and detected [] when nothing reached its threshold, detections above threshold, and window_scores for every window",
+                    content: &[(JSON, Some(schema::<results::FileResult>))],
+                    ..ok
+                },
                 errors: &[400, 413, 415, 422, 503],
                 ..r("post", "/v1/classify", "Classify one short recording synchronously", Access::Write)
             },
@@ -265,86 +293,110 @@ pub fn routes(state: AppState) -> Routes {
         )
         .add(
             Doc {
-                body: &[(JSON, "{\"labels\": [{\"sha256\", \"species\"}]}")],
-                errors: &[400, 404, 422],
+                body: ("labels by recording hash", &[Body { media: JSON, schema: schema::<registry::LabelsRequest> }]),
+                ok: Reply { content: &[(JSON, Some(schema::<registry::Labelled>))], ..ok },
+                errors: &[400, 404, 413, 415, 422],
                 ..r("post", "/v1/labels", "Label recordings with their species", Access::Write)
             },
             post(registry::labels),
         )
         .add(
-            r("get", "/v1/species", "Known species, label counts and the promoted model's classes", Access::Read),
+            Doc {
+                ok: Reply { content: &[(JSON, Some(schema::<registry::SpeciesList>))], ..ok },
+                ..r("get", "/v1/species", "Known species, label counts and the promoted model's classes", Access::Read)
+            },
             get(registry::species),
         )
         .add(
             Doc {
-                body: &[(JSON, "{\"params\"?: object, \"force_promote\"?: bool}")],
-                ok: (202, JSON, "retrain requested; follow status_url"),
-                errors: &[400, 422, 503],
+                body: ("what to train (an empty body: the defaults)", &[Body { media: JSON, schema: schema::<registry::RetrainBody> }]),
+                ok: Reply { status: 202, what: "retrain requested; follow status_url", content: &[(JSON, Some(schema::<registry::RetrainAccepted>))] },
+                errors: &[400, 413, 422, 503],
                 ..r("post", "/v1/retrain", "Request a retrain", Access::Write)
             },
             post(registry::retrain),
         )
         .add(
             Doc {
+                ok: Reply { content: &[(JSON, Some(schema::<registry::RetrainRun>))], ..ok },
                 errors: &[400, 404],
                 ..r("get", "/v1/retrain/{id}", "State of a retrain request", Access::Read)
             },
             get(registry::retrain_status),
         )
         .add(
-            r("get", "/v1/models", "Model versions and their status", Access::Read),
+            Doc {
+                ok: Reply { content: &[(JSON, Some(schema::<registry::ModelList>))], ..ok },
+                ..r("get", "/v1/models", "Model versions and their status", Access::Read)
+            },
             get(registry::models),
         )
         .add(
             Doc {
-                body: &[(JSON, "{\"reason\"?: string} (the body may be omitted)")],
-                errors: &[400, 404, 409, 503],
+                body: ("why (the body may be omitted)", &[Body { media: JSON, schema: schema::<registry::PromoteBody> }]),
+                ok: Reply { content: &[(JSON, Some(schema::<registry::Promoted>))], ..ok },
+                errors: &[400, 404, 409, 413, 503],
                 ..r("post", "/v1/models/{version}/promote", "Promote (or roll back to) a model version", Access::Write)
             },
             post(registry::promote),
         )
         .add(
             Doc {
-                body: &[(JSON, "exactly one of {\"job_id\"}, {\"files\": [sha256]}, {\"all\": true}")],
-                ok: (202, JSON, "reclassification job queued"),
-                errors: &[400, 404, 422, 503],
+                body: ("exactly one of job_id, files (hashes) or all: true", &[Body { media: JSON, schema: schema::<registry::ReclassifyBody> }]),
+                ok: Reply { status: 202, what: "reclassification job queued", content: &[(JSON, Some(schema::<registry::Reclassifying>))] },
+                errors: &[400, 404, 413, 415, 422, 503],
                 ..r("post", "/v1/reclassify", "Classify recordings again from their stored features", Access::Write)
             },
             post(registry::reclassify),
         )
         .add(
             Doc {
-                ok: (200, "text/html", "the dashboard"),
+                ok: Reply { status: 200, what: "the dashboard", content: &[("text/html", None)] },
                 ..r("get", "/", "The web dashboard", Access::Public)
             },
             get(dashboard::index),
         )
         .add(
             Doc {
-                ok: (200, "text/javascript", "a script, style sheet or icon of the dashboard"),
+                ok: Reply {
+                    status: 200,
+                    what: "a script, style sheet or icon of the dashboard",
+                    content: &[("text/javascript", None), ("text/css", None), ("image/svg+xml", None)],
+                },
                 errors: &[404],
                 ..r("get", "/assets/{name}", "The dashboard's static files", Access::Public)
             },
             get(dashboard::asset),
         )
         .add(
-            r("get", "/v1/openapi.json", "This document", Access::Public),
+            Doc {
+                ok: Reply { content: &[(JSON, None)], ..ok },
+                ..r("get", "/v1/openapi.json", "This document", Access::Public)
+            },
             get(health::openapi),
         )
         .add(
-            r("get", "/healthz", "The process is up", Access::Public),
+            Doc {
+                ok: Reply { content: &[(JSON, Some(schema::<health::Alive>))], ..ok },
+                ..r("get", "/healthz", "The process is up", Access::Public)
+            },
             get(health::healthz),
         )
         .add(
             Doc {
-                errors: &[503],
+                ok: Reply { content: &[(JSON, Some(schema::<health::Readiness>))], ..ok },
+                other: &[Reply {
+                    status: 503,
+                    what: "a service is unreachable",
+                    content: &[(JSON, Some(schema::<health::Readiness>))],
+                }],
                 ..r("get", "/readyz", "Database, broker and object store are reachable", Access::Public)
             },
             get(health::readyz),
         )
         .add(
             Doc {
-                ok: (200, "text/plain", "Prometheus text format"),
+                ok: Reply { status: 200, what: "Prometheus text format", content: &[("text/plain", None)] },
                 ..r("get", "/metrics", "Request counts and latencies", Access::Public)
             },
             get(health::metrics),

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
+use schemars::JsonSchema;
 
 /// Longest stretch one request may ask for, in seconds.
 pub const MAX_RANGE_S: f64 = 30.0;
@@ -31,10 +32,15 @@ pub const MAX_RANGE_S: f64 = 30.0;
 const HOP_LENGTH: usize = 512;
 
 /// `start` and `end`, in seconds from the beginning of the recording.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RangeQuery {
+    /// Seconds from the beginning (default 0).
+    #[schemars(range(min = 0.0))]
     pub start: Option<f64>,
+    /// Seconds from the beginning (default `start` + 5; at most 30 s after
+    /// `start`).
+    #[schemars(range(min = 0.0))]
     pub end: Option<f64>,
 }
 
@@ -160,7 +166,7 @@ pub async fn audio(
 }
 
 /// The mel spectrogram of a stretch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Spectrogram {
     pub start_s: f64,
     pub end_s: f64,

@@ -15,13 +15,13 @@ use birdsong_common::messages::RetrainTrigger;
 use birdsong_registry::{self as registry, RegistryError, Selection};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{ApiJson, ApiPath};
 use crate::problem::{ApiResult, Problem};
 use crate::submit::LABEL_SOURCE;
+use schemars::JsonSchema;
 
 fn registry_problem(doing: &str, e: RegistryError) -> Problem {
     match e {
@@ -29,6 +29,7 @@ fn registry_problem(doing: &str, e: RegistryError) -> Problem {
             Problem::not_found(format!("there is no model version {v:?}"))
         }
         RegistryError::UnknownJob(j) => Problem::not_found(format!("there is no job {j}")),
+        e @ RegistryError::NulInParams => Problem::unprocessable("invalid-params", e.to_string()),
         RegistryError::Rejected { version, reason } => Problem::new(
             StatusCode::CONFLICT,
             "model-rejected",
@@ -45,23 +46,32 @@ fn registry_problem(doing: &str, e: RegistryError) -> Problem {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsRequest {
     pub labels: Vec<LabelItem>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelItem {
     pub sha256: String,
     pub species: String,
 }
 
+/// The answer to a labelling request.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Labelled {
+    /// Labels recorded.
+    pub labelled: usize,
+    /// The source they are recorded under (`api`).
+    pub source: &'static str,
+}
+
 pub async fn labels(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LabelsRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Labelled>> {
     if body.labels.is_empty() {
         return Err(Problem::unprocessable("no-labels", "labels is empty"));
     }
@@ -100,12 +110,13 @@ pub async fn labels(
             .await
             .map_err(|e| Problem::internal("recording a label", e))?;
     }
-    Ok(Json(
-        json!({"labelled": body.labels.len(), "source": LABEL_SOURCE}),
-    ))
+    Ok(Json(Labelled {
+        labelled: body.labels.len(),
+        source: LABEL_SOURCE,
+    }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Species {
     pub name: String,
     pub scientific_name: Option<String>,
@@ -113,7 +124,12 @@ pub struct Species {
     pub in_promoted_model: bool,
 }
 
-pub async fn species(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SpeciesList {
+    pub species: Vec<Species>,
+}
+
+pub async fn species(State(state): State<AppState>) -> ApiResult<Json<SpeciesList>> {
     let rows: Vec<Species> = sqlx::query_as(
         "WITH promoted AS (
              SELECT jsonb_array_elements_text(classes) AS name FROM promoted_model)
@@ -126,14 +142,17 @@ pub async fn species(State(state): State<AppState>) -> ApiResult<Json<serde_json
     )
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(json!({"species": rows})))
+    Ok(Json(SpeciesList { species: rows }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrainBody {
+    /// Training parameters (see `birdsong-retrainer request --help`).
     #[serde(default)]
+    #[schemars(with = "Option<std::collections::BTreeMap<String, serde_json::Value>>")]
     pub params: serde_json::Value,
+    /// Promote the new model even if it scores below the promoted one.
     #[serde(default)]
     pub force_promote: bool,
 }
@@ -144,6 +163,14 @@ fn optional_json<T: Default + serde::de::DeserializeOwned>(body: &Bytes) -> Resu
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| Problem::bad_request("invalid-json", e.to_string()))
+}
+
+/// The answer to a retrain request.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RetrainAccepted {
+    pub run_id: Uuid,
+    /// Where the run's progress and outcome can be followed.
+    pub status_url: String,
 }
 
 pub async fn retrain(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
@@ -168,12 +195,15 @@ pub async fn retrain(State(state): State<AppState>, body: Bytes) -> ApiResult<Re
     Ok((
         StatusCode::ACCEPTED,
         [(axum::http::header::LOCATION, url.clone())],
-        Json(json!({"run_id": run, "status_url": url})),
+        Json(RetrainAccepted {
+            run_id: run,
+            status_url: url,
+        }),
     )
         .into_response())
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct RetrainRun {
     pub id: Uuid,
     pub trigger: String,
@@ -210,7 +240,7 @@ pub async fn retrain_status(
         .ok_or_else(|| Problem::not_found(format!("there is no retrain request {id}")))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct ModelVersion {
     pub version: String,
     pub status: String,
@@ -224,7 +254,15 @@ pub struct ModelVersion {
     pub promoted_at: Option<DateTime<Utc>>,
 }
 
-pub async fn models(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelList {
+    /// The version workers classify with; null before the first promotion.
+    pub promoted: Option<String>,
+    /// Newest first.
+    pub models: Vec<ModelVersion>,
+}
+
+pub async fn models(State(state): State<AppState>) -> ApiResult<Json<ModelList>> {
     let rows: Vec<ModelVersion> = sqlx::query_as(
         "SELECT version, status, status_reason, architecture, feature_version, classes, metrics,
                 retrain_run_id, created_at, promoted_at
@@ -236,20 +274,35 @@ pub async fn models(State(state): State<AppState>) -> ApiResult<Json<serde_json:
         .iter()
         .find(|m| m.status == "promoted")
         .map(|m| m.version.clone());
-    Ok(Json(json!({"promoted": promoted, "models": rows})))
+    Ok(Json(ModelList {
+        promoted,
+        models: rows,
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteBody {
     pub reason: Option<String>,
+}
+
+/// The answer to a promotion.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Promoted {
+    pub version: String,
+    /// The version promoted before, now retired.
+    pub previous: Option<String>,
+    /// False when the version was already the promoted one.
+    pub changed: bool,
+    /// Tasks that were waiting for a model, queued again.
+    pub requeued_tasks: usize,
 }
 
 pub async fn promote(
     State(state): State<AppState>,
     ApiPath(version): ApiPath<String>,
     body: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Promoted>> {
     let body: PromoteBody = optional_json(&body)?;
     let reason = body
         .reason
@@ -264,21 +317,30 @@ pub async fn promote(
     .await
     .map_err(|e| registry_problem("promoting a model", e))?;
     let (promotion, requeued) = (done.promotion, done.requeued);
-    Ok(Json(json!({
-        "version": promotion.version,
-        "previous": promotion.previous,
-        "changed": promotion.changed,
-        "requeued_tasks": requeued,
-    })))
+    Ok(Json(Promoted {
+        version: promotion.version,
+        previous: promotion.previous,
+        changed: promotion.changed,
+        requeued_tasks: requeued,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReclassifyBody {
     pub job_id: Option<Uuid>,
     pub files: Option<Vec<String>>,
     #[serde(default)]
     pub all: bool,
+}
+
+/// The answer to a reclassification request: the job that carries it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Reclassifying {
+    pub job_id: Uuid,
+    /// Tasks queued.
+    pub tasks: usize,
+    pub status_url: String,
 }
 
 pub async fn reclassify(
@@ -317,11 +379,11 @@ pub async fn reclassify(
     .map_err(|e| registry_problem("queueing a reclassification", e))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "job_id": done.job_id,
-            "tasks": done.tasks,
-            "status_url": format!("/v1/jobs/{}", done.job_id),
-        })),
+        Json(Reclassifying {
+            job_id: done.job_id,
+            tasks: done.tasks,
+            status_url: format!("/v1/jobs/{}", done.job_id),
+        }),
     )
         .into_response())
 }

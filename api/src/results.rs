@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
+use schemars::JsonSchema;
 
 /// Default and largest page size.
 const DEFAULT_LIMIT: u32 = 100;
@@ -75,7 +76,7 @@ struct ProgressRow {
     finished: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Counts {
     pub tasks: i64,
     pub queued: i64,
@@ -87,14 +88,14 @@ pub struct Counts {
     pub rejected: i32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Throughput {
     pub elapsed_s: f64,
     pub files_per_second: f64,
     pub audio_seconds_per_second: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct JobStatus {
     pub job_id: Uuid,
     /// `submitting`, `queued`, `running` or `finished`.
@@ -176,7 +177,7 @@ pub async fn status(
 }
 
 /// Which windows a result lists besides its detections.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Windows {
     /// Only the detections (the default): small answers, and what most
@@ -192,13 +193,21 @@ pub enum Windows {
 /// `min_confidence` filter detections (and keep only the files that have a
 /// matching one); they never filter `window_scores`, which are every window
 /// of the files returned.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsQuery {
+    /// Files per page: default 100; with `windows=all` at most 100, default 20.
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only detections (and files with detections) of this species.
     pub species: Option<String>,
+    /// Only detections at or above this confidence.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub min_confidence: Option<f32>,
+    /// `detections` (default), or `all`: also every window's scores
+    /// (`window_scores`), detected or not, unfiltered.
     pub windows: Option<Windows>,
 }
 
@@ -216,7 +225,7 @@ pub fn check_confidence(c: Option<f32>) -> Result<(), Problem> {
 /// A detection: one window in which one species' score reached that
 /// species' threshold. A window can hold several (two species calling at
 /// once), and most windows hold none.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Detection {
     pub window_index: i32,
     pub start_s: f64,
@@ -227,12 +236,13 @@ pub struct Detection {
     /// The species' threshold in the model that scored the window.
     pub threshold: f32,
     /// The window's highest scores, detected or not, for context.
+    #[schemars(with = "Vec<Scored>")]
     pub top_k: serde_json::Value,
 }
 
 /// A species detected in a recording: in how many windows, and its highest
 /// score (an element of `file_summaries.detected`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DetectedSpecies {
     pub species: String,
     pub windows: i64,
@@ -249,8 +259,16 @@ impl From<&birdsong_model::inference::Presence> for DetectedSpecies {
     }
 }
 
+/// One of the `k` highest scores in a `top_k` list. `top_k` columns are
+/// stored as JSON by the worker; this is their documented shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Scored {
+    pub species: String,
+    pub confidence: f32,
+}
+
 /// A species detected in one window, with its score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WindowDetection {
     pub species: String,
     pub confidence: f32,
@@ -258,7 +276,7 @@ pub struct WindowDetection {
 
 /// What the model thought of one window, detected or not: the answer to
 /// "why was nothing detected here?".
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct WindowScore {
     pub window_index: i32,
     pub start_s: f64,
@@ -266,7 +284,8 @@ pub struct WindowScore {
     /// The best-scoring species, whether or not it reached its threshold.
     pub top_species: String,
     pub top_score: f32,
-    /// The `k` highest scores, highest first (`[{species, confidence}]`).
+    /// The `k` highest scores, highest first.
+    #[schemars(with = "Vec<Scored>")]
     pub top_k: serde_json::Value,
     /// The species detected in the window, highest score first; empty for
     /// no detection.
@@ -275,7 +294,7 @@ pub struct WindowScore {
 }
 
 /// One recording's result: the recording-level call and its detections.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct FileResult {
     /// Absent for a synchronous classification.
     pub task_id: Option<Uuid>,
@@ -294,6 +313,7 @@ pub struct FileResult {
     pub detected: Option<Vec<DetectedSpecies>>,
     /// The highest mean scores over the recording, detected or not: the
     /// best guesses when nothing was detected.
+    #[schemars(with = "Option<Vec<Scored>>")]
     pub top_k: Option<serde_json::Value>,
     /// Windows analysed.
     pub windows: Option<i32>,
@@ -338,7 +358,7 @@ struct WindowScoreRow {
     score: WindowScore,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ResultsPage {
     pub job_id: Uuid,
     pub items: Vec<FileResult>,

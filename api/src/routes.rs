@@ -14,6 +14,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -31,6 +33,41 @@ pub enum Access {
     Write,
 }
 
+/// Writes the JSON Schema of one type into the document's components and
+/// returns the schema (usually a `$ref`) to use where the type appears.
+///
+/// Operations hold these instead of schemas so that the schemas come from
+/// the very types the handlers parse and serialise (`schemars` derives them),
+/// and cannot drift from them.
+pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+/// [`SchemaOf`] for `T`, referenced from the components.
+pub fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+/// [`SchemaOf`] for a query struct `T`, inline: its properties become the
+/// operation's query parameters.
+pub fn query<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    T::json_schema(g)
+}
+
+/// A request body of one media type.
+#[derive(Debug, Clone, Copy)]
+pub struct Body {
+    pub media: &'static str,
+    pub schema: SchemaOf,
+}
+
+/// The success answer: status, meaning, and the media types it may come in
+/// (with a schema where the body is structured).
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    pub status: u16,
+    pub what: &'static str,
+    pub content: &'static [(&'static str, Option<SchemaOf>)],
+}
+
 /// One operation, as documented.
 #[derive(Debug, Clone)]
 pub struct Doc {
@@ -38,12 +75,13 @@ pub struct Doc {
     pub path: &'static str,
     pub summary: &'static str,
     pub access: Access,
-    /// Request body media types and what they carry.
-    pub body: &'static [(&'static str, &'static str)],
-    /// Query parameters: name and meaning.
-    pub query: &'static [(&'static str, &'static str)],
-    /// Success status, its media type and meaning.
-    pub ok: (u16, &'static str, &'static str),
+    /// What the request body carries (for every media type), and its types.
+    pub body: (&'static str, &'static [Body]),
+    /// The query struct the handler parses, if any.
+    pub query: Option<SchemaOf>,
+    pub ok: Reply,
+    /// Other answers that are not problem documents.
+    pub other: &'static [Reply],
     /// Error statuses this operation answers with a problem document.
     pub errors: &'static [u16],
 }
@@ -141,8 +179,98 @@ fn admit(state: &AppState, access: Access, req: &Request) -> Result<(), Box<Resp
     Ok(())
 }
 
+/// The schema of a path parameter, by its name in the route.
+fn path_parameter(name: &str) -> Value {
+    match name {
+        "id" => json!({"type": "string", "format": "uuid"}),
+        "sha256" => json!({"type": "string", "pattern": "^[0-9a-f]{64}$",
+                           "description": "the recording's SHA-256, 64 lower-case hex characters"}),
+        _ => json!({"type": "string"}),
+    }
+}
+
+/// A query property's schema as a parameter's: an absent parameter is how a
+/// query says "none", so the `null` that `Option` adds is dropped.
+fn without_null(mut schema: Value) -> Value {
+    if let Some(Value::Array(types)) = schema.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types[0].clone();
+            schema["type"] = only;
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        let Some(Value::Array(options)) = schema.get_mut(key) else {
+            continue;
+        };
+        options.retain(|o| o.get("type").is_none_or(|t| t != "null"));
+        if options.len() == 1 {
+            let only = options[0].clone();
+            let rest: Map<String, Value> = schema
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| *k != key)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut merged = only;
+            if let Value::Object(m) = &mut merged {
+                for (k, v) in rest {
+                    m.entry(k).or_insert(v);
+                }
+            }
+            return merged;
+        }
+    }
+    schema
+}
+
+/// The query parameters described by a query struct's schema.
+fn query_parameters(schema: &Schema) -> Vec<Value> {
+    let value = schema.as_value();
+    let required: Vec<&str> = value
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = value.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = without_null(property.clone());
+            let description = property
+                .as_object_mut()
+                .and_then(|m| m.remove("description"));
+            let mut p = json!({"name": name, "in": "query",
+                               "required": required.contains(&name.as_str()),
+                               "schema": property});
+            if let Some(d) = description {
+                p["description"] = d;
+            }
+            p
+        })
+        .collect()
+}
+
 /// An OpenAPI 3.1 document for `docs`.
 pub fn openapi(docs: &[Doc]) -> Value {
+    // Requests are described as the handlers deserialise them, answers as
+    // they are serialised; both land in `components/schemas`.
+    let settings = |s: SchemaSettings| {
+        s.with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+    };
+    let mut requests =
+        SchemaGenerator::new(settings(SchemaSettings::draft2020_12().for_deserialize()));
+    let mut answers =
+        SchemaGenerator::new(settings(SchemaSettings::draft2020_12().for_serialize()));
+    let problem = answers.subschema_for::<Problem>();
     let mut paths = Map::new();
     for doc in docs {
         let mut params: Vec<Value> = doc
@@ -150,19 +278,30 @@ pub fn openapi(docs: &[Doc]) -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| {
-                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+                json!({"name": name, "in": "path", "required": true, "schema": path_parameter(name)})
             })
             .collect();
-        params.extend(doc.query.iter().map(|(name, what)| {
-            json!({"name": name, "in": "query", "required": false,
-                   "description": what, "schema": {"type": "string"}})
-        }));
+        if let Some(q) = doc.query {
+            params.extend(query_parameters(&q(&mut requests)));
+        }
         let mut responses = Map::new();
-        let (status, media, what) = doc.ok;
-        responses.insert(
-            status.to_string(),
-            json!({"description": what, "content": {media: {}}}),
-        );
+        for reply in std::iter::once(&doc.ok).chain(doc.other) {
+            let content: Map<String, Value> = reply
+                .content
+                .iter()
+                .map(|(media, schema)| {
+                    let object = match schema {
+                        Some(s) => json!({"schema": s(&mut answers)}),
+                        None => json!({}),
+                    };
+                    (media.to_string(), object)
+                })
+                .collect();
+            responses.insert(
+                reply.status.to_string(),
+                json!({"description": reply.what, "content": content}),
+            );
+        }
         let mut errors: Vec<u16> = doc.errors.to_vec();
         if doc.access != Access::Public {
             errors.extend([401, 429]);
@@ -177,7 +316,7 @@ pub fn openapi(docs: &[Doc]) -> Value {
             responses.insert(
                 code.to_string(),
                 json!({"description": reason, "content": {"application/problem+json": {
-                    "schema": {"$ref": "#/components/schemas/Problem"}}}}),
+                    "schema": problem}}}),
             );
         }
         let mut op = json!({
@@ -192,13 +331,18 @@ pub fn openapi(docs: &[Doc]) -> Value {
             // Keyed or open, depending on the deployment.
             op["security"] = json!([{"apiKey": []}, {}]);
         }
-        if !doc.body.is_empty() {
-            let content: Map<String, Value> = doc
-                .body
+        let (what, bodies) = doc.body;
+        if !bodies.is_empty() {
+            let content: Map<String, Value> = bodies
                 .iter()
-                .map(|(media, what)| (media.to_string(), json!({"description": what})))
+                .map(|b| {
+                    (
+                        b.media.to_string(),
+                        json!({"schema": (b.schema)(&mut requests)}),
+                    )
+                })
                 .collect();
-            op["requestBody"] = json!({"required": true, "content": content});
+            op["requestBody"] = json!({"description": what, "required": true, "content": content});
         }
         let entry = paths
             .entry(doc.path.to_string())
@@ -206,6 +350,16 @@ pub fn openapi(docs: &[Doc]) -> Value {
         if let Value::Object(methods) = entry {
             methods.insert(doc.method.to_string(), op);
         }
+    }
+    let mut schemas = requests.take_definitions(true);
+    for (name, schema) in answers.take_definitions(true) {
+        let clash = schemas.get(&name).is_some_and(|s| *s != schema);
+        // Names are type names; a type whose request and answer forms
+        // differ would need one of them renamed (a test checks this).
+        if clash {
+            tracing::warn!(name, "a schema differs between requests and answers");
+        }
+        schemas.insert(name, schema);
     }
     json!({
         "openapi": "3.1.0",
@@ -220,18 +374,7 @@ pub fn openapi(docs: &[Doc]) -> Value {
                 "apiKey": {"type": "http", "scheme": "bearer",
                            "description": "an API key from BIRDSONG_API_KEYS (also accepted as X-Api-Key)"}
             },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"}
-                    }
-                }
-            }
+            "schemas": schemas,
         }
     })
 }

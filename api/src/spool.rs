@@ -10,7 +10,7 @@ use std::path::Path;
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
-use birdsong_common::store::ObjectStore;
+use birdsong_common::store::{ObjectStore, StoreError};
 use sha2::{Digest, Sha256};
 use tempfile::{NamedTempFile, TempDir};
 use tokio::io::AsyncWriteExt;
@@ -141,6 +141,7 @@ impl Spool {
         key: &str,
         name: Option<&str>,
     ) -> Result<(), Problem> {
+        check_object_key(key)?;
         let shown = name.unwrap_or_else(|| key.rsplit('/').next().unwrap_or(key));
         let name = self.admit(shown)?;
         let size = match store.head(key).await {
@@ -149,6 +150,12 @@ impl Spool {
                 return Err(Problem::unprocessable(
                     "no-such-object",
                     format!("there is no object {key:?} in the bucket"),
+                ));
+            }
+            Err(e @ StoreError::Refused { .. }) => {
+                return Err(Problem::unprocessable(
+                    "object-refused",
+                    format!("the object store refused to look up {key:?}: {e}"),
                 ));
             }
             Err(e) => {
@@ -230,6 +237,51 @@ pub fn multipart_problem(e: MultipartError) -> Problem {
         Problem::too_large(format!("the request body is too large: {}", e.body_text()))
     } else {
         Problem::bad_request("invalid-multipart", e.body_text())
+    }
+}
+
+/// Longest object key S3 accepts, in bytes.
+const MAX_OBJECT_KEY_BYTES: usize = 1024;
+
+/// Refuses keys no S3 server stores: empty, over 1 024 bytes, or with
+/// control characters; and `.`/`..` segments, which path-based stores
+/// (MinIO, the bundled server) resolve as directories. Such a key is the
+/// request's fault (422), not an outage of the store (503).
+fn check_object_key(key: &str) -> Result<(), Problem> {
+    let problem =
+        |why: &str| Problem::unprocessable("invalid-key", format!("object key {key:?} {why}"));
+    if key.is_empty() || key.len() > MAX_OBJECT_KEY_BYTES {
+        return Err(problem("must be 1 to 1024 bytes"));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(problem("has control characters"));
+    }
+    if key.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(problem("has a '.' or '..' segment"));
+    }
+    Ok(())
+}
+
+/// A file part of a multipart form, as the OpenAPI document describes it:
+/// bytes with a file name. Parts are streamed to the spool, never held as a
+/// value, so this type exists for the document alone.
+pub struct FilePart;
+
+impl schemars::JsonSchema for FilePart {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FilePart".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "binary",
+            "contentMediaType": "application/octet-stream",
+        })
     }
 }
 

@@ -26,6 +26,7 @@ use crate::AppState;
 use crate::extract::ApiQuery;
 use crate::problem::ApiResult;
 use crate::results::{job_id, require_job};
+use schemars::JsonSchema;
 
 /// Bins of the confidence histogram (each 0.1 wide).
 const BINS: usize = 10;
@@ -34,27 +35,28 @@ const TOP_SPECIES: i64 = 30;
 /// Hourly points of the trend, the most recent ones.
 const TREND_POINTS: i64 = 72;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
+    /// A job id; without it, every recording's newest result.
     pub job: Option<String>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct SpeciesCount {
     pub species: String,
     pub detections: i64,
     pub mean_confidence: f64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct TrendPoint {
     pub hour: DateTime<Utc>,
     pub detections: i64,
     pub mean_confidence: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Stats {
     pub job_id: Option<Uuid>,
     /// Recordings classified in the scope.

@@ -31,7 +31,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::ApiJson;
 use crate::problem::{ApiResult, Problem};
-use crate::spool::{Spool, Spooled, multipart_problem};
+use crate::spool::{FilePart, Spool, Spooled, multipart_problem};
+use schemars::JsonSchema;
 
 /// Label source recorded for labels sent through the API.
 pub const LABEL_SOURCE: &str = "api";
@@ -43,7 +44,7 @@ const MAX_SPECIES_CHARS: usize = 200;
 const CONCURRENCY: usize = 4;
 
 /// A JSON submission: objects already in the bucket.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectSubmission {
     pub objects: Vec<ObjectRef>,
@@ -53,13 +54,31 @@ pub struct ObjectSubmission {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectRef {
+    /// The object's key in the bucket.
+    #[schemars(length(min = 1, max = 1024))]
     pub key: String,
     /// The name the recording gets in the job (default: the key's last
     /// component).
     pub name: Option<String>,
+}
+
+/// The multipart form of `POST /v1/jobs`, for the OpenAPI document:
+/// [`read_multipart`] reads it part by part, taking every part with a file
+/// name as a recording or archive, whatever the part is called.
+#[derive(JsonSchema)]
+pub struct UploadForm {
+    /// Recordings (WAV, FLAC, MP3, OGG, ...) or zip, tar and tar.gz archives
+    /// of them; one part each.
+    pub file: Vec<FilePart>,
+    /// A JSON object of file name (as in the job) to species.
+    pub labels: Option<String>,
+    /// The site the recordings come from.
+    pub site: Option<String>,
+    /// A description of the job, shown in the job list.
+    pub description: Option<String>,
 }
 
 /// The text parts of a submission.
@@ -71,14 +90,14 @@ struct Form {
 }
 
 /// An entry that did not become a task.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Rejection {
     pub path: String,
     pub reason: String,
 }
 
 /// The 202 answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Accepted {
     pub job_id: Uuid,
     pub status_url: String,

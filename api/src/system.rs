@@ -16,13 +16,14 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::problem::ApiResult;
+use schemars::JsonSchema;
 
 /// Minutes after its last finished task during which a worker is listed.
 pub const WORKER_WINDOW_MIN: i64 = 15;
 /// Failures listed.
 const RECENT_FAILURES: i64 = 20;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct WorkerSeen {
     pub worker: String,
     pub last_seen: DateTime<Utc>,
@@ -31,7 +32,7 @@ pub struct WorkerSeen {
     pub processing: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct QueueDepth {
     pub queue: String,
     /// `None` when the queue could not be inspected (broker down).
@@ -39,7 +40,7 @@ pub struct QueueDepth {
     pub consumers: Option<u32>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Minute {
     pub minute: DateTime<Utc>,
     pub files: i64,
@@ -47,7 +48,7 @@ pub struct Minute {
     pub failed: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct Failure {
     pub job_id: Uuid,
     pub task_id: Uuid,
@@ -59,7 +60,7 @@ pub struct Failure {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, JsonSchema)]
 pub struct TaskCounts {
     pub queued: i64,
     pub processing: i64,
@@ -68,7 +69,7 @@ pub struct TaskCounts {
     pub done: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct System {
     pub now: DateTime<Utc>,
     pub workers: Vec<WorkerSeen>,

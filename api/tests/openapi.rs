@@ -5,6 +5,7 @@ mod support;
 
 use birdsong_testkit::TestEnv;
 use hyper::Method;
+use serde_json::Value;
 use support::*;
 
 /// The endpoints the service promises. Adding a route without
@@ -96,9 +97,65 @@ async fn the_document_is_valid_and_covers_every_route() {
         );
         assert_ne!(answer.status, 405, "{method} {path}");
     }
-    let refs: Vec<&str> = ["Problem"].to_vec();
-    for r in refs {
-        assert!(doc["components"]["schemas"][r].is_object());
-    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    every_part_has_a_schema(&doc);
     api.stop().await;
+}
+
+/// Collects every `$ref` under `v`.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r);
+            }
+            m.values().for_each(|x| refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+/// Request bodies, parameters and JSON answers all carry schemas, and every
+/// reference resolves: what a client generator needs.
+fn every_part_has_a_schema(doc: &Value) {
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            let at = format!("{method} {path}");
+            for p in op["parameters"].as_array().unwrap() {
+                assert!(p["schema"].is_object(), "{at}: parameter {p}");
+                let typed = p["schema"].get("type").is_some()
+                    || p["schema"].get("$ref").is_some()
+                    || p["schema"].get("enum").is_some()
+                    || p["schema"].get("oneOf").is_some();
+                assert!(typed, "{at}: untyped parameter {p}");
+            }
+            if let Some(body) = op.get("requestBody") {
+                for (media, object) in body["content"].as_object().unwrap() {
+                    assert!(object["schema"].is_object(), "{at}: {media} body");
+                    assert_eq!(object.as_object().unwrap().len(), 1, "{at}: {object}");
+                }
+            }
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                for (media, object) in answer["content"].as_object().unwrap() {
+                    let json = media == "application/json" || media.ends_with("+json");
+                    if json && path != "/v1/openapi.json" {
+                        assert!(object["schema"].is_object(), "{at} {status} {media}");
+                    }
+                }
+            }
+        }
+    }
+    let mut all = Vec::new();
+    refs(doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r} points outside components/schemas"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} does not resolve"
+        );
+    }
 }

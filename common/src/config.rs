@@ -157,7 +157,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "BIRDSONG_METRICS_LISTEN",
         "127.0.0.1:9464",
-        "where workers serve Prometheus metrics (empty: off)",
+        "where workers serve Prometheus metrics and /healthz, /readyz (empty: off)",
+    ),
+    s(
+        "BIRDSONG_RETRAINER_LISTEN",
+        "127.0.0.1:9463",
+        "where the retrainer serves /healthz and /readyz (empty: off)",
     ),
     s(
         "BIRDSONG_API_LISTEN",
@@ -325,6 +330,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub api: ApiConfig,
     pub max_file_bytes: u64,
+    /// Where the retrainer answers health checks; `None`: nowhere.
+    pub retrainer_listen: Option<SocketAddr>,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -391,12 +398,15 @@ impl Config {
                 "must be between 1 and 64 windows",
             ));
         }
-        let metrics = r.string("BIRDSONG_METRICS_LISTEN");
-        let metrics_listen = if metrics.is_empty() {
-            None
-        } else {
-            Some(r.parse("BIRDSONG_METRICS_LISTEN")?)
+        let optional_addr = |name: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
+            if r.string(name).is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(r.parse(name)?))
+            }
         };
+        let metrics_listen = optional_addr("BIRDSONG_METRICS_LISTEN")?;
+        let retrainer_listen = optional_addr("BIRDSONG_RETRAINER_LISTEN")?;
         let log_format = match r.string("BIRDSONG_LOG_FORMAT").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -514,6 +524,7 @@ impl Config {
                 classify_max_seconds,
             },
             max_file_bytes: r.parse("BIRDSONG_MAX_FILE_BYTES")?,
+            retrainer_listen,
             log_filter: r.string("BIRDSONG_LOG"),
             log_format,
         })

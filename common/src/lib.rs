@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod health;
 pub mod jobs;
 pub mod messages;
 pub mod queue;

@@ -15,6 +15,10 @@ pub enum RegistryError {
     Rejected { version: String, reason: String },
     #[error("job {0} does not exist")]
     UnknownJob(Uuid),
+    /// Retrain parameters that cannot be stored: PostgreSQL's `jsonb`
+    /// refuses the NUL character in any string or key.
+    #[error("retrain params must not contain the NUL character (\\u0000)")]
+    NulInParams,
     #[error(transparent)]
     Db(#[from] QueryError),
     #[error(transparent)]

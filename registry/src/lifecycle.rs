@@ -118,6 +118,16 @@ pub async fn promote(
 
 /// Records a retrain request and queues it. Returns the run id to follow in
 /// `retrain_runs`.
+/// Whether any string or key in `v` holds a NUL character.
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 pub async fn request_retrain(
     pool: &PgPool,
     publisher: &Publisher,
@@ -126,6 +136,9 @@ pub async fn request_retrain(
     params: serde_json::Value,
     force_promote: bool,
 ) -> Result<Uuid, RegistryError> {
+    if has_nul(&params) {
+        return Err(RegistryError::NulInParams);
+    }
     let run_id = Uuid::new_v4();
     let request = RetrainRequest {
         schema: SCHEMA_VERSION,

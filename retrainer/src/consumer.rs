@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use birdsong_common::health::Health;
 use birdsong_common::messages::{RetrainRequest, decode};
 use birdsong_common::queue::{self, Publisher};
 use futures::StreamExt;
@@ -31,20 +32,26 @@ use tokio::sync::watch;
 use crate::run::{Handled, Retrainer};
 
 /// Consumes until `shutdown` turns true, reconnecting after failures.
-pub async fn consume_forever(retrainer: &Retrainer, shutdown: &mut watch::Receiver<bool>) {
+pub async fn consume_forever(
+    retrainer: &Retrainer,
+    health: &Health,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     queue::with_reconnects(shutdown, move |mut stop| async move {
-        consume(retrainer, &mut stop).await
+        consume(retrainer, health, &mut stop).await
     })
     .await;
 }
 
 async fn consume(
     retrainer: &Retrainer,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let q = &retrainer.config.queues;
     let name = format!("retrainer-{}", std::process::id());
     let conn = queue::connect(&q.amqp_url, &name).await?;
+    health.set_broker(conn.status().clone());
     let channel = conn.create_channel().await?;
     queue::declare_topology(&channel, q).await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;

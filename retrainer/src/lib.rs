@@ -32,6 +32,7 @@ pub mod progress;
 pub mod run;
 pub mod split;
 
+use birdsong_common::health::Health;
 use birdsong_common::retry::until_ready;
 use birdsong_common::store::ObjectStore;
 use birdsong_common::{Config, db};
@@ -44,6 +45,11 @@ pub use run::Retrainer;
 /// finished first). Waits for PostgreSQL and the object store if they are
 /// not reachable yet.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // Answers from the start, while still waiting for the services.
+    let health = Health::default();
+    if let Some(addr) = config.retrainer_listen {
+        birdsong_common::health::spawn_server(addr, health.router(), "retrainer");
+    }
     let Some(pool) = until_ready("PostgreSQL", &mut shutdown, || {
         db::prepare(&config.database)
     })
@@ -60,13 +66,15 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     {
         return Ok(());
     }
+    health.set_database(pool.clone());
+    health.set_store(objects.clone());
     match lock::recover(&config.database.url).await {
         Ok(n) if n > 0 => tracing::warn!(runs = n, "runs of a stopped retrainer marked failed"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not check for abandoned runs"),
     }
     let retrainer = Retrainer::new(pool, objects, config);
-    consumer::consume_forever(&retrainer, &mut shutdown).await;
+    consumer::consume_forever(&retrainer, &health, &mut shutdown).await;
     tracing::info!("retrainer stopped");
     Ok(())
 }

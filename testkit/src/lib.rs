@@ -28,6 +28,7 @@
 
 pub mod audio;
 pub mod cli;
+pub mod http;
 #[cfg(feature = "models")]
 pub mod models;
 pub mod proxy;
@@ -136,6 +137,7 @@ impl TestEnv {
         vars.insert("BIRDSONG_QUEUE_PREFIX".into(), format!("test-{id}."));
         vars.insert("BIRDSONG_S3_BUCKET".into(), format!("test-{id}"));
         vars.insert("BIRDSONG_METRICS_LISTEN".into(), String::new());
+        vars.insert("BIRDSONG_RETRAINER_LISTEN".into(), String::new());
         // Tests run in parallel (and start child processes); small pools keep
         // them under PostgreSQL's connection limit.
         vars.insert("BIRDSONG_DATABASE_MAX_CONNECTIONS".into(), "4".into());

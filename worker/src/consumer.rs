@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use birdsong_common::Config;
+use birdsong_common::health::Health;
 use birdsong_common::messages::{ClassifyTask, ModelEvent, decode};
 use birdsong_common::queue;
 use birdsong_common::retry::Backoff;
@@ -49,11 +50,12 @@ const RETRY_MAX: Duration = Duration::from_secs(16);
 pub async fn consume_forever(
     pipeline: Arc<Pipeline>,
     config: &Config,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let pipeline = &pipeline;
     queue::with_reconnects(shutdown, move |mut stop| async move {
-        consume(pipeline, config, &mut stop).await
+        consume(pipeline, config, health, &mut stop).await
     })
     .await;
 }
@@ -61,10 +63,12 @@ pub async fn consume_forever(
 async fn consume(
     pipeline: &Arc<Pipeline>,
     config: &Config,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let q = &config.queues;
     let conn = queue::connect(&q.amqp_url, &pipeline.worker_name).await?;
+    health.set_broker(conn.status().clone());
     let channel = conn.create_channel().await?;
     queue::declare_topology(&channel, q).await?;
     channel

@@ -27,6 +27,7 @@ pub mod pipeline;
 use std::sync::Arc;
 
 use anyhow::Context;
+use birdsong_common::health::Health;
 use birdsong_common::retry::until_ready;
 use birdsong_common::store::ObjectStore;
 use birdsong_common::{Config, db};
@@ -46,6 +47,17 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
         std::process::id()
     );
+    // Health and metrics answer from the start: an orchestrator must see a
+    // live process that is waiting for its database, not a dead one.
+    let health = Health::default();
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = config.worker.metrics_listen {
+        birdsong_common::health::spawn_server(
+            addr,
+            metrics::router(metrics.clone()).merge(health.router()),
+            "worker",
+        );
+    }
     let Some(pool) = until_ready("PostgreSQL", &mut shutdown, || {
         db::prepare(&config.database)
     })
@@ -60,15 +72,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     {
         return Ok(());
     }
-    let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = config.worker.metrics_listen {
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, m).await {
-                tracing::warn!(%addr, error = %e, "metrics endpoint unavailable");
-            }
-        });
-    }
+    health.set_database(pool.clone());
+    health.set_store(store.clone());
     let threads = config.cpu_threads();
     config
         .worker
@@ -96,7 +101,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         max_interruptions: config.queues.delivery_limit.max(1),
     });
     tracing::info!(worker = %name, cpu_threads = threads, "worker started");
-    consumer::consume_forever(pipeline, &config, &mut shutdown).await;
+    consumer::consume_forever(pipeline, &config, &health, &mut shutdown).await;
     tracing::info!(worker = %name, "worker stopped");
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! A handful of counters and one histogram do not justify a metrics
 //! framework; they are atomics rendered in the Prometheus text format.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,17 +172,16 @@ impl Metrics {
 }
 
 /// Serves `/metrics` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// `/metrics`, to serve beside `/healthz` and `/readyz`.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
     use axum::routing::get;
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/metrics",
         get(move || {
             let m = metrics.clone();
             async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
         }),
-    );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    )
 }
 
 #[cfg(test)]
