@@ -93,6 +93,13 @@ up() {
     local n=${pidfile##*/worker-}; n=${n%.pid}
     if [ "$n" -gt "$workers" ]; then stop_one "$pidfile"; fi
   done
+  # A role that cannot start (a port in use, a refused connection) exits
+  # within moments: that fails `up` too.
+  local pidfile
+  if [ ${#STARTED_ROLES[@]} -gt 0 ]; then sleep 3; fi
+  for pidfile in "${STARTED_ROLES[@]}"; do
+    running "$pidfile" || { echo "$(basename "$pidfile" .pid) exited at start; see $STATE/logs/$(basename "$pidfile" .pid).log" >&2; exit 1; }
+  done
   trap - EXIT INT TERM
   echo "birdsong is up: objects at $BIRDSONG_S3_ENDPOINT; '$0 status' to watch, '$0 down' to stop"
   echo "  to run other binaries against it: eval \"\$($0 env)\""
