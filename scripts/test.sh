@@ -34,7 +34,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked "$@"
+if [ $# -eq 0 ]; then
+  cargo test --workspace --locked
+else
+  # Not with --workspace, which would override -p (every member is the
+  # default anyway).
+  cargo test --locked "$@"
+fi
 if [ $# -eq 0 ]; then
   echo "== database set-up under Debian's default authentication"
   # cargo test built the workspace's binaries in the dev profile.
