@@ -24,7 +24,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 export BIRDSONG_S3_LISTEN="${BIRDSONG_S3_LISTEN:-127.0.0.1:9000}"
 export BIRDSONG_S3_ENDPOINT="${BIRDSONG_S3_ENDPOINT:-http://$BIRDSONG_S3_LISTEN}"
-DB_URL="${BIRDSONG_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/birdsong}"
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 WORKERS=1
 while [ $# -gt 0 ]; do
   case $1 in
@@ -40,6 +41,9 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 scripts/stack.sh up --workers "$WORKERS"
+# The database role stack.sh set up (unless BIRDSONG_DATABASE_URL was set).
+load_saved_database_url
+DB_URL="${BIRDSONG_DATABASE_URL:-$BIRDSONG_DEFAULT_DATABASE_URL}"
 
 # The producer ingests paths: lay out one folder per split (copies, since
 # the producer never follows links).

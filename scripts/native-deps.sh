@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that build birdsong: the one C library it links.
 #
 # The audio crate resamples with libsoxr, the library librosa resamples with,
@@ -5,8 +6,12 @@
 # headers and pkg-config file (Debian: libsoxr-dev; Fedora: soxr-devel;
 # Homebrew: libsoxr); running needs the shared library (Debian: libsoxr0).
 
+have_native_deps() {
+  [ -e /usr/include/soxr.h ] || pkg-config --exists soxr 2>/dev/null
+}
+
 ensure_native_deps() {
-  if [ -e /usr/include/soxr.h ] || pkg-config --exists soxr 2>/dev/null; then
+  if have_native_deps; then
     return 0
   fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -15,8 +15,8 @@
 # efficiency is throughput(N) / (N x throughput(1)) with one worker as one
 # core's worth.
 #
-# Needs PostgreSQL and RabbitMQ running locally (see README); the object
-# store is an in-process S3 server.
+# PostgreSQL and RabbitMQ run locally, set up as by scripts/stack.sh (see
+# scripts/services.sh); the object store is an in-process S3 server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workers=1,2,4
@@ -36,8 +36,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 target=${CARGO_TARGET_DIR:-target}
-source scripts/native-deps.sh
-ensure_native_deps
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+ensure_services
 cargo build --release --locked --bins
 thread_arg=()
 [ "$threads" = 0 ] || thread_arg=(--threads "$threads")

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Runs the whole birdsong system on one machine without Docker.
 #
-#   scripts/stack.sh up [--workers N]   build, apply the schema, start everything
+#   scripts/stack.sh up [--workers N]   install and start what is missing, build,
+#                                       apply the schema, start everything
 #   scripts/stack.sh status             what runs, where, and the queue depths
 #   scripts/stack.sh down               stop everything cleanly (SIGTERM, then wait)
+#   scripts/stack.sh env                the exports to run other binaries against it
 #
-# Needs PostgreSQL and RabbitMQ running locally (see README). The object store
-# is the bundled birdsong-s3 server over .stack/s3. Logs: .stack/logs/<role>.log.
-# Every BIRDSONG_* variable is passed through, so the roles can be pointed
-# elsewhere exactly as in a deployment.
+# PostgreSQL and RabbitMQ run locally: as root on Debian, `up` installs (with
+# libsoxr) and starts them and creates the database role it uses; otherwise
+# it says what to install (scripts/services.sh). A failed `up` stops what it
+# started. The object store is the bundled birdsong-s3 server over
+# .stack/s3. Logs: .stack/logs/<role>.log. Every BIRDSONG_* variable is
+# passed through, so the roles can be pointed elsewhere exactly as in a
+# deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -20,7 +25,10 @@ BIN="$CARGO_TARGET_DIR/$PROFILE"
 export BIRDSONG_S3_LISTEN="${BIRDSONG_S3_LISTEN:-127.0.0.1:9000}"
 export BIRDSONG_S3_ENDPOINT="${BIRDSONG_S3_ENDPOINT:-http://$BIRDSONG_S3_LISTEN}"
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 running() { # pidfile
   [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
@@ -34,6 +42,7 @@ start() { # name command...
   fi
   nohup "$@" >>"$STATE/logs/$name.log" 2>&1 &
   echo $! >"$STATE/pids/$name.pid"
+  STARTED_ROLES+=("$STATE/pids/$name.pid")
   echo "  $name started (pid $!, log $STATE/logs/$name.log)"
 }
 
@@ -58,8 +67,10 @@ up() {
   case $workers in ''|*[!0-9]*) echo "--workers must be a number" >&2; exit 2 ;; esac
   mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/s3"
 
-  source scripts/native-deps.sh
-  ensure_native_deps
+  # A failure from here on stops what this run started, newest first.
+  trap up_failed EXIT
+  trap 'exit 130' INT TERM
+  ensure_services
   echo "building ($PROFILE)…"
   local flag=(); [ "$PROFILE" = release ] && flag=(--release)
   cargo build "${flag[@]}" --locked --bins -q
@@ -82,7 +93,28 @@ up() {
     local n=${pidfile##*/worker-}; n=${n%.pid}
     if [ "$n" -gt "$workers" ]; then stop_one "$pidfile"; fi
   done
+  # A role that cannot start (a port in use, a refused connection) exits
+  # within moments: that fails `up` too.
+  local pidfile
+  if [ ${#STARTED_ROLES[@]} -gt 0 ]; then sleep 3; fi
+  for pidfile in "${STARTED_ROLES[@]}"; do
+    running "$pidfile" || { echo "$(basename "$pidfile" .pid) exited at start; see $STATE/logs/$(basename "$pidfile" .pid).log" >&2; exit 1; }
+  done
+  trap - EXIT INT TERM
   echo "birdsong is up: objects at $BIRDSONG_S3_ENDPOINT; '$0 status' to watch, '$0 down' to stop"
+  echo "  to run other binaries against it: eval \"\$($0 env)\""
+}
+
+STARTED_ROLES=()
+up_failed() {
+  local status=$? i
+  trap - EXIT
+  echo "up failed; stopping what it started" >&2
+  for (( i = ${#STARTED_ROLES[@]} - 1; i >= 0; i-- )); do
+    stop_one "${STARTED_ROLES[$i]}"
+  done
+  stop_started_services
+  exit "$status"
 }
 
 stop_one() { # pidfile
@@ -134,7 +166,8 @@ status() {
 # to get one, rather than leave a user wondering why nothing is classified.
 model_hint() {
   command -v psql >/dev/null 2>&1 || return 0
-  local url="${BIRDSONG_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/birdsong}" row
+  load_saved_database_url
+  local url="${BIRDSONG_DATABASE_URL:-$BIRDSONG_DEFAULT_DATABASE_URL}" row
   row=$(psql "$url" -XAtq -F ' ' -c "SELECT (SELECT count(*) FROM tasks WHERE status = 'awaiting_model'),
                                             (SELECT count(*) FROM promoted_model)" 2>/dev/null) || return 0
   local waiting promoted
@@ -149,9 +182,18 @@ model_hint() {
   fi
 }
 
+# The exports that point a shell at this stack: the database role `up` uses
+# (when BIRDSONG_DATABASE_URL was not set) and the object store.
+env_exports() {
+  load_saved_database_url
+  printf 'export BIRDSONG_DATABASE_URL=%q\n' "${BIRDSONG_DATABASE_URL:-$BIRDSONG_DEFAULT_DATABASE_URL}"
+  printf 'export BIRDSONG_S3_ENDPOINT=%q\n' "$BIRDSONG_S3_ENDPOINT"
+}
+
 case ${1:-} in
   up) shift; up "$@" ;;
   down) down ;;
   status) status ;;
+  env) env_exports ;;
   *) usage ;;
 esac

@@ -4,48 +4,45 @@
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -p birdsong-audio   # extra arguments go to `cargo test`
+#
+# As root on Debian it installs what is missing (PostgreSQL, RabbitMQ,
+# libsoxr), starts the services if they do not answer and creates the
+# database role the tests connect as; otherwise it says what to install
+# (scripts/services.sh). If that set-up fails, it stops what it started.
+# The full run (no arguments) also checks that set-up against a throwaway
+# cluster with Debian's default authentication (scripts/tests/scram-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 
-# host:port of a URL such as postgres://user@host:5432/db
-host_port() {
-  local rest=${1#*://}
-  rest=${rest##*@}
-  rest=${rest%%/*}
-  rest=${rest%%\?*}
-  case $rest in
-    *:*) echo "${rest%:*} ${rest##*:}" ;;
-    *) echo "$rest $2" ;;
-  esac
+setup_failed() {
+  local status=$?
+  trap - EXIT
+  stop_started_services
+  exit "$status"
 }
-
-answers() { # host port
-  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
-}
-
-read -r pg_host pg_port <<<"$(host_port "${BIRDSONG_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/birdsong}" 5432)"
-read -r mq_host mq_port <<<"$(host_port "${BIRDSONG_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}" 5672)"
-
-missing=0
-if ! answers "$pg_host" "$pg_port"; then
-  echo "PostgreSQL does not answer on $pg_host:$pg_port. Start it with one of:" >&2
-  echo "  pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
-  echo "  docker compose up -d postgres" >&2
-  missing=1
-fi
-if ! answers "$mq_host" "$mq_port"; then
-  echo "RabbitMQ does not answer on $mq_host:$mq_port. Start it with one of:" >&2
-  echo "  rabbitmq-server -detached   (then: until rabbitmqctl -q await_startup; do sleep 1; done)" >&2
-  echo "  docker compose up -d rabbitmq" >&2
-  missing=1
-fi
-[ "$missing" = 0 ] || exit 1
-source scripts/native-deps.sh
-ensure_native_deps
+trap setup_failed EXIT
+trap 'exit 130' INT TERM
+ensure_services
+# Services started here stay up for the next run; only a failed set-up
+# stops them.
+trap - EXIT INT TERM
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked "$@"
+if [ $# -eq 0 ]; then
+  cargo test --workspace --locked
+else
+  # Not with --workspace, which would override -p (every member is the
+  # default anyway).
+  cargo test --locked "$@"
+fi
+if [ $# -eq 0 ]; then
+  echo "== database set-up under Debian's default authentication"
+  # cargo test built the workspace's binaries in the dev profile.
+  scripts/tests/scram-cluster.sh "${CARGO_TARGET_DIR:-target}/debug/birdsong-migrate"
+fi

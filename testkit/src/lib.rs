@@ -23,7 +23,8 @@
 //! publishes trained models through the registry.
 //!
 //! Database and broker addresses come from the usual `BIRDSONG_DATABASE_URL`
-//! and `BIRDSONG_AMQP_URL` (defaults: the local services). Set
+//! and `BIRDSONG_AMQP_URL` (defaults: the local services; `scripts/test.sh`
+//! sets the database URL to the password role it creates). Set
 //! `BIRDSONG_TEST_KEEP=1` to keep a failed test's database for inspection.
 
 pub mod audio;
@@ -168,15 +169,19 @@ impl TestEnv {
         let pool = birdsong_common::db::prepare(&config.database)
             .await
             .context(
-                "PostgreSQL did not answer. Start it with \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-                 or `docker compose up -d postgres`",
+                "PostgreSQL did not answer or refused the connection. Run the tests with \
+                 scripts/test.sh (extra arguments go to cargo test): it starts PostgreSQL \
+                 and connects as a role with a password it creates. Or set \
+                 BIRDSONG_DATABASE_URL (`docker compose up -d postgres`: \
+                 postgres://birdsong:birdsong@127.0.0.1:5432/birdsong)",
             )?;
         let amqp = queue::connect(&config.queues.amqp_url, &format!("test-{id}"))
             .await
             .context(
-                "RabbitMQ did not answer. Start it with `rabbitmq-server -detached` \
-                 or `docker compose up -d rabbitmq`",
+                "RabbitMQ did not answer. Run the tests with scripts/test.sh, which starts \
+                 it, or start it yourself (`rabbitmq-server -detached`, or \
+                 `docker compose up -d rabbitmq` with \
+                 BIRDSONG_AMQP_URL=amqp://birdsong:birdsong@127.0.0.1:5672/%2f)",
             )?;
         let channel = amqp.create_channel().await.context("opening a channel")?;
         queue::declare_topology(&channel, &config.queues)
