@@ -13,10 +13,10 @@
 # 4. applies everything else and waits for each role to roll out.
 #
 # Needs KEDA installed in the cluster (its CRDs) and the overlay's
-# secrets.env written. BIRDSONG_DEPLOY_TIMEOUT (default 15m) bounds each wait.
+# secrets.env written. DEPLOY_TIMEOUT (default 15m) bounds each wait.
 set -euo pipefail
 overlay=${1:?usage: deploy/apply.sh OVERLAY_DIR}
-timeout=${BIRDSONG_DEPLOY_TIMEOUT:-15m}
+timeout=${DEPLOY_TIMEOUT:-15m}
 [ -f "$overlay/kustomization.yaml" ] || { echo "$overlay has no kustomization.yaml" >&2; exit 1; }
 [ -f "$overlay/secrets.env" ] || {
   echo "$overlay/secrets.env is missing: copy $overlay/secrets.env.example and fill it in" >&2

@@ -380,6 +380,7 @@ def check_semantics(docs, where, known):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--kubectl", action="append", required=True)
     ap.add_argument("--kubernetes-version", action="append")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders every overlay of deploy/ and validates it offline (deploy/check.py
 # says what is checked). Installs its tools on first use, pinned, into
-# ${BIRDSONG_TOOLS_DIR:-$HOME/.cache/birdsong/deploy-tools}:
+# ${DEPLOY_TOOLS_DIR:-$HOME/.cache/birdsong/deploy-tools}:
 #   - kubectl from Debian's kubernetes-client package (its built-in
 #     kustomize renders the overlays), unpacked there, not installed;
 #   - kubernetes-validate (with the Kubernetes schemas) in a virtualenv.
@@ -12,7 +12,7 @@
 # CI is set: then it fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-tools=${BIRDSONG_TOOLS_DIR:-$HOME/.cache/birdsong/deploy-tools}
+tools=${DEPLOY_TOOLS_DIR:-$HOME/.cache/birdsong/deploy-tools}
 kubectl_deb_version=1.20.5+really1.20.2-1.1+deb12u1
 mkdir -p "$tools"
 

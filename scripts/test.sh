@@ -49,3 +49,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+
+# --- cluster deployment: render deploy/ and validate it offline ---
+echo "== deploy/check.sh"
+deploy/check.sh
