@@ -22,6 +22,10 @@ timeout=${DEPLOY_TIMEOUT:-15m}
   echo "$overlay/secrets.env is missing: copy $overlay/secrets.env.example and fill it in" >&2
   exit 1
 }
+if grep -q CHANGE-ME "$overlay/secrets.env"; then
+  echo "$overlay/secrets.env still has CHANGE-ME placeholders: fill them in" >&2
+  exit 1
+fi
 ns=$(sed -n 's/^namespace: *//p' "$overlay/kustomization.yaml")
 ns=${ns:-default}
 kubectl get crd scaledobjects.keda.sh triggerauthentications.keda.sh >/dev/null \

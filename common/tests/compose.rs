@@ -164,3 +164,30 @@ fn every_birdsong_name_under_deploy_is_a_setting() {
         found.len()
     );
 }
+
+#[test]
+fn images_are_pinned_and_workers_get_one_thread_per_cpu() {
+    let doc = compose();
+    for (name, service) in services(&doc) {
+        let Some(image) = service.get("image").and_then(Value::as_str) else {
+            continue;
+        };
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+            "service {name:?}: image {image} is not pinned to a tag"
+        );
+    }
+    let worker = services(&doc).get("worker").expect("worker");
+    let cpus = worker
+        .get("cpus")
+        .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .expect("a CPU limit per worker replica");
+    let threads: f64 = worker
+        .get("environment")
+        .and_then(|e| e.get("BIRDSONG_WORKER_THREADS"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .expect("BIRDSONG_WORKER_THREADS set for the workers");
+    assert_eq!(threads, cpus.ceil(), "one analysis thread per CPU of the limit");
+}
