@@ -157,7 +157,10 @@ fn every_birdsong_name_under_deploy_is_a_setting() {
         .filter(|(name, _)| !known.contains(name.as_str()))
         .map(|(name, path)| format!("{name} in {}", path.display()))
         .collect();
-    assert!(unknown.is_empty(), "not configuration variables: {unknown:#?}");
+    assert!(
+        unknown.is_empty(),
+        "not configuration variables: {unknown:#?}"
+    );
     assert!(
         found.len() >= 20,
         "expected deploy/ to configure the roles ({} names)",
@@ -181,7 +184,10 @@ fn images_are_pinned_and_workers_get_one_thread_per_cpu() {
     let worker = services(&doc).get("worker").expect("worker");
     let cpus = worker
         .get("cpus")
-        .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
         .expect("a CPU limit per worker replica");
     let threads: f64 = worker
         .get("environment")
@@ -189,5 +195,9 @@ fn images_are_pinned_and_workers_get_one_thread_per_cpu() {
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .expect("BIRDSONG_WORKER_THREADS set for the workers");
-    assert_eq!(threads, cpus.ceil(), "one analysis thread per CPU of the limit");
+    assert_eq!(
+        threads,
+        cpus.ceil(),
+        "one analysis thread per CPU of the limit"
+    );
 }
