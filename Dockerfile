@@ -36,8 +36,11 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl libsoxr0 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /var/lib/birdsong birdsong
+ && groupadd --system --gid 10001 birdsong \
+ && useradd --system --uid 10001 --gid birdsong --home-dir /var/lib/birdsong birdsong
 COPY --from=build /out/ /usr/local/bin/
-USER birdsong
+# Numeric, so that Kubernetes' runAsNonRoot can verify it (deploy/ runs the
+# pods as 10001).
+USER 10001:10001
 ENTRYPOINT []
 CMD ["birdsong-worker"]

@@ -45,4 +45,7 @@ if [ $# -eq 0 ]; then
   echo "== database set-up under Debian's default authentication"
   # cargo test built the workspace's binaries in the dev profile.
   scripts/tests/scram-cluster.sh "${CARGO_TARGET_DIR:-target}/debug/birdsong-migrate"
+  # The cluster deployment: render deploy/ and validate it offline.
+  echo "== deploy/check.sh"
+  deploy/check.sh
 fi

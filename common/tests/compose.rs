@@ -3,6 +3,9 @@
 //! infrastructure has health checks the roles wait on, and every
 //! `BIRDSONG_*` variable it sets is one the configuration understands (a
 //! typo there would otherwise silently fall back to a default).
+//!
+//! The cluster deployment under `deploy/` is held to the same rule here, file
+//! by file, with no tools; `deploy/check.sh` renders and validates it.
 
 use std::collections::BTreeSet;
 
@@ -109,4 +112,92 @@ fn roles_wait_for_healthy_infrastructure_and_run_their_binary() {
             "{manifest} must build birdsong-{role}"
         );
     }
+}
+
+/// Every `BIRDSONG_*` name in a file under `dir`, with the file it is in.
+fn birdsong_names(dir: &std::path::Path, out: &mut Vec<(String, std::path::PathBuf)>) {
+    for entry in std::fs::read_dir(dir).expect("readable directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            birdsong_names(&path, out);
+            continue;
+        }
+        // KEDA's vendored CRDs name no setting; secrets.env is local only.
+        if path.components().any(|c| c.as_os_str() == "keda")
+            || path.file_name().is_some_and(|n| n == "secrets.env")
+        {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("BIRDSONG_") {
+            let tail = &rest[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = tail[..len].trim_end_matches('_');
+            if name.len() > "BIRDSONG_".len() {
+                out.push((name.to_string(), path.clone()));
+            }
+            rest = &tail[len..];
+        }
+    }
+}
+
+#[test]
+fn every_birdsong_name_under_deploy_is_a_setting() {
+    let known: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy"));
+    let mut found = Vec::new();
+    birdsong_names(dir, &mut found);
+    let unknown: Vec<String> = found
+        .iter()
+        .filter(|(name, _)| !known.contains(name.as_str()))
+        .map(|(name, path)| format!("{name} in {}", path.display()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "not configuration variables: {unknown:#?}"
+    );
+    assert!(
+        found.len() >= 20,
+        "expected deploy/ to configure the roles ({} names)",
+        found.len()
+    );
+}
+
+#[test]
+fn images_are_pinned_and_workers_get_one_thread_per_cpu() {
+    let doc = compose();
+    for (name, service) in services(&doc) {
+        let Some(image) = service.get("image").and_then(Value::as_str) else {
+            continue;
+        };
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+            "service {name:?}: image {image} is not pinned to a tag"
+        );
+    }
+    let worker = services(&doc).get("worker").expect("worker");
+    let cpus = worker
+        .get("cpus")
+        .and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .expect("a CPU limit per worker replica");
+    let threads: f64 = worker
+        .get("environment")
+        .and_then(|e| e.get("BIRDSONG_WORKER_THREADS"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .expect("BIRDSONG_WORKER_THREADS set for the workers");
+    assert_eq!(
+        threads,
+        cpus.ceil(),
+        "one analysis thread per CPU of the limit"
+    );
 }
