@@ -22,12 +22,22 @@
 //! Confidence,File`), the scientific name from the species table (empty
 //! when unknown). The `audacity` format is an Audacity label track (start,
 //! end, "species confidence") of one recording, named by `path`.
+//!
+//! When the recording's start is known (`recorded_at`, from its WAV header or
+//! file name), a detection also has an absolute time: the CSV and NDJSON give
+//! `start_at`/`end_at` (UTC, RFC 3339) and the recorder's `utc_offset_minutes`
+//! (empty when unknown); the Raven table gives `Begin Date` and `Begin Clock
+//! Time` on the recorder's clock, the measurements Raven shows for recordings
+//! with a start time. They are empty when the start is unknown. BirdNET's CSV
+//! and Audacity's labels have no place for them and stay as those tools write
+//! them.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -43,15 +53,15 @@ use schemars::JsonSchema;
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The Raven Pro selection table header.
-pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tBegin Path\tFile Offset (s)\tSpecies\tConfidence";
+pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tBegin Path\tFile Offset (s)\tSpecies\tConfidence\tBegin Date\tBegin Clock Time";
 
 /// BirdNET-Analyzer's CSV header, for tools that read its results.
 pub const BIRDNET_HEADER: &str = "Start (s),End (s),Scientific name,Common name,Confidence,File";
 
-/// The CSV header. `threshold` (the species' threshold in that model) comes
-/// last so that readers of the earlier columns by position keep working.
-pub const CSV_HEADER: &str =
-    "source_path,file_sha256,window_index,start_s,end_s,species,confidence,model_version,threshold";
+/// The CSV header. Columns added later (`threshold`, the species' threshold
+/// in that model; the absolute times) come last so that readers of the
+/// earlier columns by position keep working.
+pub const CSV_HEADER: &str = "source_path,file_sha256,window_index,start_s,end_s,species,confidence,model_version,threshold,start_at,end_at,utc_offset_minutes";
 
 /// The band a detection covers: the analysis works on the whole spectrum
 /// up to the Nyquist frequency of the analysis rate.
@@ -99,6 +109,14 @@ struct Row {
     confidence: f32,
     model_version: String,
     threshold: f32,
+    /// The detection's start and end in UTC (recorded_at + offset in it).
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    /// The offset of the recorder's clock, when known.
+    utc_offset_minutes: Option<i32>,
+    /// `start_at` on the recorder's clock (UTC when its offset is unknown).
+    #[serde(skip)]
+    start_local: Option<NaiveDateTime>,
     /// Where the recording starts in the job's sequence of recordings (Raven).
     #[serde(skip)]
     sequence_offset_s: f64,
@@ -180,7 +198,8 @@ async fn produce(
              WHERE t.job_id = $1
          )
          SELECT d.source_path, d.file_sha256, d.window_index, d.start_s, d.end_s, d.species,
-                d.confidence, d.model_version, d.threshold, q.sequence_offset_s,
+                d.confidence, d.model_version, d.threshold, d.start_at, d.end_at,
+                d.utc_offset_minutes, d.start_local, q.sequence_offset_s,
                 s.scientific_name
          FROM job_detections d
          JOIN sequence q ON q.source_path = d.source_path AND q.file_sha256 = d.file_sha256
@@ -239,6 +258,11 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
                 &format!("{:.4}", row.confidence),
                 &row.model_version,
                 &format!("{:.4}", row.threshold),
+                &instant(row.start_at),
+                &instant(row.end_at),
+                &row.utc_offset_minutes
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
             ]);
             if written.is_ok()
                 && let Ok(bytes) = w.into_inner()
@@ -249,15 +273,24 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
         Format::Raven => {
             let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
             let begin = row.sequence_offset_s + row.start_s;
+            // Raven's formats for these measurements: 2024/05/01, 05:30:03.000.
+            let (date, clock) = row.start_local.map_or((String::new(), String::new()), |t| {
+                (
+                    t.format("%Y/%m/%d").to_string(),
+                    t.format("%H:%M:%S%.3f").to_string(),
+                )
+            });
             buf.extend_from_slice(
                 format!(
-                    "{selection}\tSpectrogram 1\t1\t{:.3}\t{:.3}\t0\t{HIGH_FREQ_HZ}\t{}\t{:.3}\t{}\t{:.4}\n",
+                    "{selection}\tSpectrogram 1\t1\t{:.3}\t{:.3}\t0\t{HIGH_FREQ_HZ}\t{}\t{:.3}\t{}\t{:.4}\t{}\t{}\n",
                     begin,
                     begin + (row.end_s - row.start_s),
                     clean(&row.source_path),
                     row.start_s,
                     clean(&row.species),
                     row.confidence,
+                    date,
+                    clock,
                 )
                 .as_bytes(),
             );
@@ -298,5 +331,89 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
                 buf.push(b'\n');
             }
         }
+    }
+}
+
+/// An instant as the CSV gives it (RFC 3339 in UTC, to the millisecond), or
+/// empty.
+fn instant(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start_at: Option<&str>, offset: Option<i32>) -> Row {
+        let start_at = start_at.map(|s| DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        Row {
+            source_path: "site 1/20240501_053000.WAV".into(),
+            file_sha256: "a".repeat(64),
+            window_index: 1,
+            start_s: 3.0,
+            end_s: 6.0,
+            species: "Eurasian Wren".into(),
+            confidence: 0.91,
+            model_version: "v1".into(),
+            threshold: 0.5,
+            start_at,
+            end_at: start_at.map(|t| t + chrono::TimeDelta::seconds(3)),
+            utc_offset_minutes: offset,
+            start_local: start_at.map(|t| {
+                (t + chrono::TimeDelta::minutes(i64::from(offset.unwrap_or(0)))).naive_utc()
+            }),
+            sequence_offset_s: 0.0,
+            scientific_name: Some("Troglodytes troglodytes".into()),
+        }
+    }
+
+    fn written(format: Format, row: &Row) -> String {
+        let mut buf = Vec::new();
+        write_row(&mut buf, format, 1, row);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn a_known_start_gives_absolute_times() {
+        let known = row(Some("2024-05-01T04:30:03Z"), Some(60));
+        let csv = written(Format::Csv, &known);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(csv.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        let columns: Vec<&str> = CSV_HEADER.split(',').collect();
+        assert_eq!(record.len(), columns.len());
+        let field = |name: &str| &record[columns.iter().position(|c| *c == name).unwrap()];
+        assert_eq!(field("start_at"), "2024-05-01T04:30:03.000Z");
+        assert_eq!(field("end_at"), "2024-05-01T04:30:06.000Z");
+        assert_eq!(field("utc_offset_minutes"), "60");
+        assert_eq!(field("threshold"), "0.5000");
+
+        let raven = written(Format::Raven, &known);
+        let cells: Vec<&str> = raven.trim_end().split('\t').collect();
+        let header: Vec<&str> = RAVEN_HEADER.split('\t').collect();
+        assert_eq!(cells.len(), header.len());
+        let cell = |name: &str| cells[header.iter().position(|c| *c == name).unwrap()];
+        // On the recorder's clock (UTC+1).
+        assert_eq!(cell("Begin Date"), "2024/05/01");
+        assert_eq!(cell("Begin Clock Time"), "05:30:03.000");
+
+        let json: serde_json::Value =
+            serde_json::from_str(&written(Format::Ndjson, &known)).unwrap();
+        assert_eq!(json["start_at"], "2024-05-01T04:30:03Z");
+        assert_eq!(json["utc_offset_minutes"], 60);
+    }
+
+    #[test]
+    fn an_unknown_start_leaves_them_empty() {
+        let unknown = row(None, None);
+        let csv = written(Format::Csv, &unknown);
+        assert!(csv.trim_end().ends_with(",0.5000,,,"), "{csv}");
+        let raven = written(Format::Raven, &unknown);
+        assert!(raven.ends_with("\t0.9100\t\t\n"), "{raven:?}");
+        let json: serde_json::Value =
+            serde_json::from_str(&written(Format::Ndjson, &unknown)).unwrap();
+        assert!(json["start_at"].is_null());
     }
 }

@@ -20,6 +20,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use birdsong_common::jobs::{self, JobSource, SubmissionCounts};
+use birdsong_common::recorded::{TimeZone, TimeZoneError};
 use birdsong_ingest::session;
 use birdsong_ingest::source::{Entry, Event, Limits, Payload, Root, Sniffed, sniff};
 use birdsong_ingest::upload::Context;
@@ -51,6 +52,9 @@ pub struct ObjectSubmission {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub site: Option<String>,
+    /// The zone the recorders kept time in (`+01:00`, `Europe/Berlin`), for
+    /// start times that name none; see [`TimeZone`].
+    pub time_zone: Option<String>,
     pub description: Option<String>,
 }
 
@@ -86,6 +90,7 @@ pub struct UploadForm {
 struct Form {
     labels: BTreeMap<String, String>,
     site: Option<String>,
+    time_zone: Option<String>,
     description: Option<String>,
 }
 
@@ -135,6 +140,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
         Form {
             labels: body.labels,
             site: body.site,
+            time_zone: body.time_zone,
             description: body.description,
         }
     } else {
@@ -151,6 +157,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
         ));
     }
     check_labels(&form.labels)?;
+    let time_zone = parse_time_zone(&state, form.time_zone.as_deref()).await?;
     check_parts(&spool).await?;
 
     let description = form
@@ -166,7 +173,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
     let (job, _) = jobs::open_job(&state.pool, JobSource::Api, &description, None)
         .await
         .map_err(|e| Problem::internal("opening the job", e))?;
-    match run(&state, job, spool, &form).await {
+    match run(&state, job, spool, &form, time_zone.as_ref()).await {
         Ok(accepted) => {
             tracing::info!(%job, accepted = accepted.accepted, rejected = accepted.rejected.len(), "job submitted");
             let location = accepted.status_url.clone();
@@ -212,12 +219,13 @@ async fn read_multipart(mut multipart: Multipart, spool: &mut Spool) -> Result<F
                 })?;
             }
             "site" => form.site = Some(text),
+            "time_zone" => form.time_zone = Some(text),
             "description" => form.description = Some(text),
             other => {
                 return Err(Problem::unprocessable(
                     "unknown-field",
                     format!(
-                        "unknown form field {other:?} (expected file parts, labels, site, description)"
+                        "unknown form field {other:?} (expected file parts, labels, site, time_zone, description)"
                     ),
                 ));
             }
@@ -237,6 +245,30 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Problem> {
         }
     }
     Ok(())
+}
+
+/// The `time_zone` part or field: an offset, or an IANA name PostgreSQL knows.
+/// Empty means none (a form's blank field).
+async fn parse_time_zone(
+    state: &AppState,
+    text: Option<&str>,
+) -> Result<Option<TimeZone>, Problem> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |detail: String| Problem::unprocessable("invalid-time-zone", detail);
+    let zone: TimeZone = text
+        .parse()
+        .map_err(|e: TimeZoneError| invalid(e.to_string()))?;
+    let known = jobs::known_time_zone(&state.pool, &zone)
+        .await
+        .map_err(|e| Problem::internal("looking up the time zone", e))?;
+    if !known {
+        return Err(invalid(format!(
+            "unknown time zone \"{zone}\": use an offset such as +01:00, or an IANA name such as Europe/Berlin"
+        )));
+    }
+    Ok(Some(zone))
 }
 
 /// Every part must be an archive or decodable audio.
@@ -267,7 +299,13 @@ async fn check_parts(spool: &Spool) -> Result<(), Problem> {
 
 /// Hands the spooled parts to an ingest session, then labels and closes
 /// the job.
-async fn run(state: &AppState, job: Uuid, spool: Spool, form: &Form) -> Result<Accepted, Problem> {
+async fn run(
+    state: &AppState,
+    job: Uuid,
+    spool: Spool,
+    form: &Form,
+    time_zone: Option<&TimeZone>,
+) -> Result<Accepted, Problem> {
     let stats = Stats::default();
     let labeler = Labeler::none();
     let ctx = Context {
@@ -275,6 +313,7 @@ async fn run(state: &AppState, job: Uuid, spool: Spool, form: &Form) -> Result<A
         job,
         labeler: &labeler,
         site: form.site.as_deref(),
+        time_zone,
         stats: &stats,
     };
     let (dir, files) = spool.into_parts();

@@ -105,6 +105,21 @@ async fn bad_requests_and_limits_leave_nothing_behind() {
     api.post_multipart("/v1/jobs", Some(KEY), &[])
         .await
         .problem(422);
+    // A time zone that is neither an offset nor one PostgreSQL knows.
+    for zone in ["Mars/Olympus_Mons", "+25:00", "1:00"] {
+        let p = api
+            .post_multipart(
+                "/v1/jobs",
+                Some(KEY),
+                &[
+                    file("a.wav", &wav),
+                    Part::Text("time_zone".into(), zone.into()),
+                ],
+            )
+            .await
+            .problem(422);
+        assert!(p["detail"].as_str().unwrap().contains(zone), "{zone}: {p}");
+    }
     let truncated = api
         .call(
             Method::POST,

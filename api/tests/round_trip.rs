@@ -188,7 +188,10 @@ async fn files_and_an_archive_go_round_trip() {
     // recording starts after the earlier ones.
     let mut starts: Vec<(&str, f64)> = Vec::new();
     for (i, cols) in body.iter().enumerate() {
-        assert_eq!(cols.len(), 11);
+        assert_eq!(
+            cols.len(),
+            birdsong_api::export::RAVEN_HEADER.split('\t').count()
+        );
         assert_eq!(cols[0], (i + 1).to_string());
         let begin: f64 = cols[3].parse().unwrap();
         let end: f64 = cols[4].parse().unwrap();

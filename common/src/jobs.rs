@@ -20,7 +20,9 @@ use uuid::Uuid;
 use crate::db::{QueryError, query};
 use crate::messages::ClassifyTask;
 use crate::queue::{Publisher, QueueError};
+use crate::recorded::{Resolved, StartTime, TimeZone};
 use crate::store::audio_key;
+use crate::wav_metadata::HeaderMetadata;
 
 /// Where a submission came from (the `jobs.source` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,27 +86,128 @@ pub struct NewFile<'a> {
     pub site: Option<&'a str>,
 }
 
-/// Records a recording whose bytes are already stored under its content key.
-/// Idempotent: the first name and metadata seen are kept. The start time is read
-/// from the name ([`crate::recorded::from_file_name`]) when it has one.
+/// What the recording's bytes and its ingest say about when, where and on
+/// what it was made, beyond its name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provenance<'a> {
+    /// Its WAV header's metadata, when it has any.
+    pub header: Option<&'a HeaderMetadata>,
+    /// The zone the ingest's recorders kept time in, for start times that
+    /// name none (file names, GUANO timestamps without an offset).
+    pub time_zone: Option<&'a TimeZone>,
+}
+
+/// Records a recording whose bytes are already stored under its content key,
+/// when only its name is known; see [`register_recording`].
 pub async fn register_file(pool: &PgPool, file: &NewFile<'_>) -> Result<(), SubmitError> {
+    register_recording(pool, file, Provenance::default()).await
+}
+
+/// Records a recording whose bytes are already stored under its content key.
+/// Idempotent: the first name and metadata seen are kept, except that a start
+/// time from a better source replaces the one stored (the header's beats the
+/// name's, a name read in a known zone beats one read as UTC), so ingesting
+/// the same bytes again with a time zone, or after this reader learnt the
+/// header, improves the row. The start time comes from the header, else from
+/// the name ([`crate::recorded::local_from_file_name`]).
+pub async fn register_recording(
+    pool: &PgPool,
+    file: &NewFile<'_>,
+    provenance: Provenance<'_>,
+) -> Result<(), SubmitError> {
+    let header = provenance.header.filter(|h| !h.is_empty());
+    let start = header
+        .and_then(|h| h.recorded_at)
+        .map(|(time, source)| (time, source.as_str()))
+        .or_else(|| {
+            crate::recorded::local_from_file_name(file.original_name)
+                .map(|t| (StartTime::Local(t), "file_name"))
+        });
+    let resolved = start.and_then(|(time, source)| {
+        crate::recorded::resolve(time, provenance.time_zone).map(|r| (r, source))
+    });
+    let (mut instant, mut offset, mut local, mut zone, mut source) = (None, None, None, None, None);
+    match resolved {
+        Some((
+            Resolved::Instant {
+                utc,
+                offset_minutes,
+            },
+            s,
+        )) => {
+            (instant, offset, source) = (Some(utc), offset_minutes, Some(s));
+        }
+        Some((Resolved::InZone { local: l, zone: z }, s)) => {
+            (local, zone, source) = (Some(l), Some(z), Some(s));
+        }
+        None => {}
+    }
+    let position = header.and_then(|h| h.position);
+    // A new start time replaces the stored one only when its source ranks
+    // higher (`recording_time_rank`, in the migration that added the columns).
     sqlx::query(
-        "INSERT INTO audio_files (sha256, object_key, original_name, size_bytes, site, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO audio_files (sha256, object_key, original_name, size_bytes, site,
+                                  recorded_at, utc_offset_minutes, recorded_at_source,
+                                  latitude, longitude, device, device_serial, header_metadata)
+         VALUES ($1, $2, $3, $4, $5,
+                 coalesce($6, $7::timestamp AT TIME ZONE $8),
+                 coalesce($9, (extract(epoch FROM $7::timestamp
+                     - ($7::timestamp AT TIME ZONE $8) AT TIME ZONE 'UTC') / 60)::integer),
+                 $10, $11, $12, $13, $14, $15)
          ON CONFLICT (sha256) DO UPDATE SET
              site = coalesce(audio_files.site, EXCLUDED.site),
-             recorded_at = coalesce(audio_files.recorded_at, EXCLUDED.recorded_at)",
+             (recorded_at, utc_offset_minutes, recorded_at_source) = (
+                 SELECT CASE WHEN better THEN EXCLUDED.recorded_at ELSE audio_files.recorded_at END,
+                        CASE WHEN better THEN EXCLUDED.utc_offset_minutes
+                             ELSE audio_files.utc_offset_minutes END,
+                        CASE WHEN better THEN EXCLUDED.recorded_at_source
+                             ELSE audio_files.recorded_at_source END
+                 FROM (SELECT recording_time_rank(EXCLUDED.recorded_at_source,
+                                                  EXCLUDED.utc_offset_minutes)
+                              > recording_time_rank(audio_files.recorded_at_source,
+                                                    audio_files.utc_offset_minutes) AS better) r),
+             -- Both or neither (a constraint), so these keep a pair together.
+             latitude = coalesce(audio_files.latitude, EXCLUDED.latitude),
+             longitude = coalesce(audio_files.longitude, EXCLUDED.longitude),
+             device = coalesce(audio_files.device, EXCLUDED.device),
+             device_serial = coalesce(audio_files.device_serial, EXCLUDED.device_serial),
+             header_metadata = coalesce(audio_files.header_metadata, EXCLUDED.header_metadata)",
     )
     .bind(file.sha256)
     .bind(audio_key(file.sha256))
     .bind(file.original_name)
     .bind(i64::try_from(file.size_bytes).unwrap_or(i64::MAX))
     .bind(file.site)
-    .bind(crate::recorded::from_file_name(file.original_name))
+    .bind(instant)
+    .bind(local)
+    .bind(zone)
+    .bind(offset)
+    .bind(source)
+    .bind(position.map(|p| p.0))
+    .bind(position.map(|p| p.1))
+    .bind(header.and_then(|h| h.device.as_deref()))
+    .bind(header.and_then(|h| h.serial.as_deref()))
+    .bind(header.map(|h| sqlx::types::Json(&h.raw)))
     .execute(pool)
     .await
     .map_err(query("registering the file"))?;
     Ok(())
+}
+
+/// Whether PostgreSQL's time zone database knows `zone` (an IANA name);
+/// offsets are always known. Checked before an ingest starts, so that a
+/// misspelt zone refuses the request instead of failing every file.
+pub async fn known_time_zone(pool: &PgPool, zone: &TimeZone) -> Result<bool, SubmitError> {
+    let TimeZone::Named(name) = zone else {
+        return Ok(true);
+    };
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .map_err(query("looking up the time zone"))?;
+    Ok(known)
 }
 
 /// A task as [`add_task`] found or created it.

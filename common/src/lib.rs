@@ -14,6 +14,8 @@
 //! * [`messages`]: the versioned JSON messages on the queues.
 //! * [`store`]: the S3 object store, content-addressed for audio.
 //! * [`jobs`]: submitting recordings as queued tasks, crash-safely.
+//! * [`recorded`] and [`wav_metadata`]: when, where and on what a recording
+//!   was made, from its file name and its WAV header.
 //! * [`retry`]: waiting for a service with jittered exponential back-off.
 //! * [`shutdown`]: SIGTERM and SIGINT as a stop flag, the same in every role.
 //!
@@ -32,5 +34,6 @@ pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod wav_metadata;
 
 pub use config::Config;

@@ -53,6 +53,7 @@ use birdsong_common::Config;
 use birdsong_common::db::{DbError, QueryError, query};
 use birdsong_common::jobs::{self, JobSource, SubmissionCounts, SubmitError};
 use birdsong_common::queue::{self, Publisher, QueueError};
+use birdsong_common::recorded::TimeZone;
 use birdsong_common::store::{ObjectStore, StoreError};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -94,6 +95,10 @@ pub struct IngestOptions {
     pub labels: LabelSource,
     /// Recorder or site name stored with every new recording.
     pub site: Option<String>,
+    /// The zone the recorders kept time in, applied to start times that
+    /// name none (file names, GUANO timestamps without an offset); without
+    /// it those are read as UTC. A header's own offset always wins.
+    pub time_zone: Option<TimeZone>,
     /// Recordings processed at once (at least 1).
     pub concurrency: usize,
     /// An archive may expand to at most this multiple of its size on disk.
@@ -119,6 +124,7 @@ impl IngestOptions {
             inputs,
             labels: LabelSource::None,
             site: None,
+            time_zone: None,
             concurrency: DEFAULT_CONCURRENCY,
             max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
             max_archive_bytes: None,
@@ -228,13 +234,14 @@ fn resolve(inputs: &[PathBuf]) -> Result<Vec<Root>, IngestError> {
 
 /// The job's idempotency key: a hash of what determines the submission —
 /// the resolved inputs (order-independent), the labels (the CSV file's
-/// content, not only its name) and the site. Tuning options (concurrency,
+/// content, not only its name), the site and the time zone. Tuning options (concurrency,
 /// limits) are left out on purpose, so that a re-run with other limits
 /// finishes the same job.
 fn idempotency_key(
     roots: &[Root],
     labels: &LabelSource,
     site: Option<&str>,
+    time_zone: Option<&TimeZone>,
 ) -> Result<String, IngestError> {
     let mut inputs: Vec<String> = roots
         .iter()
@@ -252,12 +259,17 @@ fn idempotency_key(
             serde_json::json!({ "csv": hex::encode(Sha256::digest(&bytes)) })
         }
     };
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "v": 1,
         "inputs": inputs,
         "labels": labels,
         "site": site,
     });
+    // Only when given, so that runs without one keep the keys they had
+    // before the option existed (and resume their jobs).
+    if let Some(zone) = time_zone {
+        canonical["time_zone"] = serde_json::json!(zone.to_string());
+    }
     Ok(format!(
         "producer:v1:{}",
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
@@ -295,8 +307,20 @@ pub async fn ingest(services: &Services, opts: &IngestOptions) -> Result<Summary
         LabelSource::Folder => Labeler::from_folder(),
         LabelSource::Csv(path) => Labeler::from_csv(path)?,
     };
-    let key = idempotency_key(&roots, &opts.labels, opts.site.as_deref())?;
     let pool = &services.pool;
+    if let Some(zone) = &opts.time_zone
+        && !jobs::known_time_zone(pool, zone).await?
+    {
+        return Err(IngestError::Options(format!(
+            "unknown time zone \"{zone}\": use an offset such as +01:00, or an IANA name such as Europe/Berlin"
+        )));
+    }
+    let key = idempotency_key(
+        &roots,
+        &opts.labels,
+        opts.site.as_deref(),
+        opts.time_zone.as_ref(),
+    )?;
     let (job, resumed) = jobs::open_job(
         pool,
         JobSource::Producer,
@@ -444,6 +468,7 @@ async fn run(input: RunInput<'_>) -> Result<Tally, IngestError> {
         job,
         labeler,
         site: opts.site.as_deref(),
+        time_zone: opts.time_zone.as_ref(),
         stats: &stats,
     };
     let consumed = session::consume(&ctx, rx, opts.concurrency, &|path| path);
@@ -469,12 +494,15 @@ mod tests {
         assert_eq!(ab.len(), 2);
         let ba = resolve(&[b.clone(), a.clone()]).unwrap();
         let key = |roots: &[Root], labels: &LabelSource, site: Option<&str>| {
-            idempotency_key(roots, labels, site).unwrap()
+            idempotency_key(roots, labels, site, None).unwrap()
         };
         let base = key(&ab, &LabelSource::None, None);
         assert_eq!(base, key(&ba, &LabelSource::None, None));
         assert_ne!(base, key(&ab, &LabelSource::Folder, None));
         assert_ne!(base, key(&ab, &LabelSource::None, Some("site-1")));
+        let zone: TimeZone = "+01:00".parse().unwrap();
+        let zoned = idempotency_key(&ab, &LabelSource::None, None, Some(&zone)).unwrap();
+        assert_ne!(base, zoned);
         let csv = dir.path().join("labels.csv");
         std::fs::write(&csv, "path,species\nx.wav,Robin\n").unwrap();
         let with_csv = key(&ab, &LabelSource::Csv(csv.clone()), None);

@@ -12,8 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use birdsong_audio::AudioError;
-use birdsong_common::jobs::{self, NewFile};
+use birdsong_common::jobs::{self, NewFile, Provenance};
+use birdsong_common::recorded::TimeZone;
 use birdsong_common::store::{ObjectStore, StoreError, audio_key};
+use birdsong_common::wav_metadata::{self, HeaderMetadata};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -44,6 +46,8 @@ pub struct Context<'a> {
     pub job: Uuid,
     pub labeler: &'a Labeler,
     pub site: Option<&'a str>,
+    /// The zone the recorders kept time in, for start times that name none.
+    pub time_zone: Option<&'a TimeZone>,
     pub stats: &'a Stats,
 }
 
@@ -62,20 +66,24 @@ pub async fn submit(ctx: &Context<'_>, entry: Entry) -> Result<Outcome, IngestEr
         .await
         .map_err(|e| IngestError::Task(e.to_string()))?;
     ctx.stats.bytes_done.fetch_add(credit, Ordering::Relaxed);
-    let (payload, sha, size) = match identified {
+    let (payload, sha, size, header) = match identified {
         Ok(found) => found,
         Err(reason) => return Ok(Outcome::Rejected(reason)),
     };
     upload(&ctx.services.store, &sha, &payload).await?;
     drop(payload);
     let pool = &ctx.services.pool;
-    jobs::register_file(
+    jobs::register_recording(
         pool,
         &NewFile {
             sha256: &sha,
             original_name: &relative,
             size_bytes: size,
             site: ctx.site,
+        },
+        Provenance {
+            header: header.as_ref(),
+            time_zone: ctx.time_zone,
         },
     )
     .await?;
@@ -106,8 +114,13 @@ pub async fn submit(ctx: &Context<'_>, entry: Entry) -> Result<Outcome, IngestEr
     })
 }
 
-/// Hashes (for files on disk) and probes an entry. Blocking.
-fn identify(payload: Payload, max_file_bytes: u64) -> Result<(Payload, String, u64), Reason> {
+/// What [`identify`] learns about an entry: its bytes, their SHA-256 and size,
+/// and what its WAV header says.
+type Identified = (Payload, String, u64, Option<HeaderMetadata>);
+
+/// Hashes (for files on disk), probes an entry and reads its WAV header.
+/// Blocking.
+fn identify(payload: Payload, max_file_bytes: u64) -> Result<Identified, Reason> {
     let (sha, size) = match &payload {
         Payload::Disk(path) => hash_file(path, max_file_bytes)?,
         Payload::Memory { bytes, sha256 } => (sha256.clone(), bytes.len() as u64),
@@ -127,9 +140,30 @@ fn identify(payload: Payload, max_file_bytes: u64) -> Result<(Payload, String, u
         Payload::Spilled { file, .. } => birdsong_audio::probe(file.path()),
     };
     match probed {
-        Ok(_) => Ok((payload, sha, size)),
+        Ok(_) => {
+            let header = header_metadata(&payload);
+            Ok((payload, sha, size, header))
+        }
         Err(AudioError::Io(e)) => Err(Reason::Unreadable(e.to_string())),
         Err(e) => Err(Reason::NotAudio(e.to_string())),
+    }
+}
+
+/// What the entry's WAV header says, if it is a WAV with metadata. A header
+/// that cannot be read costs the recording its metadata, never its place in
+/// the job: the audio decoded, and the file name may still give its time.
+fn header_metadata(payload: &Payload) -> Option<HeaderMetadata> {
+    let read = match payload {
+        Payload::Disk(path) => wav_metadata::read_path(path),
+        Payload::Memory { bytes, .. } => wav_metadata::read(&mut io::Cursor::new(bytes.as_ref())),
+        Payload::Spilled { file, .. } => wav_metadata::read_path(file.path()),
+    };
+    match read {
+        Ok(header) => header.filter(|h| !h.is_empty()),
+        Err(e) => {
+            tracing::warn!("ignoring an unreadable WAV header: {e}");
+            None
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use birdsong_common::Config;
+use birdsong_common::recorded::TimeZone;
 use birdsong_ingest::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MEMORY_ENTRY_BYTES, IngestOptions,
     LabelSource, ProgressMode, Services,
@@ -63,6 +64,14 @@ struct IngestArgs {
     /// Recorder or site name stored with the recordings.
     #[arg(long, value_name = "NAME")]
     site: Option<String>,
+    /// Time zone the recorders' clocks were set to: an offset (+01:00,
+    /// -05:00, UTC+1) or an IANA name (Europe/Berlin, with daylight saving
+    /// time). Applies to start times that name no zone (file names such as
+    /// 20240501_053000.WAV, GUANO timestamps without an offset), which are
+    /// otherwise read as UTC; AudioMoth and GUANO headers that give their
+    /// offset keep it.
+    #[arg(long, value_name = "ZONE")]
+    time_zone: Option<TimeZone>,
     /// Recordings processed at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -125,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = IngestOptions {
         labels,
         site: args.site,
+        time_zone: args.time_zone,
         concurrency: usize::from(args.concurrency),
         max_expansion_ratio: args.max_expansion_ratio,
         max_archive_bytes: args.max_archive_bytes,

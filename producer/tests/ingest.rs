@@ -674,3 +674,120 @@ async fn real_recordings_with_the_manifest_as_labels() {
     assert!(rows.iter().all(|r| r.queued));
     assert_eq!(drain(&env).await.len(), files.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_headers_and_the_time_zone_date_the_recordings() {
+    use birdsong_testkit::audio::{with_audiomoth_header, with_guano};
+    let env = TestEnv::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("card");
+    // An AudioMoth set to UTC+1, a Song Meter with GUANO (place, device), and
+    // a recording dated by its name only. Each a distinct recording.
+    let moth = with_audiomoth_header(
+        &wav(1.0, 2000.0, 3000.0),
+        "Recorded at 05:30:00 01/05/2024 (UTC+1) by AudioMoth 24F319055FDF1D8D at medium gain while battery was 4.2V and temperature was 15.3C.",
+        "AudioMoth 24F319055FDF1D8D",
+    );
+    let song_meter = with_guano(
+        &wav(1.0, 3000.0, 1000.0),
+        "GUANO|Version:1.0\nMake:Wildlife Acoustics, Inc.\nModel:Song Meter Mini\nSerial:SMA00646\nTimestamp:2020-10-17 13:05:00+1:00\nLoc Position:54.75656 -1.59106\n",
+    );
+    let named = wav(1.0, 500.0, 4000.0);
+    write(&folder.join("moth/20240501_053000.WAV"), &moth);
+    write(&folder.join("sm/SMA00646_20201017_130500.wav"), &song_meter);
+    write(&folder.join("sm/SMM01234_20240701_053000.wav"), &named);
+    // An AudioMoth file inside an archive (read from memory, not from disk).
+    let archive = dir.path().join("card2.tar");
+    let moth2 = with_audiomoth_header(
+        &wav(1.0, 1200.0, 2400.0),
+        "Recorded at 21:00:00 02/05/2024 (UTC-5) during deployment 1A2B3C4D5E6F7A8B at medium gain while battery was 4.5V and temperature was 12.3C.",
+        "AudioMoth 248D9B04645707D7",
+    );
+    {
+        let mut tar = tar::Builder::new(fs::File::create(&archive).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(moth2.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "20240503_020000.WAV", &moth2[..])
+            .unwrap();
+        tar.finish().unwrap();
+    }
+
+    let services = services(&env, None).await;
+    let mut opts = IngestOptions::new(vec![folder.clone(), archive.clone()]);
+    opts.time_zone = Some("Mars/Olympus_Mons".parse().unwrap());
+    let refused = ingest(&services, &opts).await;
+    assert!(
+        matches!(&refused, Err(birdsong_ingest::IngestError::Options(m)) if m.contains("Mars/Olympus_Mons")),
+        "{refused:?}"
+    );
+    opts.time_zone = Some("Europe/Berlin".parse().unwrap());
+    let summary = ingest(&services, &opts).await.unwrap();
+    assert_eq!(summary.accepted, 4, "{}", summary.to_text());
+
+    type Row = (
+        String,
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+        Option<f64>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT sha256, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'),
+                utc_offset_minutes, recorded_at_source, latitude, device_serial
+         FROM audio_files",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let row = |bytes: &[u8]| {
+        let sha = sha256_hex(bytes);
+        let r = rows.iter().find(|r| r.0 == sha).unwrap();
+        (r.1.clone(), r.2, r.3.clone(), r.4, r.5.clone())
+    };
+    let s = |v: &str| Some(v.to_string());
+    // Headers name their zone, which beats the ingest's.
+    assert_eq!(
+        row(&moth),
+        (
+            s("2024-05-01T04:30:00"),
+            Some(60),
+            s("audiomoth"),
+            None,
+            s("24F319055FDF1D8D")
+        )
+    );
+    assert_eq!(
+        row(&moth2),
+        (
+            s("2024-05-03T02:00:00"),
+            Some(-300),
+            s("audiomoth"),
+            None,
+            s("248D9B04645707D7")
+        )
+    );
+    assert_eq!(
+        row(&song_meter),
+        (
+            s("2020-10-17T12:05:00"),
+            Some(60),
+            s("guano"),
+            Some(54.75656),
+            s("SMA00646")
+        )
+    );
+    // The name is read in the ingest's zone: Berlin in summer is UTC+2.
+    assert_eq!(
+        row(&named),
+        (
+            s("2024-07-01T03:30:00"),
+            Some(120),
+            s("file_name"),
+            None,
+            None
+        )
+    );
+}

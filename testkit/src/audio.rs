@@ -61,6 +61,52 @@ pub fn synthetic_wav(species: usize, seconds: f32, seed: u64) -> Vec<u8> {
     wav_pcm16(&synthetic_call(species, seconds, 22_050, seed), 22_050)
 }
 
+/// A RIFF chunk: id, little-endian size, payload, and the pad byte an odd
+/// size needs.
+fn riff_chunk(id: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = id.to_vec();
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    if payload.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// `wav` with `chunk` inserted at `at`, the RIFF size updated.
+fn insert_chunk(wav: &[u8], at: usize, chunk: &[u8]) -> Vec<u8> {
+    let mut out = wav[..at].to_vec();
+    out.extend_from_slice(chunk);
+    out.extend_from_slice(&wav[at..]);
+    let riff_size = (out.len() - 8) as u32;
+    out[4..8].copy_from_slice(&riff_size.to_le_bytes());
+    out
+}
+
+/// An AudioMoth recording: `wav` (as [`wav_i16`] makes it) with the
+/// `LIST`/`INFO` chunk AudioMoth firmware writes between `fmt ` and `data`,
+/// holding the comment (`Recorded at 05:30:00 01/05/2024 (UTC+1) by AudioMoth
+/// …`) and the artist (`AudioMoth <serial>`) in NUL-padded fields.
+pub fn with_audiomoth_header(wav: &[u8], comment: &str, artist: &str) -> Vec<u8> {
+    let field = |id: &[u8; 4], text: &str, width: usize| {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.resize(width.max(bytes.len() + 1), 0);
+        riff_chunk(id, &bytes)
+    };
+    let mut list = b"INFO".to_vec();
+    list.extend_from_slice(&field(b"ICMT", comment, 384));
+    list.extend_from_slice(&field(b"IART", artist, 32));
+    // After "RIFF", size, "WAVE" and the 24-byte fmt chunk.
+    insert_chunk(wav, 36, &riff_chunk(b"LIST", &list))
+}
+
+/// A GUANO recording: `wav` with a `guan` chunk holding `guano` (text
+/// starting `GUANO|Version:1.0`) after the samples, where Song Meters and
+/// most bat detectors put it.
+pub fn with_guano(wav: &[u8], guano: &str) -> Vec<u8> {
+    insert_chunk(wav, wav.len(), &riff_chunk(b"guan", guano.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
