@@ -547,7 +547,7 @@
     window.Charts.hbar($("chart-species"), species, "Detections by species", { emptyText: nothing });
     window.Charts.vbar($("chart-histogram"), s.confidence_histogram.map((n, i) => ({ label: (i / 10).toFixed(1), value: n })), "Detections by confidence (bins of 0.1)", { every: 2, emptyText: nothing });
     window.Charts.line($("chart-trend"), s.confidence_trend.map((p) => ({ label: new Date(p.hour).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit" }), value: p.mean_confidence })), "Mean confidence of detections per hour", 1);
-    window.Charts.vbar($("chart-hours"), s.by_hour.map((n, h) => ({ label: String(h), value: n })), "Detections by hour of the day (UTC)", { every: 3, cls: "bar2", emptyText: nothing });
+    window.Charts.vbar($("chart-hours"), s.by_hour.map((n, h) => ({ label: String(h), value: n })), "Detections by hour of the day (recorder's clock)", { every: 3, cls: "bar2", emptyText: nothing });
   }
   $("chart-scope").addEventListener("change", () => loadCharts().catch((e) => showNotice(e.message)));
 

@@ -36,7 +36,18 @@ pub struct FileRow {
     pub channels: Option<i16>,
     pub duration_s: Option<f64>,
     pub site: Option<String>,
+    /// When the recording started (UTC), from its header or file name.
     pub recorded_at: Option<DateTime<Utc>>,
+    /// Where `recorded_at` came from: `guano`, `audiomoth` or `file_name`.
+    pub recorded_at_source: Option<String>,
+    /// The recorder clock's offset from UTC, when known.
+    pub utc_offset_minutes: Option<i32>,
+    /// WGS84 degrees, from a GUANO header.
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// The recorder's make and model, and its serial.
+    pub device: Option<String>,
+    pub device_serial: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -107,7 +118,8 @@ pub async fn file(
     let pool = &state.pool;
     let file: FileRow = sqlx::query_as(
         "SELECT sha256, original_name, size_bytes, format, codec, sample_rate, channels,
-                duration_s, site, recorded_at, created_at
+                duration_s, site, recorded_at, recorded_at_source, utc_offset_minutes,
+                latitude, longitude, device, device_serial, created_at
          FROM audio_files WHERE sha256 = $1",
     )
     .bind(&sha)

@@ -5,7 +5,9 @@
 //! hourly trend), and at what hour of the day they were made. "When" is
 //! the recording's `recorded_at` plus the window's offset when the
 //! recording's time is known, and the time of classification otherwise;
-//! hours are UTC. The aggregation runs in PostgreSQL, so the answer stays
+//! hours of the day are on the recorder's clock where its UTC offset is
+//! known (a header or an ingest time zone said so), UTC otherwise. The
+//! aggregation runs in PostgreSQL, so the answer stays
 //! small however many detections there are.
 //!
 //! Only detections count: window scores that reached their species'
@@ -71,7 +73,9 @@ pub struct Stats {
     /// includes 1).
     pub confidence_histogram: Vec<i64>,
     pub confidence_trend: Vec<TrendPoint>,
-    /// Detections per hour of the day, 0-23 (UTC).
+    /// Detections per hour of the day, 0-23, on the recorder's clock (UTC
+    /// when its zone is unknown): dawn chorus lands at dawn wherever the
+    /// recorder was.
     pub by_hour: Vec<i64>,
 }
 
@@ -82,7 +86,8 @@ fn scope(job: bool) -> &'static str {
     if job {
         "WITH d AS (
             SELECT d.species, d.confidence,
-                   coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at
+                   coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at,
+                   coalesce(f.utc_offset_minutes, 0) AS offset_min
             FROM tasks t
             JOIN detections d ON d.file_sha256 = t.file_sha256 AND d.model_version = t.model_version
             JOIN audio_files f ON f.sha256 = t.file_sha256
@@ -90,7 +95,8 @@ fn scope(job: bool) -> &'static str {
     } else {
         "WITH d AS (
             SELECT d.species, d.confidence,
-                   coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at
+                   coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at,
+                   coalesce(f.utc_offset_minutes, 0) AS offset_min
             FROM latest_file_results r
             JOIN detections d ON d.file_sha256 = r.file_sha256 AND d.model_version = r.model_version
             JOIN audio_files f ON f.sha256 = r.file_sha256
@@ -161,7 +167,8 @@ pub async fn stats(
     .await?;
     confidence_trend.reverse();
     let hours: Vec<(i32, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "{with} SELECT extract(hour FROM at AT TIME ZONE 'UTC')::int AS hour, count(*)
+        "{with} SELECT extract(hour FROM (at AT TIME ZONE 'UTC')
+                                  + offset_min * interval '1 minute')::int AS hour, count(*)
          FROM d GROUP BY 1"
     )))
     .bind(job)

@@ -81,6 +81,9 @@ pub struct UploadForm {
     pub labels: Option<String>,
     /// The site the recordings come from.
     pub site: Option<String>,
+    /// The time zone the recorders' clocks kept, for start times read from
+    /// file names: an offset (`+01:00`) or an IANA name (`Europe/Berlin`).
+    pub time_zone: Option<String>,
     /// A description of the job, shown in the job list.
     pub description: Option<String>,
 }
