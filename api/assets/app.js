@@ -129,6 +129,12 @@
     }
     const site = $("site").value.trim();
     if (site) form.append("site", site);
+    // What the job reports: a species list (BirdNET-Analyzer's format) and a
+    // minimum confidence; the API checks both.
+    const only = $("report-species").value.trim();
+    if (only) form.append("species_list", only);
+    const min = $("report-min").value.trim();
+    if (min) form.append("min_confidence", min);
     $("upload-button").disabled = true;
     $("upload-state").textContent = "Uploading…";
     try {

@@ -109,6 +109,10 @@ pub struct JobStatus {
     pub first_started_at: Option<DateTime<Utc>>,
     pub last_finished_at: Option<DateTime<Utc>>,
     pub throughput: Option<Throughput>,
+    /// The species the job reports (null: all of the model's).
+    pub species_list: Option<Vec<String>>,
+    /// The lowest confidence it reports (null: each species' threshold).
+    pub min_confidence: Option<f32>,
     pub results_url: String,
     pub export_url: String,
 }
@@ -129,6 +133,12 @@ pub async fn status(
     .fetch_optional(&state.pool)
     .await?;
     let row = row.ok_or_else(|| Problem::not_found(format!("there is no job {job}")))?;
+    let (species_list, min_confidence): (Option<Vec<String>>, Option<f32>) =
+        sqlx::query_as("SELECT species_list, min_confidence FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_optional(&state.pool)
+            .await?
+            .unwrap_or_default();
     let status = if row.submitted_at.is_none() {
         "submitting"
     } else if row.finished {
@@ -171,6 +181,8 @@ pub async fn status(
         first_started_at: row.first_started_at,
         last_finished_at: row.last_finished_at,
         throughput,
+        species_list,
+        min_confidence,
         results_url: format!("/v1/jobs/{job}/results"),
         export_url: format!("/v1/jobs/{job}/export?format=csv"),
     }))

@@ -89,9 +89,11 @@ fn scope(job: bool) -> &'static str {
                    coalesce(f.recorded_at + d.start_s * interval '1 second', d.created_at) AS at,
                    coalesce(f.utc_offset_minutes, 0) AS offset_min
             FROM tasks t
+            JOIN jobs j ON j.id = t.job_id
             JOIN detections d ON d.file_sha256 = t.file_sha256 AND d.model_version = t.model_version
             JOIN audio_files f ON f.sha256 = t.file_sha256
-            WHERE t.job_id = $1)"
+            WHERE t.job_id = $1
+              AND job_reports(j.species_list, j.min_confidence, d.species, d.confidence))"
     } else {
         "WITH d AS (
             SELECT d.species, d.confidence,

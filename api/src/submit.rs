@@ -19,7 +19,7 @@ use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use birdsong_common::jobs::{self, JobSource, SubmissionCounts};
+use birdsong_common::jobs::{self, JobSource, Reporting, SubmissionCounts};
 use birdsong_common::recorded::{TimeZone, TimeZoneError};
 use birdsong_ingest::session;
 use birdsong_ingest::source::{Entry, Event, Limits, Payload, Root, Sniffed, sniff};
@@ -56,6 +56,12 @@ pub struct ObjectSubmission {
     /// start times that name none; see [`TimeZone`].
     pub time_zone: Option<String>,
     pub description: Option<String>,
+    /// Report only these species (names as the model's classes).
+    #[schemars(length(min = 1, max = 10000))]
+    pub species_list: Option<Vec<String>>,
+    /// Report only detections at or above this confidence.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_confidence: Option<f32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -86,6 +92,12 @@ pub struct UploadForm {
     pub time_zone: Option<String>,
     /// A description of the job, shown in the job list.
     pub description: Option<String>,
+    /// Report only these species: one per line, as in BirdNET-Analyzer's
+    /// species list files (`Genus species_Common name` lines name the
+    /// common name); names as the model's classes.
+    pub species_list: Option<String>,
+    /// Report only detections at or above this confidence (0 to 1).
+    pub min_confidence: Option<String>,
 }
 
 /// The text parts of a submission.
@@ -95,6 +107,7 @@ struct Form {
     site: Option<String>,
     time_zone: Option<String>,
     description: Option<String>,
+    reporting: Reporting,
 }
 
 /// An entry that did not become a task.
@@ -128,7 +141,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
         .unwrap_or("")
         .to_ascii_lowercase();
     let mut spool = Spool::new(state.config.max_file_bytes, state.config.api.max_files)?;
-    let form = if content_type.starts_with("multipart/form-data") {
+    let mut form = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(req, &state)
             .await
             .map_err(|e| Problem::bad_request("invalid-multipart", e.body_text()))?;
@@ -145,6 +158,10 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
             site: body.site,
             time_zone: body.time_zone,
             description: body.description,
+            reporting: Reporting {
+                species_list: body.species_list,
+                min_confidence: body.min_confidence,
+            },
         }
     } else {
         return Err(Problem::new(
@@ -160,6 +177,9 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
         ));
     }
     check_labels(&form.labels)?;
+    let reporting = std::mem::take(&mut form.reporting)
+        .checked()
+        .map_err(|e| Problem::unprocessable("invalid-reporting", e.to_string()))?;
     let time_zone = parse_time_zone(&state, form.time_zone.as_deref()).await?;
     check_parts(&spool).await?;
 
@@ -176,6 +196,12 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> ApiResult<Re
     let (job, _) = jobs::open_job(&state.pool, JobSource::Api, &description, None)
         .await
         .map_err(|e| Problem::internal("opening the job", e))?;
+    // Before any task exists, so that no reader sees the job unfiltered.
+    if reporting != Reporting::default() {
+        jobs::set_reporting(&state.pool, job, &reporting)
+            .await
+            .map_err(|e| Problem::internal("setting what the job reports", e))?;
+    }
     match run(&state, job, spool, &form, time_zone.as_ref()).await {
         Ok(accepted) => {
             tracing::info!(%job, accepted = accepted.accepted, rejected = accepted.rejected.len(), "job submitted");
@@ -223,12 +249,22 @@ async fn read_multipart(mut multipart: Multipart, spool: &mut Spool) -> Result<F
             }
             "site" => form.site = Some(text),
             "time_zone" => form.time_zone = Some(text),
+            "species_list" => form.reporting.species_list = Some(Reporting::parse_list(&text)),
+            "min_confidence" => {
+                let c = text.trim().parse::<f32>().map_err(|_| {
+                    Problem::unprocessable(
+                        "invalid-reporting",
+                        format!("min_confidence must be a number between 0 and 1, not {text:?}"),
+                    )
+                })?;
+                form.reporting.min_confidence = Some(c);
+            }
             "description" => form.description = Some(text),
             other => {
                 return Err(Problem::unprocessable(
                     "unknown-field",
                     format!(
-                        "unknown form field {other:?} (expected file parts, labels, site, time_zone, description)"
+                        "unknown form field {other:?} (expected file parts, labels, site, time_zone, description, species_list, min_confidence)"
                     ),
                 ));
             }

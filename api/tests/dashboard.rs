@@ -111,7 +111,12 @@ async fn dashboard_in_a_headless_browser() {
     let jobs = api.get("/v1/jobs?limit=5").await;
     assert_eq!(jobs.status, 200, "{}", jobs.text());
     let jobs = jobs.json();
-    let job = &jobs["jobs"][0];
+    // The newest job is the filtered re-upload of the clip; the first
+    // upload is the one the browser inspected.
+    let filtered = jobs["jobs"][0]["job_id"].as_str().unwrap();
+    let filtered = api.get(&format!("/v1/jobs/{filtered}")).await.json();
+    assert_eq!(filtered["min_confidence"], 0.75, "{filtered}");
+    let job = &jobs["jobs"][1];
     assert_eq!(job["status"], "finished", "{jobs}");
     assert_eq!(job["done"], 2, "{jobs}");
     let id = job["job_id"].as_str().unwrap();

@@ -343,3 +343,97 @@ async fn a_recording_without_detections_says_so() {
     );
     api.stop().await;
 }
+
+/// A job's species list and minimum confidence decide what it reports, in
+/// results, exports, stats and its status; the stored detections (shared by
+/// every job holding the recording) are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reports_only_its_species_list_and_minimum_confidence() {
+    let env = TestEnv::start().await.expect("test environment");
+    publish_model_with_background(&env, "v1").await;
+    let api = start_api(&env, |_| {}).await;
+    let call = synthetic_wav(0, 9.0, 5);
+    let submit = |parts: Vec<Part>| {
+        let api = &api;
+        async move {
+            let answer = api.post_multipart("/v1/jobs", Some(KEY), &parts).await;
+            assert_eq!(answer.status, 202, "{}", answer.text());
+            answer.json()["job_id"].as_str().unwrap().to_string()
+        }
+    };
+    let everything = submit(vec![Part::File("call.wav".into(), call.clone())]).await;
+    // A BirdNET-Analyzer style list without the called species.
+    let others = submit(vec![
+        Part::File("call.wav".into(), call.clone()),
+        Part::Text(
+            "species_list".into(),
+            "# only these\nGenus one_species-1\nspecies-2\n".into(),
+        ),
+    ])
+    .await;
+    let strict = submit(vec![
+        Part::File("call.wav".into(), call.clone()),
+        Part::Text("min_confidence".into(), "1".into()),
+    ])
+    .await;
+    let worker = start_worker(&env);
+    for job in [&everything, &others, &strict] {
+        wait_finished(&api, job, Duration::from_secs(180)).await;
+    }
+    worker.shutdown().await;
+
+    let detections = |job: &str| {
+        let api = &api;
+        let job = job.to_string();
+        async move {
+            let page = api.get(&format!("/v1/jobs/{job}/results")).await.json();
+            let item = page["items"][0].clone();
+            let csv = api.get(&format!("/v1/jobs/{job}/export")).await.text();
+            let stats = api.get(&format!("/v1/stats?job={job}")).await.json();
+            (
+                item,
+                csv.lines().count() - 1,
+                stats["detections"].as_i64().unwrap(),
+            )
+        }
+    };
+    let (item, rows, counted) = detections(&everything).await;
+    assert_eq!(item["species"], "species-0", "{item}");
+    let all = item["detections"].as_array().unwrap().len();
+    assert!(all > 0, "{item}");
+    assert_eq!((rows, counted), (all, all as i64));
+    for job in [&others, &strict] {
+        let (item, rows, counted) = detections(job).await;
+        assert!(item["species"].is_null(), "{item}");
+        assert_eq!(item["detected"], serde_json::json!([]), "{item}");
+        assert_eq!(item["detections"], serde_json::json!([]), "{item}");
+        assert_eq!((rows, counted), (0, 0), "{job}");
+        // The scores are still there to look at.
+        assert_eq!(item["top_k"][0]["species"], "species-0", "{item}");
+    }
+    let status = api.get(&format!("/v1/jobs/{others}")).await.json();
+    assert_eq!(
+        status["species_list"],
+        serde_json::json!(["species-1", "species-2"])
+    );
+    assert!(status["min_confidence"].is_null(), "{status}");
+    let status = api.get(&format!("/v1/jobs/{strict}")).await.json();
+    assert_eq!(status["min_confidence"], 1.0, "{status}");
+
+    // Refused filters leave no job behind.
+    let bad = api
+        .post_multipart(
+            "/v1/jobs",
+            Some(KEY),
+            &[
+                Part::File("call.wav".into(), call),
+                Part::Text("min_confidence".into(), "high".into()),
+            ],
+        )
+        .await;
+    assert_eq!(
+        bad.problem(422)["type"],
+        "https://birdsong.dev/problems/invalid-reporting"
+    );
+    api.stop().await;
+}

@@ -77,6 +77,106 @@ pub async fn open_job(
     Ok(row)
 }
 
+/// What a job reports: only these species (BirdNET-Analyzer's `--slist`)
+/// and only detections at or above this confidence. Empty: everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reporting {
+    pub species_list: Option<Vec<String>>,
+    pub min_confidence: Option<f32>,
+}
+
+/// Most species on one job's list.
+pub const MAX_SPECIES_LIST: usize = 10_000;
+/// Longest species name on a list, in characters (as for labels).
+pub const MAX_SPECIES_CHARS: usize = 200;
+
+/// Why a job's reporting filter was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReportingError {
+    #[error("the species list is empty")]
+    EmptyList,
+    #[error("the species list has more than {MAX_SPECIES_LIST} names")]
+    LongList,
+    #[error("species names on the list are 1 to {MAX_SPECIES_CHARS} characters without NUL: {0:?}")]
+    BadName(String),
+    #[error("the minimum confidence must be between 0 and 1, not {0}")]
+    BadConfidence(f32),
+}
+
+impl Reporting {
+    /// Checks the filter and trims and de-duplicates the names.
+    pub fn checked(self) -> Result<Self, ReportingError> {
+        let species_list = match self.species_list {
+            None => None,
+            Some(names) => {
+                let mut kept: Vec<String> = Vec::with_capacity(names.len());
+                for name in names {
+                    let name = name.trim().to_string();
+                    let n = name.chars().count();
+                    if n == 0 || n > MAX_SPECIES_CHARS || name.contains('\0') {
+                        return Err(ReportingError::BadName(name));
+                    }
+                    if !kept.contains(&name) {
+                        kept.push(name);
+                    }
+                }
+                if kept.is_empty() {
+                    return Err(ReportingError::EmptyList);
+                }
+                if kept.len() > MAX_SPECIES_LIST {
+                    return Err(ReportingError::LongList);
+                }
+                Some(kept)
+            }
+        };
+        if let Some(c) = self.min_confidence
+            && !(0.0..=1.0).contains(&c)
+        {
+            return Err(ReportingError::BadConfidence(c));
+        }
+        Ok(Self {
+            species_list,
+            min_confidence: self.min_confidence,
+        })
+    }
+
+    /// Reads a species list the way BirdNET-Analyzer's `--slist` files are
+    /// written: one species per line; blank lines and `#` comments skipped.
+    /// A `Genus species_Common name` line names the common name, which is
+    /// what labels (and so models) use.
+    pub fn parse_list(text: &str) -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| match l.split_once('_') {
+                // `Genus species_Common name`; a bare name may hold `_`.
+                Some((scientific, common))
+                    if scientific.trim().contains(' ') && !common.trim().is_empty() =>
+                {
+                    common.trim().to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// Sets what `job` reports (see [`Reporting`]).
+pub async fn set_reporting(
+    pool: &PgPool,
+    job: Uuid,
+    reporting: &Reporting,
+) -> Result<(), SubmitError> {
+    sqlx::query("UPDATE jobs SET species_list = $2, min_confidence = $3 WHERE id = $1")
+        .bind(job)
+        .bind(reporting.species_list.as_deref())
+        .bind(reporting.min_confidence)
+        .execute(pool)
+        .await
+        .map_err(query("setting what the job reports"))?;
+    Ok(())
+}
+
 /// What is known about a recording when it is registered.
 #[derive(Debug, Clone)]
 pub struct NewFile<'a> {
@@ -361,4 +461,43 @@ pub async fn label(
     .map_err(query("recording the label"))?;
     tx.commit().await.map_err(query("committing the label"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn species_lists_read_like_birdnet_analyzer_s() {
+        let text = "# my site\nTurdus migratorius_American Robin\n\n  Bananaquit \nspecies_0\n";
+        assert_eq!(
+            Reporting::parse_list(text),
+            ["American Robin", "Bananaquit", "species_0"]
+        );
+    }
+
+    #[test]
+    fn reporting_filters_are_checked() {
+        let list = |names: &[&str]| Reporting {
+            species_list: Some(names.iter().map(|s| s.to_string()).collect()),
+            min_confidence: None,
+        };
+        let ok = list(&[" A ", "B", "A"]).checked().unwrap();
+        assert_eq!(ok.species_list.unwrap(), ["A", "B"]);
+        assert_eq!(list(&[]).checked(), Err(ReportingError::EmptyList));
+        assert!(matches!(
+            list(&["a\0b"]).checked(),
+            Err(ReportingError::BadName(_))
+        ));
+        assert!(matches!(
+            list(&[""]).checked(),
+            Err(ReportingError::BadName(_))
+        ));
+        let high = Reporting {
+            species_list: None,
+            min_confidence: Some(1.5),
+        };
+        assert_eq!(high.checked(), Err(ReportingError::BadConfidence(1.5)));
+        assert_eq!(Reporting::default().checked(), Ok(Reporting::default()));
+    }
 }

@@ -99,6 +99,10 @@ pub struct IngestOptions {
     /// name none (file names, GUANO timestamps without an offset); without
     /// it those are read as UTC. A header's own offset always wins.
     pub time_zone: Option<TimeZone>,
+    /// What the job reports: a species list and a minimum confidence
+    /// (applied where results are read; re-running with another filter
+    /// changes it).
+    pub reporting: jobs::Reporting,
     /// Recordings processed at once (at least 1).
     pub concurrency: usize,
     /// An archive may expand to at most this multiple of its size on disk.
@@ -125,6 +129,7 @@ impl IngestOptions {
             labels: LabelSource::None,
             site: None,
             time_zone: None,
+            reporting: jobs::Reporting::default(),
             concurrency: DEFAULT_CONCURRENCY,
             max_expansion_ratio: DEFAULT_MAX_EXPANSION_RATIO,
             max_archive_bytes: None,
@@ -308,6 +313,11 @@ pub async fn ingest(services: &Services, opts: &IngestOptions) -> Result<Summary
         LabelSource::Csv(path) => Labeler::from_csv(path)?,
     };
     let pool = &services.pool;
+    let reporting = opts
+        .reporting
+        .clone()
+        .checked()
+        .map_err(|e| IngestError::Options(e.to_string()))?;
     if let Some(zone) = &opts.time_zone
         && !jobs::known_time_zone(pool, zone).await?
     {
@@ -328,6 +338,9 @@ pub async fn ingest(services: &Services, opts: &IngestOptions) -> Result<Summary
         Some(&key),
     )
     .await?;
+    if resumed || reporting != jobs::Reporting::default() {
+        jobs::set_reporting(pool, job, &reporting).await?;
+    }
     tracing::info!(%job, resumed, "ingest started");
     let done: HashSet<String> = if resumed {
         sqlx::query_scalar("SELECT source_path FROM tasks WHERE job_id = $1")

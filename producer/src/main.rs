@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use birdsong_common::Config;
+use birdsong_common::jobs::Reporting;
 use birdsong_common::recorded::TimeZone;
 use birdsong_ingest::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_EXPANSION_RATIO, DEFAULT_MEMORY_ENTRY_BYTES, IngestOptions,
@@ -72,6 +73,14 @@ struct IngestArgs {
     /// offset keep it.
     #[arg(long, value_name = "ZONE")]
     time_zone: Option<TimeZone>,
+    /// Report only the species in this file: one per line, as in
+    /// BirdNET-Analyzer's species lists (`Genus species_Common name` lines
+    /// name the common name), names as the model's classes.
+    #[arg(long, value_name = "FILE")]
+    species_list: Option<PathBuf>,
+    /// Report only detections at or above this confidence (0 to 1).
+    #[arg(long, value_name = "SCORE")]
+    min_confidence: Option<f32>,
     /// Recordings processed at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -135,6 +144,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         labels,
         site: args.site,
         time_zone: args.time_zone,
+        reporting: Reporting {
+            species_list: match &args.species_list {
+                Some(path) => Some(Reporting::parse_list(
+                    &std::fs::read_to_string(path)
+                        .with_context(|| format!("reading the species list {}", path.display()))?,
+                )),
+                None => None,
+            },
+            min_confidence: args.min_confidence,
+        },
         concurrency: usize::from(args.concurrency),
         max_expansion_ratio: args.max_expansion_ratio,
         max_archive_bytes: args.max_archive_bytes,

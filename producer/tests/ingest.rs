@@ -723,8 +723,28 @@ async fn recorder_headers_and_the_time_zone_date_the_recordings() {
         "{refused:?}"
     );
     opts.time_zone = Some("Europe/Berlin".parse().unwrap());
+    // A filter that cannot be stored is refused before anything is written.
+    opts.reporting.min_confidence = Some(2.0);
+    let refused = ingest(&services, &opts).await;
+    assert!(
+        matches!(&refused, Err(birdsong_ingest::IngestError::Options(m)) if m.contains("between 0 and 1")),
+        "{refused:?}"
+    );
+    opts.reporting = birdsong_common::jobs::Reporting {
+        species_list: Some(birdsong_common::jobs::Reporting::parse_list(
+            "Coereba flaveola_Bananaquit\n",
+        )),
+        min_confidence: Some(0.7),
+    };
     let summary = ingest(&services, &opts).await.unwrap();
     assert_eq!(summary.accepted, 4, "{}", summary.to_text());
+    let (list, min): (Option<Vec<String>>, Option<f32>) =
+        sqlx::query_as("SELECT species_list, min_confidence FROM jobs")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(list, Some(vec!["Bananaquit".to_string()]));
+    assert_eq!(min, Some(0.7));
 
     type Row = (
         String,

@@ -142,6 +142,25 @@ try {
     await page.locator("#chart-hours svg").waitFor();
     await page.screenshot({ path: path.join(SHOTS, "desktop-charts.png"), fullPage: true });
   });
+  await step("a job's species list and minimum confidence go with the upload", async () => {
+    await page.getByRole("tab", { name: "Upload & record" }).click();
+    await page.setInputFiles("#files", [CLIP]);
+    await page.getByLabel("Report only these species").fill("Genus one_species-1\nspecies-2");
+    await page.getByLabel("Minimum confidence").fill("0.75");
+    await page.getByRole("button", { name: "Upload", exact: true }).click();
+    await page.locator("#upload-state", { hasText: "Job created" }).waitFor();
+    // Reads are open in this test: ask the API what the newest job reports.
+    const job = await page.evaluate(async () => {
+      const list = await (await fetch("/v1/jobs?limit=1")).json();
+      return (await fetch("/v1/jobs/" + list.jobs[0].job_id)).json();
+    });
+    const want = JSON.stringify(["species-1", "species-2"]);
+    if (JSON.stringify(job.species_list) !== want || job.min_confidence !== 0.75) {
+      problems.push(`the upload's filter did not reach the job: ${JSON.stringify(job)}`);
+    }
+    await page.getByLabel("Report only these species").fill("");
+    await page.getByLabel("Minimum confidence").fill("");
+  });
 
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   const small = await phone.newPage();
