@@ -7,9 +7,17 @@
 //! [`ObjectStore::put_new`] so that none is ever replaced. The client is aws-sdk-s3 with a configurable
 //! endpoint and path-style addressing, so the same code talks to MinIO, the
 //! bundled `birdsong-s3` server and AWS.
+//!
+//! Credentials are the static `BIRDSONG_S3_ACCESS_KEY` / `BIRDSONG_S3_SECRET_KEY`
+//! pair, or, when both are empty, the standard AWS chain ([`ChainCredentials`]):
+//! what a pod with a service-account role or an instance with a profile has
+//! instead of keys.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -78,6 +86,55 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The standard AWS credential chain, built on first use.
+///
+/// The chain looks, in order, at the `AWS_ACCESS_KEY_ID` /
+/// `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) variables, the shared
+/// config and credentials files (`AWS_PROFILE`, `AWS_CONFIG_FILE`,
+/// `AWS_SHARED_CREDENTIALS_FILE`), a web identity token (`AWS_ROLE_ARN` with
+/// `AWS_WEB_IDENTITY_TOKEN_FILE`: Kubernetes service-account roles), the
+/// container endpoint (ECS, EKS Pod Identity) and the EC2 instance profile.
+///
+/// Building the chain is async (it reads the profile files) while
+/// [`ObjectStore::new`] is not and is called from many places, so the chain
+/// is built by the first request that needs credentials and kept for the
+/// life of the store. The SDK's identity cache in front of it keeps the
+/// credentials themselves and refreshes them before they expire.
+#[derive(Debug, Clone)]
+pub struct ChainCredentials {
+    region: Region,
+    chain: Arc<tokio::sync::OnceCell<DefaultCredentialsChain>>,
+}
+
+impl ChainCredentials {
+    /// A chain for `region` (STS, for web identity, is called there).
+    pub fn new(region: &str) -> Self {
+        Self {
+            region: Region::new(region.to_string()),
+            chain: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+}
+
+impl ProvideCredentials for ChainCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    DefaultCredentialsChain::builder()
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
+}
+
 /// A handle on one bucket. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
@@ -89,17 +146,22 @@ impl ObjectStore {
     /// Builds a client for the configured endpoint. Does not contact the
     /// store; [`ObjectStore::ensure_bucket`] does.
     pub fn new(cfg: &S3Config) -> Self {
-        let conf = aws_sdk_s3::Config::builder()
+        let builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&cfg.endpoint)
-            .region(Region::new(cfg.region.clone()))
-            .credentials_provider(Credentials::new(
+            .region(Region::new(cfg.region.clone()));
+        let builder = if cfg.uses_credential_chain() {
+            builder.credentials_provider(ChainCredentials::new(&cfg.region))
+        } else {
+            builder.credentials_provider(Credentials::new(
                 &cfg.access_key,
                 &cfg.secret_key,
                 None,
                 None,
                 "birdsong-config",
             ))
+        };
+        let conf = builder
             .force_path_style(cfg.path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(
@@ -321,15 +383,42 @@ fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     status(e) == Some(404) || matches!(e.code(), Some("NoSuchKey") | Some("NotFound"))
 }
 
+/// Whether `e` failed because the credential chain found no credentials
+/// at all or a profile is malformed: a deployment mistake that retrying will
+/// not mend (unlike a credential endpoint timing out, which is transient).
+/// The SDK reports either as a dispatch failure, so look inside.
+fn no_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(c) = err.downcast_ref::<CredentialsError>() {
+            return matches!(
+                c,
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
+            );
+        }
+        cause = err.source();
+    }
+    false
+}
+
 fn classify<E>(operation: &'static str, key: &str, e: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let message = match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
-        None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+    let message = match (e.code(), status(&e)) {
+        (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("no message")),
+        // Answers to HEAD have no body, hence no error code: say what a bare
+        // 403 means rather than dump the SDK's "unhandled error".
+        (None, Some(s @ (401 | 403))) => format!(
+            "HTTP {s}: the store refused the request's credentials or their permissions \
+             (wrong keys, or a role without access to the bucket)"
+        ),
+        (None, _) => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
     };
     let transient = match &e {
+        _ if no_credentials(&e) => false,
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }
