@@ -118,6 +118,11 @@ pub const SETTINGS: &[Setting] = &[
         "timeout of one object store operation",
     ),
     s(
+        "BIRDSONG_S3_PART_BYTES",
+        "67108864",
+        "files larger than this are uploaded in parts of this size (at least 5242880), each part one operation",
+    ),
+    s(
         "BIRDSONG_WORKER_PREFETCH",
         "16",
         "unacknowledged classify messages one worker holds (each may hold up to 16 MiB of a fetched recording)",
@@ -270,6 +275,9 @@ impl QueueConfig {
     }
 }
 
+/// S3's smallest part of a multipart upload (every part but the last).
+pub const MIN_S3_PART_BYTES: u64 = 5 * 1024 * 1024;
+
 /// Where objects live.
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -283,6 +291,9 @@ pub struct S3Config {
     pub secret_key: String,
     pub path_style: bool,
     pub timeout: Duration,
+    /// Files above this size go up as a multipart upload in parts of this
+    /// size, so that each request fits in `timeout` whatever the file's size.
+    pub part_bytes: u64,
 }
 
 impl S3Config {
@@ -499,6 +510,14 @@ impl Config {
                 ),
             ));
         }
+        let part_bytes: u64 = r.parse("BIRDSONG_S3_PART_BYTES")?;
+        if part_bytes < MIN_S3_PART_BYTES {
+            return Err(r.invalid(
+                "BIRDSONG_S3_PART_BYTES",
+                part_bytes.to_string(),
+                &format!("must be at least {MIN_S3_PART_BYTES} (S3's smallest part)"),
+            ));
+        }
         let rate_per_second: f64 = r.parse("BIRDSONG_API_RATE_PER_SECOND")?;
         if !(rate_per_second.is_finite() && rate_per_second > 0.0) {
             return Err(r.invalid(
@@ -535,6 +554,7 @@ impl Config {
                 secret_key,
                 path_style: r.parse_bool("BIRDSONG_S3_PATH_STYLE")?,
                 timeout: Duration::from_secs(timeout_secs),
+                part_bytes,
             },
             worker: WorkerConfig {
                 prefetch,
@@ -688,6 +708,7 @@ mod tests {
             ("BIRDSONG_MAX_FILE_BYTES", "1e9"),
             ("BIRDSONG_BIRDNET_BATCH", "0"),
             ("BIRDSONG_BIRDNET_BATCH", "65"),
+            ("BIRDSONG_S3_PART_BYTES", "1048576"),
         ];
         for (var, value) in cases {
             let err = with(&[(var, value)]).expect_err(var);

@@ -23,11 +23,12 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::config::S3Config;
+use crate::config::{MIN_S3_PART_BYTES, S3Config};
 
 /// An object store failure, classified so that callers know whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -135,11 +136,22 @@ impl ProvideCredentials for ChainCredentials {
     }
 }
 
+/// S3 allows at most this many parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a `size`-byte file: `configured`, or larger when the
+/// file would otherwise need more parts than S3 allows.
+fn part_size(size: u64, configured: u64) -> u64 {
+    configured.max(size.div_ceil(MAX_PARTS))
+}
+
 /// A handle on one bucket. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     client: Client,
     bucket: String,
+    /// Files above this size are uploaded in parts of (about) this size.
+    part_bytes: u64,
 }
 
 impl ObjectStore {
@@ -174,6 +186,7 @@ impl ObjectStore {
         Self {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
+            part_bytes: cfg.part_bytes.max(MIN_S3_PART_BYTES),
         }
     }
 
@@ -269,14 +282,29 @@ impl ObjectStore {
         }
     }
 
-    /// Streams a local file to `key` without reading it into memory.
+    /// Streams a local file to `key` without reading it into memory,
+    /// replacing any object there (like [`ObjectStore::put`]; callers of
+    /// content-addressed keys check with [`ObjectStore::head`] first).
+    ///
+    /// A file larger than the part size goes up as a multipart upload, one
+    /// part at a time, each part a request of its own under the operation
+    /// timeout: a 2 GiB recording over a slow link is not one PUT racing one
+    /// timeout, and a failed part is retried alone. The object appears only
+    /// when the upload completes, so readers never see part of it; on any
+    /// failure the upload is aborted so that its parts are not kept (and
+    /// billed) by the store.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let local = |source| StoreError::Local {
+            path: path.display().to_string(),
+            source,
+        };
+        let size = tokio::fs::metadata(path).await.map_err(local)?.len();
+        if size > self.part_bytes {
+            return self.put_file_in_parts(key, path, size).await;
+        }
         let body = ByteStream::from_path(path)
             .await
-            .map_err(|e| StoreError::Local {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e),
-            })?;
+            .map_err(|e| local(std::io::Error::other(e)))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -287,6 +315,116 @@ impl ObjectStore {
             .await
             .map(|_| ())
             .map_err(|e| classify("put", key, e))
+    }
+
+    /// The multipart half of [`ObjectStore::put_file`]: create, upload the
+    /// parts, complete; abort on any failure.
+    async fn put_file_in_parts(&self, key: &str, path: &Path, size: u64) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| classify("create_multipart_upload", key, e))?;
+        let Some(upload_id) = created.upload_id() else {
+            return Err(StoreError::Refused {
+                operation: "create_multipart_upload",
+                key: key.to_string(),
+                message: "the store answered without an upload id".to_string(),
+            });
+        };
+        let result = self.upload_parts(key, path, size, upload_id).await;
+        if result.is_err() {
+            // The bucket's lifecycle rule for incomplete uploads (if any) is
+            // the backstop when even the abort fails; the upload's own error
+            // is the one worth reporting.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    key,
+                    upload_id,
+                    error = %classify("abort_multipart_upload", key, e),
+                    "could not abort a failed multipart upload; its parts stay in the store \
+                     until a lifecycle rule removes them"
+                );
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        let part_bytes = part_size(size, self.part_bytes);
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let length = part_bytes.min(size - offset);
+            // Each part is streamed from the file (and re-read on a retry),
+            // never held in memory; `Exact` fails if the file shrank.
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| StoreError::Local {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            let uploaded = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| classify("upload_part", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(uploaded.e_tag().map(str::to_string))
+                    .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_string))
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("complete_multipart_upload", key, e))
     }
 
     /// Stores `bytes` under `key` unless an object is already there.
@@ -436,5 +574,21 @@ where
             key: key.to_string(),
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_only_when_a_file_would_need_more_than_s3_allows() {
+        let mib = 1024 * 1024;
+        assert_eq!(part_size(2048 * mib, 64 * mib), 64 * mib);
+        // 1 TiB in 64 MiB parts would be 16 384 parts.
+        let tib = 1024 * 1024 * mib;
+        let part = part_size(tib, 64 * mib);
+        assert!(part > 64 * mib);
+        assert!(tib.div_ceil(part) <= MAX_PARTS);
     }
 }
