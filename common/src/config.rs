@@ -97,8 +97,16 @@ pub const SETTINGS: &[Setting] = &[
         "birdsong",
         "bucket for audio and models",
     ),
-    s("BIRDSONG_S3_ACCESS_KEY", "birdsong", "S3 access key id"),
-    s("BIRDSONG_S3_SECRET_KEY", "birdsong-secret", "S3 secret key"),
+    s(
+        "BIRDSONG_S3_ACCESS_KEY",
+        "birdsong",
+        "S3 access key id; set it and the secret key both empty to use the standard AWS credential chain",
+    ),
+    s(
+        "BIRDSONG_S3_SECRET_KEY",
+        "birdsong-secret",
+        "S3 secret key (empty with an empty access key: the AWS credential chain)",
+    ),
     s(
         "BIRDSONG_S3_PATH_STYLE",
         "true",
@@ -108,6 +116,11 @@ pub const SETTINGS: &[Setting] = &[
         "BIRDSONG_S3_TIMEOUT_SECS",
         "60",
         "timeout of one object store operation",
+    ),
+    s(
+        "BIRDSONG_S3_PART_BYTES",
+        "67108864",
+        "files larger than this are uploaded in parts of this size (at least 5242880), each part one operation",
     ),
     s(
         "BIRDSONG_WORKER_PREFETCH",
@@ -262,16 +275,35 @@ impl QueueConfig {
     }
 }
 
+/// S3's smallest part of a multipart upload (every part but the last).
+pub const MIN_S3_PART_BYTES: u64 = 5 * 1024 * 1024;
+
 /// Where objects live.
 #[derive(Debug, Clone)]
 pub struct S3Config {
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
+    /// Static credentials; both empty means the standard AWS credential
+    /// chain (see [`S3Config::uses_credential_chain`]). Never one without
+    /// the other: parsing refuses that.
     pub access_key: String,
     pub secret_key: String,
     pub path_style: bool,
     pub timeout: Duration,
+    /// Files above this size go up as a multipart upload in parts of this
+    /// size, so that each request fits in `timeout` whatever the file's size.
+    pub part_bytes: u64,
+}
+
+impl S3Config {
+    /// Whether credentials come from the standard AWS chain (environment,
+    /// shared files, web identity, container or instance role) rather than
+    /// from the static keys: clusters hand pods short-lived credentials that
+    /// no static setting could hold.
+    pub fn uses_credential_chain(&self) -> bool {
+        self.access_key.is_empty() && self.secret_key.is_empty()
+    }
 }
 
 /// Worker tuning.
@@ -458,6 +490,34 @@ impl Config {
         if timeout_secs == 0 {
             return Err(r.invalid("BIRDSONG_S3_TIMEOUT_SECS", "0".into(), "must be at least 1"));
         }
+        let access_key = r.string("BIRDSONG_S3_ACCESS_KEY");
+        let secret_key = r.string("BIRDSONG_S3_SECRET_KEY");
+        // One key without the other is a mistake (a missing Secret entry, a
+        // typo), not a request for the credential chain: say so now rather
+        // than sign every request with half a key.
+        if access_key.is_empty() != secret_key.is_empty() {
+            let (variable, other) = if access_key.is_empty() {
+                ("BIRDSONG_S3_ACCESS_KEY", "BIRDSONG_S3_SECRET_KEY")
+            } else {
+                ("BIRDSONG_S3_SECRET_KEY", "BIRDSONG_S3_ACCESS_KEY")
+            };
+            return Err(r.invalid(
+                variable,
+                String::new(),
+                &format!(
+                    "is empty but {other} is set: set both for static keys, or both empty for \
+                     the AWS credential chain"
+                ),
+            ));
+        }
+        let part_bytes: u64 = r.parse("BIRDSONG_S3_PART_BYTES")?;
+        if part_bytes < MIN_S3_PART_BYTES {
+            return Err(r.invalid(
+                "BIRDSONG_S3_PART_BYTES",
+                part_bytes.to_string(),
+                &format!("must be at least {MIN_S3_PART_BYTES} (S3's smallest part)"),
+            ));
+        }
         let rate_per_second: f64 = r.parse("BIRDSONG_API_RATE_PER_SECOND")?;
         if !(rate_per_second.is_finite() && rate_per_second > 0.0) {
             return Err(r.invalid(
@@ -490,10 +550,11 @@ impl Config {
                 endpoint,
                 region: r.string("BIRDSONG_S3_REGION"),
                 bucket,
-                access_key: r.string("BIRDSONG_S3_ACCESS_KEY"),
-                secret_key: r.string("BIRDSONG_S3_SECRET_KEY"),
+                access_key,
+                secret_key,
                 path_style: r.parse_bool("BIRDSONG_S3_PATH_STYLE")?,
                 timeout: Duration::from_secs(timeout_secs),
+                part_bytes,
             },
             worker: WorkerConfig {
                 prefetch,
@@ -647,6 +708,7 @@ mod tests {
             ("BIRDSONG_MAX_FILE_BYTES", "1e9"),
             ("BIRDSONG_BIRDNET_BATCH", "0"),
             ("BIRDSONG_BIRDNET_BATCH", "65"),
+            ("BIRDSONG_S3_PART_BYTES", "1048576"),
         ];
         for (var, value) in cases {
             let err = with(&[(var, value)]).expect_err(var);
@@ -654,6 +716,32 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(var) && msg.contains(value), "{msg}");
         }
+    }
+
+    #[test]
+    fn empty_s3_keys_select_the_credential_chain_and_half_set_keys_are_refused() {
+        let c = with(&[
+            ("BIRDSONG_S3_ACCESS_KEY", ""),
+            ("BIRDSONG_S3_SECRET_KEY", ""),
+        ])
+        .unwrap();
+        assert!(c.s3.uses_credential_chain());
+        assert!(!with(&[]).unwrap().s3.uses_credential_chain());
+
+        let err = with(&[("BIRDSONG_S3_SECRET_KEY", "")]).expect_err("secret missing");
+        assert_eq!(err.variable, "BIRDSONG_S3_SECRET_KEY");
+        assert!(
+            err.to_string().contains("BIRDSONG_S3_ACCESS_KEY is set"),
+            "{err}"
+        );
+        let err = with(&[
+            ("BIRDSONG_S3_ACCESS_KEY", ""),
+            ("BIRDSONG_S3_SECRET_KEY", "top-secret"),
+        ])
+        .expect_err("access key missing");
+        assert_eq!(err.variable, "BIRDSONG_S3_ACCESS_KEY");
+        // The message names the variables, never the secret's value.
+        assert!(!err.to_string().contains("top-secret"), "{err}");
     }
 
     #[test]

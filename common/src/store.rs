@@ -7,19 +7,28 @@
 //! [`ObjectStore::put_new`] so that none is ever replaced. The client is aws-sdk-s3 with a configurable
 //! endpoint and path-style addressing, so the same code talks to MinIO, the
 //! bundled `birdsong-s3` server and AWS.
+//!
+//! Credentials are the static `BIRDSONG_S3_ACCESS_KEY` / `BIRDSONG_S3_SECRET_KEY`
+//! pair, or, when both are empty, the standard AWS chain ([`ChainCredentials`]):
+//! what a pod with a service-account role or an instance with a profile has
+//! instead of keys.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::config::S3Config;
+use crate::config::{MIN_S3_PART_BYTES, S3Config};
 
 /// An object store failure, classified so that callers know whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -78,28 +87,93 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The standard AWS credential chain, built on first use.
+///
+/// The chain looks, in order, at the `AWS_ACCESS_KEY_ID` /
+/// `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) variables, the shared
+/// config and credentials files (`AWS_PROFILE`, `AWS_CONFIG_FILE`,
+/// `AWS_SHARED_CREDENTIALS_FILE`), a web identity token (`AWS_ROLE_ARN` with
+/// `AWS_WEB_IDENTITY_TOKEN_FILE`: Kubernetes service-account roles), the
+/// container endpoint (ECS, EKS Pod Identity) and the EC2 instance profile.
+///
+/// Building the chain is async (it reads the profile files) while
+/// [`ObjectStore::new`] is not and is called from many places, so the chain
+/// is built by the first request that needs credentials and kept for the
+/// life of the store. The SDK's identity cache in front of it keeps the
+/// credentials themselves and refreshes them before they expire.
+#[derive(Debug, Clone)]
+pub struct ChainCredentials {
+    region: Region,
+    chain: Arc<tokio::sync::OnceCell<DefaultCredentialsChain>>,
+}
+
+impl ChainCredentials {
+    /// A chain for `region` (STS, for web identity, is called there).
+    pub fn new(region: &str) -> Self {
+        Self {
+            region: Region::new(region.to_string()),
+            chain: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+}
+
+impl ProvideCredentials for ChainCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    DefaultCredentialsChain::builder()
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
+}
+
+/// S3 allows at most this many parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a `size`-byte file: `configured`, or larger when the
+/// file would otherwise need more parts than S3 allows.
+fn part_size(size: u64, configured: u64) -> u64 {
+    configured.max(size.div_ceil(MAX_PARTS))
+}
+
 /// A handle on one bucket. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     client: Client,
     bucket: String,
+    /// Files above this size are uploaded in parts of (about) this size.
+    part_bytes: u64,
 }
 
 impl ObjectStore {
     /// Builds a client for the configured endpoint. Does not contact the
     /// store; [`ObjectStore::ensure_bucket`] does.
     pub fn new(cfg: &S3Config) -> Self {
-        let conf = aws_sdk_s3::Config::builder()
+        let builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&cfg.endpoint)
-            .region(Region::new(cfg.region.clone()))
-            .credentials_provider(Credentials::new(
+            .region(Region::new(cfg.region.clone()));
+        let builder = if cfg.uses_credential_chain() {
+            builder.credentials_provider(ChainCredentials::new(&cfg.region))
+        } else {
+            builder.credentials_provider(Credentials::new(
                 &cfg.access_key,
                 &cfg.secret_key,
                 None,
                 None,
                 "birdsong-config",
             ))
+        };
+        let conf = builder
             .force_path_style(cfg.path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(
@@ -112,6 +186,7 @@ impl ObjectStore {
         Self {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
+            part_bytes: cfg.part_bytes.max(MIN_S3_PART_BYTES),
         }
     }
 
@@ -207,14 +282,29 @@ impl ObjectStore {
         }
     }
 
-    /// Streams a local file to `key` without reading it into memory.
+    /// Streams a local file to `key` without reading it into memory,
+    /// replacing any object there (like [`ObjectStore::put`]; callers of
+    /// content-addressed keys check with [`ObjectStore::head`] first).
+    ///
+    /// A file larger than the part size goes up as a multipart upload, one
+    /// part at a time, each part a request of its own under the operation
+    /// timeout: a 2 GiB recording over a slow link is not one PUT racing one
+    /// timeout, and a failed part is retried alone. The object appears only
+    /// when the upload completes, so readers never see part of it; on any
+    /// failure the upload is aborted so that its parts are not kept (and
+    /// billed) by the store.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let local = |source| StoreError::Local {
+            path: path.display().to_string(),
+            source,
+        };
+        let size = tokio::fs::metadata(path).await.map_err(local)?.len();
+        if size > self.part_bytes {
+            return self.put_file_in_parts(key, path, size).await;
+        }
         let body = ByteStream::from_path(path)
             .await
-            .map_err(|e| StoreError::Local {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e),
-            })?;
+            .map_err(|e| local(std::io::Error::other(e)))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -225,6 +315,116 @@ impl ObjectStore {
             .await
             .map(|_| ())
             .map_err(|e| classify("put", key, e))
+    }
+
+    /// The multipart half of [`ObjectStore::put_file`]: create, upload the
+    /// parts, complete; abort on any failure.
+    async fn put_file_in_parts(&self, key: &str, path: &Path, size: u64) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/octet-stream")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| classify("create_multipart_upload", key, e))?;
+        let Some(upload_id) = created.upload_id() else {
+            return Err(StoreError::Refused {
+                operation: "create_multipart_upload",
+                key: key.to_string(),
+                message: "the store answered without an upload id".to_string(),
+            });
+        };
+        let result = self.upload_parts(key, path, size, upload_id).await;
+        if result.is_err() {
+            // The bucket's lifecycle rule for incomplete uploads (if any) is
+            // the backstop when even the abort fails; the upload's own error
+            // is the one worth reporting.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    key,
+                    upload_id,
+                    error = %classify("abort_multipart_upload", key, e),
+                    "could not abort a failed multipart upload; its parts stay in the store \
+                     until a lifecycle rule removes them"
+                );
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        let part_bytes = part_size(size, self.part_bytes);
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1i32;
+        while offset < size {
+            let length = part_bytes.min(size - offset);
+            // Each part is streamed from the file (and re-read on a retry),
+            // never held in memory; `Exact` fails if the file shrank.
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| StoreError::Local {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            let uploaded = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| classify("upload_part", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(uploaded.e_tag().map(str::to_string))
+                    .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_string))
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("complete_multipart_upload", key, e))
     }
 
     /// Stores `bytes` under `key` unless an object is already there.
@@ -321,15 +521,42 @@ fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     status(e) == Some(404) || matches!(e.code(), Some("NoSuchKey") | Some("NotFound"))
 }
 
+/// Whether `e` failed because the credential chain found no credentials
+/// at all or a profile is malformed: a deployment mistake that retrying will
+/// not mend (unlike a credential endpoint timing out, which is transient).
+/// The SDK reports either as a dispatch failure, so look inside.
+fn no_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(c) = err.downcast_ref::<CredentialsError>() {
+            return matches!(
+                c,
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
+            );
+        }
+        cause = err.source();
+    }
+    false
+}
+
 fn classify<E>(operation: &'static str, key: &str, e: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let message = match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
-        None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+    let message = match (e.code(), status(&e)) {
+        (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("no message")),
+        // Answers to HEAD have no body, hence no error code: say what a bare
+        // 403 means rather than dump the SDK's "unhandled error".
+        (None, Some(s @ (401 | 403))) => format!(
+            "HTTP {s}: the store refused the request's credentials or their permissions \
+             (wrong keys, or a role without access to the bucket)"
+        ),
+        (None, _) => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
     };
     let transient = match &e {
+        _ if no_credentials(&e) => false,
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }
@@ -347,5 +574,21 @@ where
             key: key.to_string(),
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_only_when_a_file_would_need_more_than_s3_allows() {
+        let mib = 1024 * 1024;
+        assert_eq!(part_size(2048 * mib, 64 * mib), 64 * mib);
+        // 1 TiB in 64 MiB parts would be 16 384 parts.
+        let tib = 1024 * 1024 * mib;
+        let part = part_size(tib, 64 * mib);
+        assert!(part > 64 * mib);
+        assert!(tib.div_ceil(part) <= MAX_PARTS);
     }
 }

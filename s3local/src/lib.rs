@@ -12,13 +12,15 @@
 //!
 //! [`S3Server::start`] binds a port (use port 0 for a free one), serves
 //! connections on the current tokio runtime and stops gracefully when the
-//! handle is shut down or dropped.
+//! handle is shut down or dropped. [`S3Server::start_with_access`] adds an
+//! access policy, which tests use to make a chosen request fail.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::S3Access;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
@@ -67,6 +69,31 @@ impl S3Server {
         bind: &str,
         credentials: Credentials,
     ) -> Result<Self, S3ServerError> {
+        Self::serve(root, bind, credentials, |_| {}).await
+    }
+
+    /// Like [`S3Server::start`], with `access` deciding on every
+    /// authenticated request (after the signature check): fault tests deny a
+    /// chosen operation, such as one part of a multipart upload, to see how
+    /// the client cleans up.
+    pub async fn start_with_access(
+        root: &Path,
+        bind: &str,
+        credentials: Credentials,
+        access: impl S3Access,
+    ) -> Result<Self, S3ServerError> {
+        Self::serve(root, bind, credentials, |builder| {
+            builder.set_access(access)
+        })
+        .await
+    }
+
+    async fn serve(
+        root: &Path,
+        bind: &str,
+        credentials: Credentials,
+        configure: impl FnOnce(&mut S3ServiceBuilder),
+    ) -> Result<Self, S3ServerError> {
         std::fs::create_dir_all(root).map_err(|source| S3ServerError::DataDir {
             path: root.to_path_buf(),
             source,
@@ -81,6 +108,7 @@ impl S3Server {
                 credentials.access_key,
                 credentials.secret_key,
             ));
+            configure(&mut builder);
             builder.build()
         };
         let listener = TcpListener::bind(bind)
