@@ -20,8 +20,10 @@ its secrets.env, in a copy of deploy/):
   and authentication), the roles have probes on the ports their listen
   settings give, requests and limits, the worker's thread count matches its
   CPU limit, the KEDA trigger watches the classify queue the settings name,
-  the migration Job comes before the roles, and the PostgreSQL connections
-  the roles can open stay within PostgreSQL's default limit.
+  the migration Job comes before the roles (with the ServiceAccount it runs
+  as), every pod runs as a rendered ServiceAccount without a Kubernetes API
+  token, an IAM role annotation is an IAM role ARN, and the PostgreSQL
+  connections the roles can open stay within PostgreSQL's default limit.
 """
 
 import argparse
@@ -238,6 +240,23 @@ def check_semantics(docs, where, known):
                 if res not in r.get(part, {}):
                     fail(where, f"no {res} in resources.{part}")
 
+    accounts = by.get("ServiceAccount", {})
+
+    def identity(where, pod):
+        """The pod runs as a rendered ServiceAccount, without an API token."""
+        name = pod.get("serviceAccountName")
+        if not name:
+            fail(where, "no serviceAccountName (it would run as the namespace's default account)")
+        elif name not in accounts:
+            fail(where, f"ServiceAccount {name} is not rendered")
+        elif pod.get("automountServiceAccountToken", accounts[name].get("automountServiceAccountToken", True)):
+            fail(where, "mounts a Kubernetes API token it does not need")
+
+    for name, sa in accounts.items():
+        arn = sa["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        if arn is not None and not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn):
+            fail(f"{where} ServiceAccount/{name}", f"eks.amazonaws.com/role-arn {arn!r} is not an IAM role ARN")
+
     deployments = by.get("Deployment", {})
     envs = {}
     for role in ROLES:
@@ -251,6 +270,7 @@ def check_semantics(docs, where, known):
         c = pod["containers"][0]
         if c.get("command", [None])[0] != name:
             fail(here, f"does not run {name}")
+        identity(here, pod)
         env = envs[role] = pod_env(here, pod)
         for needed in ("BIRDSONG_DATABASE_URL", "BIRDSONG_AMQP_URL", "BIRDSONG_S3_ENDPOINT", "BIRDSONG_S3_BUCKET"):
             if needed not in env:
@@ -302,6 +322,7 @@ def check_semantics(docs, where, known):
         pod = job["spec"]["template"]["spec"]
         if pod["containers"][0].get("command", [None])[0] != "birdsong-migrate":
             fail(here, "does not run birdsong-migrate")
+        identity(here, pod)
         env = envs["migrate"] = pod_env(here, pod)
         if "BIRDSONG_DATABASE_URL" not in env:
             fail(here, "BIRDSONG_DATABASE_URL is not set")
@@ -312,6 +333,8 @@ def check_semantics(docs, where, known):
             if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") in FIRST_PHASE
         }
         needed = {"Job/birdsong-migrate"}
+        if pod.get("serviceAccountName"):
+            needed.add(f"ServiceAccount/{pod['serviceAccountName']}")
         c = pod["containers"][0]
         needed |= {f"ConfigMap/{s['configMapRef']['name']}" for s in c.get("envFrom", []) if "configMapRef" in s}
         needed |= {

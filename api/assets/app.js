@@ -395,6 +395,7 @@
   }
   $("export-csv").addEventListener("click", () => download("csv").catch((e) => showNotice(e.message)));
   $("export-raven").addEventListener("click", () => download("raven").catch((e) => showNotice(e.message)));
+  $("export-parquet").addEventListener("click", () => download("parquet").catch((e) => showNotice(e.message)));
 
   async function inspect(file, det, title) {
     const range = `start=${det.start_s}&end=${det.end_s}`;

@@ -23,6 +23,10 @@
 //! when unknown). The `audacity` format is an Audacity label track (start,
 //! end, "species confidence") of one recording, named by `path`.
 //!
+//! `format=parquet` has the CSV's columns (and the scientific name) typed,
+//! in a Snappy-compressed Parquet file written one row group at a time
+//! ([`parquet`]).
+//!
 //! When the recording's start is known (`recorded_at`, from its WAV header or
 //! file name), a detection also has an absolute time: the CSV and NDJSON give
 //! `start_at`/`end_at` (UTC, RFC 3339) and the recorder's `utc_offset_minutes`
@@ -42,6 +46,8 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
+
+mod parquet;
 
 use crate::AppState;
 use crate::extract::{ApiPath, ApiQuery};
@@ -81,6 +87,8 @@ pub enum Format {
     Audacity,
     /// One JSON object per line.
     Ndjson,
+    /// A typed Parquet file (pandas, R's arrow, DuckDB, Spark).
+    Parquet,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -153,6 +161,7 @@ pub async fn export(
         Format::Birdnet => ("text/csv; charset=utf-8", "BirdNET.results.csv"),
         Format::Audacity => ("text/plain; charset=utf-8", "labels.txt"),
         Format::Ndjson => ("application/x-ndjson", "ndjson"),
+        Format::Parquet => (parquet::MEDIA_TYPE, "parquet"),
     };
     Ok((
         [
@@ -186,7 +195,17 @@ async fn produce(
         Format::Csv => buf.extend_from_slice(format!("{CSV_HEADER}\n").as_bytes()),
         Format::Raven => buf.extend_from_slice(format!("{RAVEN_HEADER}\n").as_bytes()),
         Format::Birdnet => buf.extend_from_slice(format!("{BIRDNET_HEADER}\n").as_bytes()),
-        Format::Audacity | Format::Ndjson => {}
+        Format::Audacity | Format::Ndjson | Format::Parquet => {}
+    }
+    let mut parquet = None;
+    if format == Format::Parquet {
+        match parquet::ParquetExport::new(job) {
+            Ok(export) => parquet = Some(export),
+            Err(e) => {
+                fail(&tx, job, &e).await;
+                return;
+            }
+        }
     }
     let mut rows = sqlx::query_as::<_, Row>(
         "WITH sequence AS (
@@ -221,15 +240,23 @@ async fn produce(
             Ok(Some(row)) => row,
             Ok(None) => break,
             Err(e) => {
-                tracing::error!(%job, error = %e, "export failed");
-                // The status line is gone; breaking the body tells the
-                // client the export is incomplete.
-                let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                fail(&tx, job, &e).await;
                 return;
             }
         };
         selection += 1;
-        write_row(&mut buf, format, selection, &row);
+        if let Some(export) = parquet.as_mut() {
+            match export.push(&row) {
+                Ok(Some(group)) => buf.extend_from_slice(&group),
+                Ok(None) => {}
+                Err(e) => {
+                    fail(&tx, job, &e).await;
+                    return;
+                }
+            }
+        } else {
+            write_row(&mut buf, format, selection, &row);
+        }
         if buf.len() >= CHUNK_BYTES {
             let chunk = Bytes::from(std::mem::take(&mut buf));
             if tx.send(Ok(chunk)).await.is_err() {
@@ -237,9 +264,29 @@ async fn produce(
             }
         }
     }
+    if let Some(export) = parquet {
+        match export.finish() {
+            Ok(rest) => buf.extend_from_slice(&rest),
+            Err(e) => {
+                fail(&tx, job, &e).await;
+                return;
+            }
+        }
+    }
     if !buf.is_empty() {
         let _ = tx.send(Ok(Bytes::from(buf))).await;
     }
+}
+
+/// Ends an export that cannot be completed. The status line is gone;
+/// breaking the body tells the client the export is incomplete.
+async fn fail(
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    job: Uuid,
+    error: &(dyn std::fmt::Display + Sync),
+) {
+    tracing::error!(%job, error = %error, "export failed");
+    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
 }
 
 fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
@@ -331,6 +378,8 @@ fn write_row(buf: &mut Vec<u8>, format: Format, selection: u64, row: &Row) {
                 buf.push(b'\n');
             }
         }
+        // Written a row group at a time by `produce`.
+        Format::Parquet => {}
     }
 }
 

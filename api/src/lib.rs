@@ -220,6 +220,7 @@ pub fn routes(state: AppState) -> Routes {
                         ("text/tab-separated-values", None),
                         ("text/plain", None),
                         ("application/x-ndjson", None),
+                        ("application/vnd.apache.parquet", None),
                     ],
                 },
                 errors: &[400, 404],

@@ -7,7 +7,9 @@
 //!   schemas the document publishes for them;
 //! - schemathesis, generating requests from the document (valid and
 //!   invalid ones), finds no server error, no undocumented status or media
-//!   type and no answer that breaks its schema.
+//!   type and no answer that breaks its schema;
+//! - the job's Parquet export reads back in DuckDB, typed, with the rows of
+//!   its CSV export.
 //!
 //! The tools come from PyPI, pinned by `tests/contract/requirements.txt`,
 //! into a virtual environment under the target directory, made on first
@@ -155,7 +157,9 @@ async fn the_contract_holds_under_real_tools() {
             "/v1/jobs",
             Some(KEY),
             &[
-                Part::File("call.wav".into(), call.clone()),
+                // Named as an AudioMoth names its files, so that its
+                // detections have absolute times.
+                Part::File("20240501_053000.wav".into(), call.clone()),
                 Part::File("silent.wav".into(), silent),
                 Part::Text("site".into(), "north meadow".into()),
             ],
@@ -170,6 +174,25 @@ async fn the_contract_holds_under_real_tools() {
     let status = wait_finished(&api, &job, Duration::from_secs(180)).await;
     worker.shutdown().await;
     assert_eq!(status["counts"]["done"], 2, "{status}");
+
+    // The Parquet export reads back in DuckDB as the CSV export's rows.
+    let mut exported = Vec::new();
+    for format in ["parquet", "csv"] {
+        let answer = api
+            .get(&format!("/v1/jobs/{job}/export?format={format}"))
+            .await;
+        assert_eq!(answer.status, 200, "{format}: {}", answer.text());
+        let path = dir.path().join(format!("export.{format}"));
+        std::fs::write(&path, &answer.body).expect("writing an export");
+        exported.push(path);
+    }
+    let (ok, out) = run(tokio::process::Command::new(bin.join("python"))
+        .arg(contract_dir().join("parquet_reads.py"))
+        .args(&exported)
+        .arg("--require-times"))
+    .await;
+    assert!(ok, "the Parquet export does not read back:\n{out}");
+    eprintln!("{}", out.trim_end());
 
     let page = api
         .get(&format!("/v1/jobs/{job}/results?windows=all"))

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use birdsong_testkit::TestEnv;
 use birdsong_testkit::audio::{synthetic_wav, wav_i16};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
 use serde_json::Value;
 use support::*;
 
@@ -257,6 +259,39 @@ async fn a_recording_without_detections_says_so() {
         );
     }
     assert_eq!(ndjson.lines().count(), called_detections.len());
+    // Parquet: the same rows, typed (read back here with the parquet crate,
+    // in the contract test with DuckDB).
+    let parquet = api
+        .get(&format!("/v1/jobs/{job}/export?format=parquet"))
+        .await;
+    assert_eq!(parquet.status, 200, "{}", parquet.text());
+    assert_eq!(
+        parquet.headers["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    let file = SerializedFileReader::new(parquet.body.clone()).expect("a Parquet file");
+    let rows: Vec<parquet::record::Row> = file
+        .get_row_iter(None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), called_detections.len());
+    for row in &rows {
+        let field = |name: &str| {
+            row.get_column_iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, f)| f.clone())
+                .unwrap()
+        };
+        assert_eq!(field("source_path"), Field::Str("call.wav".into()));
+        assert_eq!(field("species"), Field::Str("species-0".into()));
+        let (Field::Float(confidence), Field::Float(threshold)) =
+            (field("confidence"), field("threshold"))
+        else {
+            panic!("confidence and threshold are floats: {row:?}");
+        };
+        assert!(confidence >= threshold, "{row:?}");
+    }
 
     // The recording's own page.
     let quiet_sha = birdsong_common::store::sha256_hex(&quiet);

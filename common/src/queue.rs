@@ -10,14 +10,22 @@
 //! * `model.events` is a durable fanout exchange; every worker binds its own
 //!   queue to it to hear about promoted models.
 //!
+//! A consumer that cannot finish a message now hands it back with
+//! [`hand_back`], which the broker counts towards the delivery limit on
+//! every version: RabbitMQ 3.x counts every return, 4.3 and later count a
+//! `basic.reject` but no longer a `basic.nack`.
+//!
 //! Publishing always uses publisher confirms: [`Publisher::publish`] returns
 //! only once the broker has taken responsibility for the message, which is
 //! what lets the producer record "queued" truthfully.
 
 use std::sync::Arc;
 
+use lapin::Acker;
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -46,6 +54,36 @@ pub enum QueueError {
 fn broker(operation: impl Into<String>) -> impl FnOnce(lapin::Error) -> QueueError {
     let operation = operation.into();
     move |source| QueueError::Broker { operation, source }
+}
+
+/// Returns a delivery to its queue for another attempt, counting it
+/// towards the queue's delivery limit.
+///
+/// Why `basic.reject` and not `basic.nack`: since RabbitMQ 4.3 a quorum
+/// queue raises a message's delivery count only for `basic.reject`, so a
+/// message handed back with `basic.nack` would be retried for ever and never
+/// reach `<queue>.dead`. 3.x counts both, so this works on either.
+/// `Ok(false)` when the delivery was already settled or its channel is
+/// gone (the broker then redelivers it anyway), as lapin's own methods say.
+pub async fn hand_back(acker: &Acker) -> Result<bool, lapin::Error> {
+    acker.reject(BasicRejectOptions { requeue: true }).await
+}
+
+/// How many times the broker delivered this message before this delivery:
+/// the quorum queue's `x-delivery-count` header, 0 when absent (first
+/// delivery) or not a number.
+pub fn previous_deliveries(delivery: &Delivery) -> u32 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// First wait after a consumer loses the broker; doubled after each failed

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use birdsong_common::config::QueueConfig;
 use birdsong_common::messages::{ClassifyTask, decode};
-use birdsong_common::queue::{Publisher, declare_topology};
+use birdsong_common::queue::{Publisher, declare_topology, hand_back, previous_deliveries};
 use birdsong_testkit::TestEnv;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicRejectOptions};
+use lapin::options::{BasicConsumeOptions, BasicGetOptions};
 use lapin::types::FieldTable;
 use uuid::Uuid;
 
@@ -64,8 +64,9 @@ async fn message_past_the_delivery_limit_is_dead_lettered() {
 
     let channel = env.amqp.create_channel().await.unwrap();
     let mut deliveries = 0u32;
-    // Keep rejecting with requeue, as a worker that crashes on the message
-    // would, until the broker stops handing it out.
+    // Keep handing it back, as a worker whose services stay down would,
+    // until the broker stops handing it out. The broker must count each
+    // return: the worker reads that count to decide when to give up.
     for _ in 0..50 {
         match channel
             .basic_get(
@@ -76,12 +77,13 @@ async fn message_past_the_delivery_limit_is_dead_lettered() {
             .unwrap()
         {
             Some(msg) => {
+                assert_eq!(
+                    previous_deliveries(&msg.delivery),
+                    deliveries,
+                    "x-delivery-count must count every hand-back"
+                );
                 deliveries += 1;
-                msg.delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: true })
-                    .await
-                    .unwrap();
+                assert!(hand_back(&msg.delivery.acker).await.unwrap(), "handed back");
             }
             None if deliveries > 0 => break,
             None => tokio::time::sleep(Duration::from_millis(50)).await,

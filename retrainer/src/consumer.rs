@@ -11,7 +11,7 @@
 //! |---|---|
 //! | run finished (succeeded, failed, skipped), already handled, unknown | ack |
 //! | malformed message | reject → dead-letter queue, reason logged |
-//! | the run's row could not be finalised (database down) | requeue |
+//! | the run's row could not be finalised (database down) | requeue ([`queue::hand_back`], counted towards the delivery limit) |
 //!
 //! A SIGTERM lets the current run finish, then stops. Losing the broker
 //! reconnects with back-off.
@@ -23,8 +23,7 @@ use birdsong_common::messages::{RetrainRequest, decode};
 use birdsong_common::queue::{self, Publisher};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use tokio::sync::watch;
@@ -97,15 +96,7 @@ async fn consume(
             }
             Err(e) => {
                 tracing::error!(run = %request.run_id, error = %e, "could not finish the run; handing the request back");
-                settle(
-                    delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await,
-                );
+                settle(queue::hand_back(&delivery.acker).await);
                 // Give the failing service a moment before the redelivery.
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -11,6 +11,10 @@
 #   - birdsong-migrate applies the schema through it to the old database and
 #     to one it creates,
 #   - provisioning again changes nothing,
+#   - with TLS required on 127.0.0.1 (a CA and server certificate made
+#     here), birdsong-migrate connects with sslmode=require and with
+#     verify-full against that CA, and is refused with verify-full against
+#     another CA and with sslmode=disable,
 #   - scripts/test.sh and scripts/stack.sh up, failing part-way, stop the
 #     PostgreSQL they started.
 # The cluster is dropped on exit, whatever happens.
@@ -125,6 +129,51 @@ again=$(provision_database_role "$port" "$file")
 [ "$again" = "$url" ] || fail "provisioning again changed the URL"
 [ "$(sql -c 'SELECT 1')" = 1 ] || fail "the URL stopped working after provisioning again"
 ok "provisioning again keeps the role and its password"
+
+# PostgreSQL over TLS: the server gets a certificate for 127.0.0.1 and
+# localhost from a CA made here, and TCP connections without TLS are
+# rejected, so every connection that succeeds below is encrypted.
+if [ -n "$migrate" ] && command -v openssl >/dev/null 2>&1; then
+  tls="$work/tls"
+  mkdir -p "$tls"
+  make_ca() { # name
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=birdsong test $1" \
+      -keyout "$tls/$1.key" -out "$tls/$1.crt" >/dev/null 2>&1
+  }
+  make_ca ca
+  make_ca other-ca
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 2 -extfile "$tls/server.ext" -out "$tls/server.crt" >/dev/null 2>&1
+  data=$(as_postgres psql -p "$port" -XAtq -c 'SHOW data_directory')
+  install -o postgres -g postgres -m 600 "$tls/server.key" "$data/birdsong-test.key"
+  install -o postgres -g postgres -m 644 "$tls/server.crt" "$data/birdsong-test.crt"
+  conf="/etc/postgresql/$version/$name/postgresql.conf"
+  printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" \
+    "$data/birdsong-test.crt" "$data/birdsong-test.key" >>"$conf"
+  sed -i -E 's/^host([[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1\/32)/hostssl\1/' "$hba"
+  sed -i "1i hostnossl all all 127.0.0.1/32 reject" "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$version" "$name" reload
+  sleep 1
+  migrate_with() { # query-string log
+    BIRDSONG_DATABASE_URL="$url?$1" "$migrate" >"$work/$2.log" 2>&1
+  }
+  migrate_with "sslmode=disable" tls-disable \
+    && fail "birdsong-migrate connected without TLS to a server that requires it"
+  grep -q 'no encryption' "$work/tls-disable.log" || { cat "$work/tls-disable.log" >&2; fail "sslmode=disable was refused for another reason"; }
+  migrate_with "sslmode=require" tls-require \
+    || { cat "$work/tls-require.log" >&2; fail "birdsong-migrate failed with sslmode=require"; }
+  migrate_with "sslmode=verify-full&sslrootcert=$tls/ca.crt" tls-verify \
+    || { cat "$work/tls-verify.log" >&2; fail "birdsong-migrate failed with sslmode=verify-full and the server's CA"; }
+  migrate_with "sslmode=verify-full&sslrootcert=$tls/other-ca.crt" tls-wrong-ca \
+    && fail "birdsong-migrate accepted a server certificate from a CA it was not given"
+  grep -qi 'certificate\|issuer' "$work/tls-wrong-ca.log" || { cat "$work/tls-wrong-ca.log" >&2; fail "verify-full with another CA failed for another reason"; }
+  ok "over TLS: sslmode=require and verify-full connect; another CA and sslmode=disable are refused"
+else
+  echo "scram-cluster: TLS not checked (needs the birdsong-migrate binary and openssl)"
+fi
 
 # A failed set-up stops what it started: with this cluster stopped, both
 # scripts start it for their database URL, fail on a broker that refuses

@@ -11,7 +11,7 @@
 //! | done, awaiting a model, already finished | ack |
 //! | bad audio (permanent) | task marked failed with the reason, ack |
 //! | malformed message, unknown task | reject → dead-letter queue, reason logged |
-//! | service unavailable (transient) | retried here with back-off, then requeued |
+//! | service unavailable (transient) | retried here with back-off, then requeued with [`queue::hand_back`] (counted towards the delivery limit on RabbitMQ 3.x and 4.x) |
 //! | still failing on the last allowed delivery | task marked failed with the reason, dead-lettered |
 //!
 //! If the broker connection drops, the loop reconnects with back-off; the
@@ -29,10 +29,10 @@ use birdsong_common::retry::Backoff;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -180,22 +180,6 @@ async fn sync_model(pipeline: &Pipeline) {
     }
 }
 
-/// How many times the broker delivered this message before (quorum queues
-/// count returns in `x-delivery-count`).
-fn previous_deliveries(delivery: &Delivery) -> u32 {
-    let Some(headers) = delivery.properties.headers() else {
-        return 0;
-    };
-    match headers.inner().get("x-delivery-count") {
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongUInt(n)) => *n,
-        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::ShortShortInt(n)) => u32::try_from(*n).unwrap_or(0),
-        _ => 0,
-    }
-}
-
 async fn handle(
     pipeline: &Pipeline,
     delivery: Delivery,
@@ -211,7 +195,7 @@ async fn handle(
             return;
         }
     };
-    let previous = previous_deliveries(&delivery);
+    let previous = queue::previous_deliveries(&delivery);
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut attempt = 1;
     let result = loop {
@@ -282,15 +266,7 @@ enum Disposition {
 async fn dispose(delivery: &Delivery, disposition: Disposition) {
     let result = match disposition {
         Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Disposition::Requeue => {
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
-        }
+        Disposition::Requeue => queue::hand_back(&delivery.acker).await,
         Disposition::DeadLetter => {
             delivery
                 .acker
