@@ -114,7 +114,7 @@ pub async fn classify(
             .map_err(|e| e.to_string())?;
         let probs = classifier_model
             .classifier
-            .predict(&analysis.vectors)
+            .score_recordings(&[&analysis.vectors])
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((analysis, probs))
     })

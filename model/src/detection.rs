@@ -89,11 +89,8 @@ fn score(
         .iter()
         .filter(|r| !r.windows.is_empty())
         .collect();
-    let windows: Vec<_> = kept
-        .iter()
-        .flat_map(|r| r.windows.iter().cloned())
-        .collect();
-    let all_scores = classifier.predict(&windows)?;
+    let windows: Vec<&[_]> = kept.iter().map(|r| r.windows.as_slice()).collect();
+    let all_scores = classifier.score_recordings(&windows)?;
     Ok(scored(classifier, &kept, all_scores, quiet_margin_db))
 }
 
@@ -318,20 +315,25 @@ pub fn open_set(
     unknown: &[Recording],
     window_hop_s: f64,
 ) -> Result<OpenSet> {
-    let windows = |rs: &[Recording], keep: &dyn Fn(&Recording) -> bool| {
+    // Each recording's windows on their own: the served scores of a window depend
+    // on its neighbours in the same recording.
+    fn windows<'a>(
+        rs: &'a [Recording],
+        keep: &dyn Fn(&Recording) -> bool,
+    ) -> Vec<&'a [crate::FeatureVector]> {
         rs.iter()
             .filter(|r| keep(r))
-            .flat_map(|r| r.windows.iter().cloned())
-            .collect::<Vec<_>>()
-    };
+            .map(|r| r.windows.as_slice())
+            .collect()
+    }
     let classes = classifier.classes();
     let known_windows = windows(known, &|r| classes.contains(&r.label));
     let unknown_windows = windows(unknown, &|r| {
         !classes.contains(&r.label) || is_background(&r.label)
     });
     let thresholds = classifier.thresholds();
-    let summarise = |ws: &[crate::FeatureVector]| -> Result<(Vec<f32>, usize)> {
-        let scores = classifier.predict(ws)?;
+    let summarise = |ws: &[&[crate::FeatureVector]]| -> Result<(Vec<f32>, usize)> {
+        let scores = classifier.score_recordings(ws)?;
         let top: Vec<f32> = scores
             .iter()
             .map(|s| s.iter().copied().fold(0f32, f32::max))
@@ -345,16 +347,18 @@ pub fn open_set(
     let (known_top, known_detected) = summarise(&known_windows)?;
     let (unknown_top, unknown_detected) = summarise(&unknown_windows)?;
     let share = |d: usize, n: usize| (n > 0).then(|| d as f64 / n as f64);
-    let hours = unknown_windows.len() as f64 * window_hop_s / 3600.0;
+    let count = |rs: &[&[crate::FeatureVector]]| rs.iter().map(|r| r.len()).sum::<usize>();
+    let (known_count, unknown_count) = (count(&known_windows), count(&unknown_windows));
+    let hours = unknown_count as f64 * window_hop_s / 3600.0;
     Ok(OpenSet {
         auroc: auroc(&known_top, &unknown_top),
-        unknown_windows_detected: share(unknown_detected, unknown_windows.len()),
-        known_windows_detected: share(known_detected, known_windows.len()),
+        unknown_windows_detected: share(unknown_detected, unknown_count),
+        known_windows_detected: share(known_detected, known_count),
         false_detections_per_hour: (hours > 0.0).then(|| unknown_detected as f64 / hours),
         unknown_median_top_score: median(unknown_top),
         known_median_top_score: median(known_top),
-        unknown_windows: unknown_windows.len(),
-        known_windows: known_windows.len(),
+        unknown_windows: unknown_count,
+        known_windows: known_count,
     })
 }
 

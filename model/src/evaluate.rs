@@ -7,7 +7,8 @@ use crate::metrics::Metrics;
 pub use crate::report::{EVALUATION_QUIET_MARGIN_DB, Evaluation};
 use crate::{ModelError, Result};
 
-/// Evaluates `classifier` on `recordings` in one batched pass over all their windows.
+/// Evaluates `classifier` on `recordings` in one batched pass over all their windows,
+/// on the scores it serves ([`Classifier::score_recordings`]).
 ///
 /// Fails with [`ModelError::UnknownLabel`] if a label is not one of the classifier's
 /// classes: such a recording can never be right, and silently scoring it would mix two
@@ -23,11 +24,8 @@ pub fn evaluate(classifier: &Classifier, recordings: &[Recording]) -> Result<Eva
         .iter()
         .filter(|r| !r.windows.is_empty())
         .collect();
-    let all_windows: Vec<_> = kept
-        .iter()
-        .flat_map(|r| r.windows.iter().cloned())
-        .collect();
-    let all_scores = classifier.predict(&all_windows)?;
+    let windows: Vec<&[_]> = kept.iter().map(|r| r.windows.as_slice()).collect();
+    let all_scores = classifier.score_recordings(&windows)?;
     let mut probabilities = Vec::with_capacity(all_scores.len());
     let mut offset = 0;
     for r in &kept {

@@ -104,6 +104,10 @@ pub struct ModelInfo {
     /// How the network's outputs become scores.
     #[serde(default = "Output::legacy")]
     pub output: Output,
+    /// Neighbouring windows each side averaged into a window's served scores
+    /// ([`crate::TrainConfig::context_windows`]); 0 for a model that scores windows alone.
+    #[serde(default)]
+    pub context_windows: usize,
 }
 
 /// A trained network with its scaler and class list, ready to classify windows.
@@ -179,6 +183,7 @@ impl Classifier {
                 version: meta.version.clone(),
                 weights_sha256: meta.weights_sha256.clone(),
                 output: meta.network.output,
+                context_windows: meta.training.context_windows,
             },
         })
     }
@@ -229,9 +234,39 @@ impl Classifier {
         &self.info
     }
 
+    /// The scores this model serves for the windows of each recording (each recording's
+    /// windows in time order), as one list of rows in the same order: the network's
+    /// scores ([`predict`](Self::predict), all recordings in as few forward passes as
+    /// possible), then each window's averaged with its
+    /// [`context_windows`](ModelInfo::context_windows) neighbours each side within its own
+    /// recording. Everything that turns windows of a recording into detections calls
+    /// this, so that thresholds, evaluations and the worker's results see the same
+    /// scores.
+    pub fn score_recordings(&self, recordings: &[&[FeatureVector]]) -> Result<Vec<Vec<f32>>> {
+        let all: Vec<f32> = recordings
+            .iter()
+            .flat_map(|r| r.iter().flat_map(|w| w.iter().copied()))
+            .collect();
+        let width = recordings
+            .iter()
+            .find_map(|r| r.first())
+            .map_or(0, |w| w.len());
+        let mut scores = self.predict_rows(all, width)?;
+        let mut start = 0;
+        for r in recordings {
+            let end = start + r.len();
+            if let Some(rows) = scores.get_mut(start..end) {
+                with_context(rows, self.info.context_windows);
+            }
+            start = end;
+        }
+        Ok(scores)
+    }
+
     /// Class probabilities of each window (rows sum to 1), in [`classes`](Self::classes)
     /// order. All windows go through the network in as few forward passes as possible, so
-    /// pass the windows of many files at once.
+    /// pass the windows of many files at once. Each window is scored alone: for the
+    /// scores a model serves for a recording, see [`score_recordings`](Self::score_recordings).
     pub fn predict(&self, windows: &[FeatureVector]) -> Result<Vec<Vec<f32>>> {
         let flat: Vec<f32> = windows.iter().flat_map(|w| w.iter().copied()).collect();
         self.predict_rows(flat, windows.first().map_or(0, |w| w.len()))
@@ -340,8 +375,7 @@ impl Classifier {
         recordings: &[&[FeatureVector]],
         k: usize,
     ) -> Result<Vec<RecordingPrediction>> {
-        let all: Vec<FeatureVector> = recordings.iter().flat_map(|r| r.iter().cloned()).collect();
-        let mut probabilities = self.predict(&all)?.into_iter();
+        let mut probabilities = self.score_recordings(recordings)?.into_iter();
         Ok(recordings
             .iter()
             .map(|r| {
@@ -367,6 +401,34 @@ impl Classifier {
     }
 }
 
+/// Replaces each row of one recording's scores (in time order) by the mean of itself
+/// and up to `k` rows on each side; rows near the ends average the neighbours they
+/// have. `k = 0` leaves the scores as they are.
+pub(crate) fn with_context(rows: &mut [Vec<f32>], k: usize) {
+    if k == 0 || rows.len() < 2 {
+        return;
+    }
+    let width = rows[0].len();
+    // Prefix sums in f64, so the mean of a long recording's windows loses nothing.
+    let mut prefix = Vec::with_capacity(rows.len() + 1);
+    let mut running = vec![0f64; width];
+    prefix.push(running.clone());
+    for row in rows.iter() {
+        for (sum, v) in running.iter_mut().zip(row) {
+            *sum += f64::from(*v);
+        }
+        prefix.push(running.clone());
+    }
+    for (i, row) in rows.iter_mut().enumerate() {
+        let lo = i.saturating_sub(k);
+        let hi = (i + k + 1).min(prefix.len() - 1);
+        let n = (hi - lo) as f64;
+        for ((v, high), low) in row.iter_mut().zip(&prefix[hi]).zip(&prefix[lo]) {
+            *v = ((high - low) / n) as f32;
+        }
+    }
+}
+
 /// Mean of probability vectors of length `k`; `None` for no vectors.
 pub(crate) fn mean_probabilities(rows: &[Vec<f32>], k: usize) -> Option<Vec<f32>> {
     if rows.is_empty() {
@@ -383,4 +445,33 @@ pub(crate) fn mean_probabilities(rows: &[Vec<f32>], k: usize) -> Option<Vec<f32>
             .map(|s| (s / rows.len() as f64) as f32)
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_context;
+
+    #[test]
+    fn context_averages_each_window_with_its_neighbours_in_the_recording() {
+        let mut rows = vec![
+            vec![0.0, 1.0],
+            vec![0.3, 0.4],
+            vec![0.9, 0.1],
+            vec![0.6, 0.6],
+        ];
+        with_context(&mut rows, 1);
+        let expected = [[0.15, 0.7], [0.4, 0.5], [0.6, 0.366_666_7], [0.75, 0.35]];
+        for (got, want) in rows.iter().zip(expected) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{rows:?}");
+            }
+        }
+        let mut alone = vec![vec![0.2, 0.8], vec![0.9, 0.1]];
+        with_context(&mut alone, 0);
+        assert_eq!(alone, vec![vec![0.2, 0.8], vec![0.9, 0.1]]);
+        // A context wider than the recording is its mean everywhere.
+        let mut short = vec![vec![0.2], vec![0.4], vec![0.9]];
+        with_context(&mut short, 5);
+        assert!(short.iter().all(|r| (r[0] - 0.5).abs() < 1e-6), "{short:?}");
+    }
 }

@@ -95,5 +95,6 @@ pub use network::{
     ANCHORED, ARCHITECTURES, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW,
 };
 pub use train::{
-    EpochReport, Stopping, TrainConfig, TrainedModel, train, train_anchored, train_on,
+    EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, Stopping, TrainConfig,
+    TrainedModel, train, train_anchored, train_on,
 };

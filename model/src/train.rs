@@ -48,8 +48,9 @@ use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
 pub use crate::config::{
-    EpochReport, RECOMMENDED_L2, RECOMMENDED_MEMBERS, RECOMMENDED_QUIET_MARGIN_DB,
-    RECOMMENDED_TRAIN_HOP_S, REFERENCE_L2, Stopping, TrainConfig,
+    EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, RECOMMENDED_L2,
+    RECOMMENDED_MEMBERS, RECOMMENDED_QUIET_MARGIN_DB, RECOMMENDED_TRAIN_HOP_S, REFERENCE_L2,
+    Stopping, TrainConfig,
 };
 
 /// The outcome of training: the artifact to save or upload and a classifier to use now.
@@ -248,6 +249,7 @@ fn fit(
         version: None,
         weights_sha256,
         output: config.output,
+        context_windows: config.context_windows,
     };
     let anchor_layer = anchor.map(|a| a.layer(&classes));
     let data = TrainingData {

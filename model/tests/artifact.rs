@@ -91,6 +91,13 @@ fn round_trip_gives_identical_predictions() {
     assert_eq!(classifier.info().architecture, "mlp");
     assert_eq!(classifier.classes(), trained.classifier.classes());
     assert_same_predictions(&classifier, &trained.classifier, &data);
+    // The served scores' temporal context travels with the model.
+    assert_eq!(classifier.info().context_windows, 1);
+    let windows = data[0].windows.as_slice();
+    assert_eq!(
+        classifier.score_recordings(&[windows]).unwrap(),
+        trained.classifier.score_recordings(&[windows]).unwrap()
+    );
 
     // The in-memory path the worker uses gives the same artifact.
     let files = trained.artifact.to_files().unwrap();
@@ -234,6 +241,34 @@ fn as_legacy(meta: &[u8]) -> Vec<u8> {
     v.as_object_mut().unwrap().remove("features");
     v["training"].as_object_mut().unwrap().remove("features");
     serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn a_model_written_before_the_temporal_context_scores_windows_alone() {
+    let (trained, data) = trained();
+    let files = trained.artifact.to_files().unwrap();
+    let weights = &files.iter().find(|(n, _)| *n == WEIGHTS_FILE).unwrap().1;
+    let meta = &files.iter().find(|(n, _)| *n == META_FILE).unwrap().1;
+    let mut json: serde_json::Value = serde_json::from_slice(meta).unwrap();
+    json["training"]
+        .as_object_mut()
+        .unwrap()
+        .remove("context_windows")
+        .expect("the context is recorded with the recipe");
+    let old = Artifact::from_files(
+        weights,
+        &serde_json::to_vec(&json).unwrap(),
+        FEATURE_VERSION,
+        FEATURE_COUNT,
+    )
+    .unwrap();
+    let classifier = Classifier::from_artifact(&old).unwrap();
+    assert_eq!(classifier.info().context_windows, 0);
+    let windows = data[0].windows.as_slice();
+    assert_eq!(
+        classifier.score_recordings(&[windows]).unwrap(),
+        classifier.predict(windows).unwrap()
+    );
 }
 
 #[test]

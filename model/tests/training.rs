@@ -88,8 +88,25 @@ fn learns_clearly_different_species() {
     assert_eq!(meta.network.members, members);
     assert!(meta.metrics.contains_key("validation"));
 
+    // The served scores are the network's, each window averaged with its
+    // neighbours in the recording (the recommended context, one each side).
+    let k = trained.classifier.info().context_windows;
+    assert_eq!(k, birdsong_model::RECOMMENDED_CONTEXT_WINDOWS);
+    let raw = trained.classifier.predict(&test_set[0].windows).unwrap();
+    let probs = trained
+        .classifier
+        .score_recordings(&[&test_set[0].windows])
+        .unwrap();
+    assert_eq!(probs.len(), raw.len());
+    for (i, served) in probs.iter().enumerate() {
+        let near = &raw[i.saturating_sub(k)..(i + k + 1).min(raw.len())];
+        for (c, v) in served.iter().enumerate() {
+            let mean = near.iter().map(|r| r[c]).sum::<f32>() / near.len() as f32;
+            assert!((v - mean).abs() < 1e-6, "window {i}, class {c}");
+        }
+    }
+
     // Top-k and the recording summary agree with the probabilities.
-    let probs = trained.classifier.predict(&test_set[0].windows).unwrap();
     assert!(
         probs
             .iter()
@@ -116,7 +133,10 @@ fn learns_clearly_different_species() {
     {
         assert!((a - b).abs() < 1e-6);
     }
-    let alone = trained.classifier.predict(&test_set[5].windows).unwrap();
+    let alone = trained
+        .classifier
+        .score_recordings(&[&test_set[5].windows])
+        .unwrap();
     let from_batch: Vec<Vec<f32>> = together[2]
         .windows
         .iter()

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use birdsong_model::{ANCHORED, ARCHITECTURES, FeatureSet, MAX_MEMBERS, Stopping, TrainConfig};
+use birdsong_model::{
+    ANCHORED, ARCHITECTURES, FeatureSet, MAX_CONTEXT_WINDOWS, MAX_MEMBERS, Stopping, TrainConfig,
+};
 use serde_json::Value;
 
 use crate::gate::GateMetric;
@@ -63,6 +65,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "hop between training windows in seconds, 0.1 to 3600; holdout and validation keep the workers' windows (default: the recommended recipe's)",
     ),
     (
+        "context_windows",
+        "neighbouring windows each side averaged into a window's served scores, 0 to 10 (default 1)",
+    ),
+    (
         "gate_metric",
         "metric of the promotion gate (default recording_macro_f1)",
     ),
@@ -110,6 +116,9 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                 out.train.average_last_epochs = int(key, value, 0, 100_000)? as usize
             }
             "members" => out.train.members = int(key, value, 1, MAX_MEMBERS as u64)? as usize,
+            "context_windows" => {
+                out.train.context_windows = int(key, value, 0, MAX_CONTEXT_WINDOWS as u64)? as usize
+            }
             "train_hop_s" => out.train.train_hop_s = float(key, value, |v| v > 0.0)?,
             "class_weighting" => out.train.class_weighting = boolean(key, value)?,
             "balance_recordings" => out.train.balance_recordings = boolean(key, value)?,
@@ -202,6 +211,7 @@ fn boolean(key: &str, value: &Value) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use birdsong_model::RECOMMENDED_CONTEXT_WINDOWS;
     use serde_json::json;
 
     #[test]
@@ -253,6 +263,7 @@ mod tests {
                               "birdnet_names": {"Grey Kingbird": "Gray Kingbird"}}))
         .unwrap();
         assert_eq!(p.train.architecture, ANCHORED);
+        assert_eq!(p.train.context_windows, RECOMMENDED_CONTEXT_WINDOWS);
         assert_eq!(p.train.members, 1);
         assert_eq!(p.train.features, FeatureSet::Birdnet);
         assert_eq!(p.birdnet_names["Grey Kingbird"], "Gray Kingbird");

@@ -389,7 +389,7 @@ impl Pipeline {
     ) -> Result<Vec<Vec<f32>>, TaskError> {
         let features = features.to_vec();
         Ok(self
-            .on_cpu(move || model.classifier.predict(&features))
+            .on_cpu(move || model.classifier.score_recordings(&[&features]))
             .await??)
     }
 

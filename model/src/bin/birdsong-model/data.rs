@@ -137,7 +137,7 @@ pub(crate) fn write_predictions(
     recordings: &[Recording],
 ) -> Result<()> {
     for r in recordings {
-        let probabilities = classifier.predict(&r.windows)?;
+        let probabilities = classifier.score_recordings(&[&r.windows])?;
         let line = serde_json::json!({
             "fold": fold,
             "recording": r.id,

@@ -80,6 +80,10 @@ pub(crate) struct RecipeArgs {
     /// Do not train synthetic background (silence, noise, hum) as negatives.
     #[arg(long)]
     pub(crate) no_synthetic_negatives: bool,
+    /// Neighbouring windows each side averaged into a window's served scores
+    /// (default: the recipe's, 1 for `recommended`, 0 for `reference`).
+    #[arg(long)]
+    pub(crate) context_windows: Option<usize>,
 }
 
 impl RecipeArgs {
@@ -121,6 +125,7 @@ impl RecipeArgs {
                 None => Stopping::FixedEpochs,
             },
             seed: self.seed,
+            context_windows: self.context_windows.unwrap_or(recipe.context_windows),
         }
     }
 }
