@@ -81,6 +81,70 @@ def fit(x, t, w, anchor, offset, strength):
     return res.x[:d], res.x[d] + offset
 
 
+def birdnet_layer(birdnet_dir, manifest, classes):
+    """BirdNET's species layer (weights [1024, 6522], biases) and, per class, its
+    column (matched by common or scientific name, None where BirdNET lacks it)."""
+    graph = onnx.load(str(birdnet_dir / "birdnet_v2.4.onnx")).graph
+    init = {i.name: i for i in graph.initializer}
+    w0, b0 = numpy_helper.to_array(init["c188"]), numpy_helper.to_array(init["c189"])
+    index = {}
+    for i, label in enumerate(open(birdnet_dir / "labels.txt")):
+        sci, common = label.strip().split("_", 1)
+        index.setdefault(sci.lower(), i)
+        index.setdefault(common.lower(), i)
+    rows = list(csv.DictReader(open(manifest)))
+    scientific = {r["species"]: r.get("scientific_name", "") for r in rows}
+    column = {c: index.get(c.lower(), index.get(scientific.get(c, "").lower())) for c in classes}
+    return w0, b0, column
+
+
+def calibration_share(ps):
+    """Every fifth recording of a species in xeno-canto id order (from the third), as
+    detection_compare.py holds out for calibration; none of a species with two."""
+    ps = sorted(ps, key=lambda p: (int("".join(ch for ch in Path(p).name if ch.isdigit()) or 0), p))
+    return {p for i, p in enumerate(ps) if i % 5 == 2 and len(ps) > 2}
+
+
+def folds(recs, labels, n):
+    """Recording -> fold (0..n-1), per species at random (seed 0), the calibration
+    share left out."""
+    by = defaultdict(list)
+    for p in sorted(recs):
+        by[labels[p]].append(p)
+    random.seed(0)
+    fold = {}
+    for ps in by.values():
+        ps.sort(key=lambda p: (int("".join(ch for ch in Path(p).name if ch.isdigit()) or 0), p))
+        held = calibration_share(ps)
+        ps = [p for p in ps if p not in held]
+        random.shuffle(ps)
+        for i, p in enumerate(ps):
+            fold[p] = i % n
+    return fold
+
+
+def figures(scored, labels, classes, unknown_scores):
+    """Recordings right (top mean score), window accuracy and macro F1 (top species per
+    window) of `scored` (recording -> window scores), and the open-set AUROC of their
+    windows' top scores against those of `unknown_scores` ("-" without)."""
+    right, truth, top, tops = 0, [], [], []
+    for p, s in scored.items():
+        c = classes.index(labels[p])
+        right += int(s.mean(0).argmax() == c)
+        truth += [c] * len(s)
+        top += list(s.argmax(1))
+        tops += list(s.max(1))
+    truth, top = np.array(truth), np.array(top)
+    f1 = np.mean([2 * ((top == c) & (truth == c)).sum()
+                  / max(1, (top == c).sum() + (truth == c).sum()) for c in range(len(classes))])
+    auroc = "-"
+    if unknown_scores:
+        neg = np.concatenate([s.max(1) for s in unknown_scores])
+        r = rankdata(np.concatenate([tops, neg]))
+        auroc = f"{(r[:len(tops)].sum() - len(tops) * (len(tops) + 1) / 2) / (len(tops) * len(neg)):.3f}"
+    return right, (top == truth).mean(), f1, auroc
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=Path, required=True)
@@ -91,36 +155,14 @@ def main():
     ap.add_argument("--folds", type=int, default=4)
     args = ap.parse_args()
 
-    graph = onnx.load(str(args.birdnet_dir / "birdnet_v2.4.onnx")).graph
-    init = {i.name: i for i in graph.initializer}
-    w0, b0 = numpy_helper.to_array(init["c188"]), numpy_helper.to_array(init["c189"])
-    index = {}
-    for i, label in enumerate(open(args.birdnet_dir / "labels.txt")):
-        sci, common = label.strip().split("_", 1)
-        index.setdefault(sci.lower(), i)
-        index.setdefault(common.lower(), i)
-    rows = list(csv.DictReader(open(args.manifest)))
-    scientific = {r["species"]: r.get("scientific_name", "") for r in rows}
-
     recs, labels = load(args.train)
     unknown = load(args.unknown)[0] if args.unknown else {}
     classes = sorted(set(labels.values()))
     k = len(classes)
-    column = {c: index.get(c.lower(), index.get(scientific.get(c, "").lower())) for c in classes}
+    w0, b0, column = birdnet_layer(args.birdnet_dir, args.manifest, classes)
     print(f"BirdNET knows {sum(v is not None for v in column.values())} of {k} species",
           file=sys.stderr)
-
-    by = defaultdict(list)
-    for p in sorted(recs):
-        by[labels[p]].append(p)
-    random.seed(0)
-    fold = {}
-    for ps in by.values():
-        ps.sort(key=lambda p: (int("".join(ch for ch in Path(p).name if ch.isdigit()) or 0), p))
-        ps = [p for i, p in enumerate(ps) if not (i % 5 == 2 and len(ps) > 2)]
-        random.shuffle(ps)
-        for i, p in enumerate(ps):
-            fold[p] = i % args.folds
+    fold = folds(recs, labels, args.folds)
 
     print("fold | strength | recording acc | window macro F1 | open-set AUROC")
     for f in range(args.folds):
@@ -147,22 +189,9 @@ def main():
                     s[:, c] = (s[:, c] + sigmoid(e[:, :1024] @ w0[:, j] + b0[j])) / 2
                 return s
 
-            right, truth, top, tops = 0, [], [], []
-            for p, e in held.items():
-                s = score(e)
-                c = classes.index(labels[p])
-                right += int(s.mean(0).argmax() == c)
-                truth += [c] * len(s)
-                top += list(s.argmax(1))
-                tops += list(s.max(1))
-            truth, top = np.array(truth), np.array(top)
-            f1 = np.mean([2 * ((top == c) & (truth == c)).sum()
-                          / max(1, (top == c).sum() + (truth == c).sum()) for c in range(k)])
-            auroc = "-"
-            if unknown:
-                neg = np.concatenate([score(e).max(1) for e in unknown.values()])
-                r = rankdata(np.concatenate([tops, neg]))
-                auroc = f"{(r[:len(tops)].sum() - len(tops) * (len(tops) + 1) / 2) / (len(tops) * len(neg)):.3f}"
+            right, _, f1, auroc = figures(
+                {p: score(e) for p, e in held.items()}, labels, classes,
+                [score(e) for e in unknown.values()])
             print(f"{f} | {strength:g} | {right / len(held):.3f} | {f1:.3f} | {auroc}")
 
 

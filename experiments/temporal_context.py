@@ -33,20 +33,17 @@ column:
 """
 
 import argparse
-import csv
 import json
-import random
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
-from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).parent))
-from anchor_strength import BIRDNET_DIR, design, fit, load, sigmoid  # noqa: E402
+from anchor_strength import (  # noqa: E402
+    BIRDNET_DIR, birdnet_layer, design, figures, fit, folds, load, sigmoid,
+)
 
 
 def smooth(s, k):
@@ -62,25 +59,10 @@ def smooth(s, k):
 
 
 def report(name, held, labels, classes, unknown, score, ks):
-    k_all = len(classes)
     for k in ks:
-        right, truth, top, tops = 0, [], [], []
-        for p, e in held.items():
-            s = smooth(score(e[::2]), k)
-            c = classes.index(labels[p])
-            right += int(s.mean(0).argmax() == c)
-            truth += [c] * len(s)
-            top += list(s.argmax(1))
-            tops += list(s.max(1))
-        truth, top = np.array(truth), np.array(top)
-        f1 = np.mean([2 * ((top == c) & (truth == c)).sum()
-                      / max(1, (top == c).sum() + (truth == c).sum()) for c in range(k_all)])
-        acc = (top == truth).mean()
-        auroc = "-"
-        if unknown:
-            neg = np.concatenate([smooth(score(e), k).max(1) for e in unknown.values()])
-            r = rankdata(np.concatenate([tops, neg]))
-            auroc = f"{(r[:len(tops)].sum() - len(tops) * (len(tops) + 1) / 2) / (len(tops) * len(neg)):.3f}"
+        right, acc, f1, auroc = figures(
+            {p: smooth(score(e[::2]), k) for p, e in held.items()}, labels, classes,
+            [smooth(score(e), k) for e in unknown.values()])
         print(f"{name} | {k} | {right / len(held):.3f} | {acc:.3f} | {f1:.3f} | {auroc}",
               flush=True)
 
@@ -99,51 +81,28 @@ def main():
     args = ap.parse_args()
     ks = [int(k) for k in args.context.split(",")]
     if args.predictions:
-        folds = defaultdict(dict)
+        by_fold = defaultdict(dict)
         labels = {}
         for line in open(args.predictions):
             r = json.loads(line)
             classes = r["classes"]
-            folds[r["fold"]][r["recording"]] = np.array(r["windows"], dtype=np.float64)
+            by_fold[r["fold"]][r["recording"]] = np.array(r["windows"], dtype=np.float64)
             labels[r["recording"]] = r["label"]
         print("fold | context k | recording acc | window acc | window macro F1 | open-set AUROC")
-        for f in sorted(folds):
+        for f in sorted(by_fold):
             # The windows are scored already (and at the evaluation hop): score() is the
             # identity and report() must not thin them out.
-            held = {p: np.repeat(w, 2, axis=0) for p, w in folds[f].items()}
+            held = {p: np.repeat(w, 2, axis=0) for p, w in by_fold[f].items()}
             report(str(f), held, labels, classes, {}, lambda e: e, ks)
         return
     if not (args.train and args.manifest):
         ap.error("--train and --manifest, or --predictions")
 
-    graph = onnx.load(str(args.birdnet_dir / "birdnet_v2.4.onnx")).graph
-    init = {i.name: i for i in graph.initializer}
-    w0, b0 = numpy_helper.to_array(init["c188"]), numpy_helper.to_array(init["c189"])
-    index = {}
-    for i, label in enumerate(open(args.birdnet_dir / "labels.txt")):
-        sci, common = label.strip().split("_", 1)
-        index.setdefault(sci.lower(), i)
-        index.setdefault(common.lower(), i)
-    rows = list(csv.DictReader(open(args.manifest)))
-    scientific = {r["species"]: r.get("scientific_name", "") for r in rows}
-
     recs, labels = load(args.train)
     unknown = load(args.unknown)[0] if args.unknown else {}
     classes = sorted(set(labels.values()))
-    column = {c: index.get(c.lower(), index.get(scientific.get(c, "").lower())) for c in classes}
-
-    by = defaultdict(list)
-    for p in sorted(recs):
-        by[labels[p]].append(p)
-    random.seed(0)
-    fold, calibration = {}, set()
-    for ps in by.values():
-        ps.sort(key=lambda p: (int("".join(ch for ch in Path(p).name if ch.isdigit()) or 0), p))
-        calibration |= {p for i, p in enumerate(ps) if i % 5 == 2 and len(ps) > 2}
-        ps = [p for p in ps if p not in calibration]
-        random.shuffle(ps)
-        for i, p in enumerate(ps):
-            fold[p] = i % args.folds
+    w0, b0, column = birdnet_layer(args.birdnet_dir, args.manifest, classes)
+    fold = folds(recs, labels, args.folds)
 
     def train_head(train):
         x, y = design(train, labels, classes)

@@ -394,7 +394,9 @@ fn instant(t: Option<DateTime<Utc>>) -> String {
 mod tests {
     use super::*;
 
-    fn row(start_at: Option<&str>, offset: Option<i32>) -> Row {
+    /// A detection of a recording that started at `start_at` (RFC 3339) on a clock
+    /// `offset` minutes from UTC, or at an unknown time.
+    pub(super) fn row(start_at: Option<&str>, offset: Option<i32>) -> Row {
         let start_at = start_at.map(|s| DateTime::parse_from_rfc3339(s).unwrap().to_utc());
         Row {
             source_path: "site 1/20240501_053000.WAV".into(),

@@ -55,6 +55,7 @@
 pub mod anchor;
 pub mod artifact;
 pub mod config;
+pub mod conv;
 pub mod dataset;
 pub mod detection;
 pub mod device;

@@ -218,30 +218,22 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
 
+    /// Detection `i`: of a recording whose start is known (times, offset and
+    /// scientific name set) or not (all three null).
     fn row(i: i32, known: bool) -> Row {
-        let start_at = known.then(|| {
-            chrono::DateTime::parse_from_rfc3339("2024-05-01T04:30:03Z")
-                .map(|t| t.to_utc())
-                .unwrap_or_default()
-                + chrono::TimeDelta::seconds(i64::from(i))
-        });
-        Row {
-            source_path: format!("site 1/rec-{i}.wav"),
-            file_sha256: "a".repeat(64),
-            window_index: i,
-            start_s: f64::from(i),
-            end_s: f64::from(i) + 3.0,
-            species: "Eurasian Wren".into(),
-            confidence: 0.91,
-            model_version: "v1".into(),
-            threshold: 0.5,
-            start_at,
-            end_at: start_at.map(|t| t + chrono::TimeDelta::seconds(3)),
-            utc_offset_minutes: known.then_some(60),
-            start_local: None,
-            sequence_offset_s: 0.0,
-            scientific_name: known.then(|| "Troglodytes troglodytes".to_string()),
+        let mut row =
+            super::super::tests::row(known.then_some("2024-05-01T04:30:03Z"), known.then_some(60));
+        let shift = chrono::TimeDelta::seconds(i64::from(i));
+        row.start_at = row.start_at.map(|t| t + shift);
+        row.end_at = row.end_at.map(|t| t + shift);
+        row.source_path = format!("site 1/rec-{i}.wav");
+        row.window_index = i;
+        row.start_s = f64::from(i);
+        row.end_s = f64::from(i) + 3.0;
+        if !known {
+            row.scientific_name = None;
         }
+        row
     }
 
     /// Several row groups, handed out as they fill, make one file whose rows,
