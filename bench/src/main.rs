@@ -21,10 +21,14 @@ mod backbones;
 mod chart;
 mod corpus;
 mod distributed;
+mod endpoint;
+mod forward;
+mod hosts;
 mod inference;
 mod inprocess;
 mod report;
 mod sampler;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,6 +97,21 @@ enum Command {
         /// scripts/birdnet/install.sh, found as the workers find it).
         #[arg(long, default_value = "acoustic")]
         backbone: birdsong_model::Backbone,
+        /// Simulated hosts: each worker process gets this many cores (e.g.
+        /// 0.1) through a cgroup of its own (cgroup v1 CFS quota or v2
+        /// cpu.max; needs root). Implies `--threads 1` unless given.
+        #[arg(long, value_name = "CORES")]
+        cpu_quota: Option<f64>,
+        /// Simulated hosts: each worker in its own network namespace, joined
+        /// to the host by a veth pair on 10.203.<i>.0/30, reaching the
+        /// services through a forwarder in this process (needs root).
+        #[arg(long)]
+        netns: bool,
+        /// One-way delay added in each direction of every worker's link
+        /// (e.g. 2ms; a round trip takes twice this): tc netem where the
+        /// kernel has it, otherwise the forwarder. Needs `--netns`.
+        #[arg(long, requires = "netns", value_parser = hosts::parse_duration)]
+        delay: Option<std::time::Duration>,
     },
     /// Network cost per window by batch size.
     Inference,
@@ -143,15 +162,37 @@ async fn main() -> anyhow::Result<()> {
             threads,
             out,
             backbone,
+            cpu_quota,
+            netns,
+            delay,
         } => {
+            let hosts = hosts::HostSpec {
+                cpu_quota,
+                netns,
+                delay: delay.unwrap_or_default(),
+            };
+            if workers.contains(&0) {
+                bail!("--workers: every count must be at least 1");
+            }
             let plan = Plan {
                 clips,
                 workers,
                 feeds: feed,
-                threads_per_worker: threads,
+                // A quota is one small host's worth of one thread.
+                threads_per_worker: threads.or(cpu_quota.map(|_| 1)),
                 backbone,
+                hosts,
             };
-            pipeline(&shared, &corpus, &plan, out).await
+            // On Ctrl-C or SIGTERM the run is dropped, so that its guards
+            // stop the workers and remove the cgroups, namespaces, database
+            // and queues it made.
+            tokio::select! {
+                result = pipeline(&shared, &corpus, &plan, out) => result,
+                signal = interrupted() => {
+                    signal?;
+                    bail!("interrupted; the run's workers and what it set up were removed")
+                }
+            }
         }
         Command::Inference => inference_table().await,
         Command::Backbones {
@@ -227,6 +268,16 @@ async fn backbone_table(
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
 /// What the pipeline benchmark runs on each corpus.
 struct Plan {
     clips: usize,
@@ -234,6 +285,7 @@ struct Plan {
     feeds: Vec<FeedName>,
     threads_per_worker: Option<usize>,
     backbone: birdsong_model::Backbone,
+    hosts: hosts::HostSpec,
 }
 
 async fn pipeline(
@@ -248,9 +300,21 @@ async fn pipeline(
         ref feeds,
         threads_per_worker,
         backbone,
+        hosts,
     } = *plan;
     let worker = worker_exe()?;
     let cores = cores();
+    let mut made_by = hosts::MadeBy::default();
+    if hosts.simulates() {
+        // Fail now, not after the in-process run: make (and remove) the
+        // hosts of the largest run once.
+        let config = birdsong_common::Config::from_env().context("reading BIRDSONG_* variables")?;
+        let largest = workers.iter().copied().max().unwrap_or(1);
+        let probe = hosts::Hosts::create(&hosts, largest, &config)
+            .context("setting up the simulated hosts")?;
+        made_by = probe.made_by();
+        eprintln!("{}", hosts.describe(cores, workers, &made_by));
+    }
     eprintln!("training the benchmark model ({backbone} backbone, 3 synthetic species)…");
     let artifact = tokio::task::spawn_blocking(move || match backbone {
         birdsong_model::Backbone::Acoustic => birdsong_testkit::models::train_synthetic(3),
@@ -295,7 +359,14 @@ async fn pipeline(
                     "{}: {label} with {w} worker(s) × {threads} thread(s)…",
                     corpus.name
                 );
-                let m = distributed::run(&corpus, w, threads, &artifact, &worker, feed).await?;
+                let spec = distributed::RunSpec {
+                    workers: w,
+                    threads,
+                    worker_exe: &worker,
+                    feed,
+                    hosts,
+                };
+                let m = distributed::run(&corpus, &artifact, &spec).await?;
                 let ratio = m.audio_per_s() / base_rate;
                 if w == 1 {
                     single = Some(m.audio_per_s() / threads as f64);
@@ -317,12 +388,22 @@ async fn pipeline(
             }
         }
     }
-    let table = format!(
+    let mut table = format!(
         "Backbone: {backbone}.\n\n{}\nWhere the CPU went (CPU time charged per role from /proc; the last column is the \
          workers' CPU per second of audio over the in-process run's):\n\n{}",
         report::markdown(&rows),
         report::cpu_markdown(&rows)
     );
+    if hosts.simulates() {
+        table = format!(
+            "{}\n\n{table}\nWhere the workers' time went (quota used: worker CPU from the moment all \
+             consume to the end over workers × quota × wall time; start / tail idle: share of the \
+             workers' time before each one's first task and after its last result, from the task \
+             rows; producer audio s/s: audio ingested per second of the producer's run):\n\n{}",
+            hosts.describe(cores, workers, &made_by),
+            report::hosts_markdown(&rows)
+        );
+    }
     println!("{table}");
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
