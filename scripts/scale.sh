@@ -15,6 +15,7 @@
 #   --workers LIST     worker counts to run (default 1,2,4)
 #   --clips N          10-second clips in the clip workload (default 200)
 #   --corpus LIST      workloads: clips, xc3 (default both)
+#   --xc3-copies K     K distinct copies of each xc3 recording (default 1)
 #   --threads T        CPU threads per worker; 0: cores / workers (default 1)
 #   --feed LIST        streaming, backlog (default both)
 #   --out DIR          where report.md, results.json, chart.png go
@@ -48,6 +49,7 @@ usage() {
 workers=1,2,4
 clips=200
 corpus=clips,xc3
+xc3_copies=1
 threads=1
 feed=streaming,backlog
 out=bench/results/latest
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
         --workers) workers=$2; shift 2 ;;
         --clips) clips=$2; shift 2 ;;
         --corpus) corpus=$2; shift 2 ;;
+        --xc3-copies) xc3_copies=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --feed) feed=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
@@ -80,5 +83,5 @@ cargo build --release --locked -p birdsong-bench -p birdsong-worker --bins
 thread_arg=()
 [ "$threads" = 0 ] || thread_arg=(--threads "$threads")
 "$target/release/birdsong-bench" pipeline --shared "$shared" --workers "$workers" \
-    --clips "$clips" --corpus "$corpus" --feed "$feed" "${thread_arg[@]}" \
+    --clips "$clips" --corpus "$corpus" --xc3-copies "$xc3_copies" --feed "$feed" "${thread_arg[@]}" \
     "${hosts[@]}" --out "$out"

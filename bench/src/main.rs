@@ -75,6 +75,11 @@ enum Command {
         /// Number of 10-second MP3 clips in the clip workload.
         #[arg(long, default_value_t = 200)]
         clips: usize,
+        /// Distinct copies of each xc3 recording in the xc3 workload (1: the
+        /// 111 recordings as they are), for runs on many workers that the
+        /// longest recording's tail should not dominate.
+        #[arg(long, default_value_t = 1)]
+        xc3_copies: usize,
         /// Worker counts to run end to end.
         #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
         workers: Vec<usize>,
@@ -157,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             shared,
             corpus,
             clips,
+            xc3_copies,
             workers,
             feed,
             threads,
@@ -176,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let plan = Plan {
                 clips,
+                xc3_copies,
                 workers,
                 feeds: feed,
                 // A quota is one small host's worth of one thread.
@@ -281,6 +288,7 @@ async fn interrupted() -> anyhow::Result<()> {
 /// What the pipeline benchmark runs on each corpus.
 struct Plan {
     clips: usize,
+    xc3_copies: usize,
     workers: Vec<usize>,
     feeds: Vec<FeedName>,
     threads_per_worker: Option<usize>,
@@ -296,6 +304,7 @@ async fn pipeline(
 ) -> anyhow::Result<()> {
     let Plan {
         clips,
+        xc3_copies,
         ref workers,
         ref feeds,
         threads_per_worker,
@@ -329,7 +338,7 @@ async fn pipeline(
     for name in names {
         let corpus = match name {
             CorpusName::Clips => corpus::clips(shared, clips)?,
-            CorpusName::Xc3 => corpus::xc3(shared)?,
+            CorpusName::Xc3 => corpus::xc3(shared, xc3_copies)?,
         };
         eprintln!("{}: in-process on {cores} threads…", corpus.name);
         let files = corpus.files.clone();
