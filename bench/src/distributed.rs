@@ -24,8 +24,10 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
 use crate::corpus::Corpus;
+use crate::hosts::{HostSpec, Hosts};
 use crate::report::Measurement;
-use crate::sampler::{RoleCpu, Sampler};
+use crate::sampler::{RoleCpu, Sampler, process_ticks};
+use crate::tasks;
 
 /// Worker processes stopped with SIGTERM when dropped.
 struct Workers(Vec<Child>);
@@ -72,15 +74,35 @@ pub enum Feed {
     Backlog,
 }
 
-/// One end-to-end run of `corpus` through `workers` worker processes.
+/// What one end-to-end run is made of.
+pub struct RunSpec<'a> {
+    pub workers: usize,
+    /// CPU threads per worker.
+    pub threads: usize,
+    pub worker_exe: &'a Path,
+    pub feed: Feed,
+    /// The hosts the workers are simulated on (default: none).
+    pub hosts: HostSpec,
+}
+
+/// CPU ticks of the given processes, summed.
+fn ticks_of(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|&p| process_ticks(p)).sum()
+}
+
+/// One end-to-end run of `corpus` through `spec.workers` worker processes.
 pub async fn run(
     corpus: &Corpus,
-    workers: usize,
-    threads: usize,
     artifact: &Artifact,
-    worker_exe: &Path,
-    feed: Feed,
+    spec: &RunSpec<'_>,
 ) -> anyhow::Result<Measurement> {
+    let RunSpec {
+        workers,
+        threads,
+        worker_exe,
+        feed,
+        hosts: host_spec,
+    } = *spec;
     let env = TestEnv::start().await.context("setting up services")?;
     birdsong_testkit::models::store_model(&env, "bench", artifact.clone()).await?;
     let publisher = Publisher::new(&env.amqp).await?;
@@ -99,19 +121,26 @@ pub async fn run(
         opts.progress = ProgressMode::Quiet;
         birdsong_ingest::ingest(&services, &opts).await
     };
-    let backlog = match feed {
-        Feed::Backlog => Some(ingest().await?),
-        Feed::Streaming => None,
+    let (backlog, mut ingest_s) = match feed {
+        Feed::Backlog => {
+            let started = Instant::now();
+            let summary = ingest().await?;
+            (Some(summary), Some(started.elapsed().as_secs_f64()))
+        }
+        Feed::Streaming => (None, None),
     };
 
+    // Made before the CPU snapshot (the forwarder's threads are charged from
+    // their start) and dropped after the workers (declared before them).
+    let hosts = Hosts::create(&host_spec, workers, &env.config)?;
     // Taken before the workers exist: they are charged all their CPU,
     // start-up included, whichever way the clock runs.
     let cpu_before = RoleCpu::snapshot(&[]);
     let mut children = Workers(Vec::new());
-    for _ in 0..workers {
+    for i in 0..workers {
         children.0.push(
-            Command::new(worker_exe)
-                .envs(&env.vars)
+            hosts
+                .command(i, worker_exe, &env.vars)?
                 .env("BIRDSONG_WORKER_THREADS", threads.to_string())
                 .env("BIRDSONG_LOG", "warn")
                 .stdout(Stdio::null())
@@ -128,6 +157,7 @@ pub async fn run(
     }
 
     let worker_pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    let worker_ticks_ready = ticks_of(&worker_pids);
     let sampler = Sampler::start(
         env.amqp.create_channel().await?,
         env.config.queues.classify.clone(),
@@ -139,6 +169,9 @@ pub async fn run(
         None => ingest().await?,
     };
     let submitted = started.elapsed().as_secs_f64();
+    if feed == Feed::Streaming {
+        ingest_s = Some(submitted);
+    }
     loop {
         let pending: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM tasks WHERE job_id = $1 AND status IN ('queued', 'processing')",
@@ -154,7 +187,12 @@ pub async fn run(
     let mut wall_s = started.elapsed().as_secs_f64();
     let samples = sampler.finish().await;
     let cpu_by_role = cpu_before.seconds_until(&RoleCpu::snapshot(&worker_pids));
+    let worker_cpu_s = ticks_of(&worker_pids).saturating_sub(worker_ticks_ready) as f64
+        / crate::sampler::TICKS_PER_S;
+    let throttling = hosts.throttling();
     drop(children);
+    drop(hosts);
+    let task_stats = tasks::read(&env.pool, summary.job_id, workers).await?;
 
     let (done, failed, audio_s, p50, p95, span): (
         i64,
@@ -194,5 +232,10 @@ pub async fn run(
         cpu_busy: samples.cpu_busy,
         cpu_by_role,
         queue_depth: samples.queue_depth,
+        ingest_s,
+        cpu_quota: host_spec.cpu_quota,
+        throttling,
+        worker_cpu_s: Some(worker_cpu_s),
+        tasks: task_stats,
     })
 }

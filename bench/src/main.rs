@@ -21,10 +21,14 @@ mod backbones;
 mod chart;
 mod corpus;
 mod distributed;
+mod endpoint;
+mod forward;
+mod hosts;
 mod inference;
 mod inprocess;
 mod report;
 mod sampler;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +75,11 @@ enum Command {
         /// Number of 10-second MP3 clips in the clip workload.
         #[arg(long, default_value_t = 200)]
         clips: usize,
+        /// Distinct copies of each xc3 recording in the xc3 workload (1: the
+        /// 111 recordings as they are), for runs on many workers that the
+        /// longest recording's tail should not dominate.
+        #[arg(long, default_value_t = 1)]
+        xc3_copies: usize,
         /// Worker counts to run end to end.
         #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
         workers: Vec<usize>,
@@ -93,6 +102,21 @@ enum Command {
         /// scripts/birdnet/install.sh, found as the workers find it).
         #[arg(long, default_value = "acoustic")]
         backbone: birdsong_model::Backbone,
+        /// Simulated hosts: each worker process gets this many cores (e.g.
+        /// 0.1) through a cgroup of its own (cgroup v1 CFS quota or v2
+        /// cpu.max; needs root). Implies `--threads 1` unless given.
+        #[arg(long, value_name = "CORES")]
+        cpu_quota: Option<f64>,
+        /// Simulated hosts: each worker in its own network namespace, joined
+        /// to the host by a veth pair on 10.203.<i>.0/30, reaching the
+        /// services through a forwarder in this process (needs root).
+        #[arg(long)]
+        netns: bool,
+        /// One-way delay added in each direction of every worker's link
+        /// (e.g. 2ms; a round trip takes twice this): tc netem where the
+        /// kernel has it, otherwise the forwarder. Needs `--netns`.
+        #[arg(long, requires = "netns", value_parser = hosts::parse_duration)]
+        delay: Option<std::time::Duration>,
     },
     /// Network cost per window by batch size.
     Inference,
@@ -138,20 +162,44 @@ async fn main() -> anyhow::Result<()> {
             shared,
             corpus,
             clips,
+            xc3_copies,
             workers,
             feed,
             threads,
             out,
             backbone,
+            cpu_quota,
+            netns,
+            delay,
         } => {
+            let hosts = hosts::HostSpec {
+                cpu_quota,
+                netns,
+                delay: delay.unwrap_or_default(),
+            };
+            if workers.contains(&0) {
+                bail!("--workers: every count must be at least 1");
+            }
             let plan = Plan {
                 clips,
+                xc3_copies,
                 workers,
                 feeds: feed,
-                threads_per_worker: threads,
+                // A quota is one small host's worth of one thread.
+                threads_per_worker: threads.or(cpu_quota.map(|_| 1)),
                 backbone,
+                hosts,
             };
-            pipeline(&shared, &corpus, &plan, out).await
+            // On Ctrl-C or SIGTERM the run is dropped, so that its guards
+            // stop the workers and remove the cgroups, namespaces, database
+            // and queues it made.
+            tokio::select! {
+                result = pipeline(&shared, &corpus, &plan, out) => result,
+                signal = interrupted() => {
+                    signal?;
+                    bail!("interrupted; the run's workers and what it set up were removed")
+                }
+            }
         }
         Command::Inference => inference_table().await,
         Command::Backbones {
@@ -227,13 +275,25 @@ async fn backbone_table(
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
 /// What the pipeline benchmark runs on each corpus.
 struct Plan {
     clips: usize,
+    xc3_copies: usize,
     workers: Vec<usize>,
     feeds: Vec<FeedName>,
     threads_per_worker: Option<usize>,
     backbone: birdsong_model::Backbone,
+    hosts: hosts::HostSpec,
 }
 
 async fn pipeline(
@@ -244,13 +304,26 @@ async fn pipeline(
 ) -> anyhow::Result<()> {
     let Plan {
         clips,
+        xc3_copies,
         ref workers,
         ref feeds,
         threads_per_worker,
         backbone,
+        hosts,
     } = *plan;
     let worker = worker_exe()?;
     let cores = cores();
+    let mut made_by = hosts::MadeBy::default();
+    if hosts.simulates() {
+        // Fail now, not after the in-process run: make (and remove) the
+        // hosts of the largest run once.
+        let config = birdsong_common::Config::from_env().context("reading BIRDSONG_* variables")?;
+        let largest = workers.iter().copied().max().unwrap_or(1);
+        let probe = hosts::Hosts::create(&hosts, largest, &config)
+            .context("setting up the simulated hosts")?;
+        made_by = probe.made_by();
+        eprintln!("{}", hosts.describe(cores, workers, &made_by));
+    }
     eprintln!("training the benchmark model ({backbone} backbone, 3 synthetic species)…");
     let artifact = tokio::task::spawn_blocking(move || match backbone {
         birdsong_model::Backbone::Acoustic => birdsong_testkit::models::train_synthetic(3),
@@ -265,7 +338,7 @@ async fn pipeline(
     for name in names {
         let corpus = match name {
             CorpusName::Clips => corpus::clips(shared, clips)?,
-            CorpusName::Xc3 => corpus::xc3(shared)?,
+            CorpusName::Xc3 => corpus::xc3(shared, xc3_copies)?,
         };
         eprintln!("{}: in-process on {cores} threads…", corpus.name);
         let files = corpus.files.clone();
@@ -295,7 +368,14 @@ async fn pipeline(
                     "{}: {label} with {w} worker(s) × {threads} thread(s)…",
                     corpus.name
                 );
-                let m = distributed::run(&corpus, w, threads, &artifact, &worker, feed).await?;
+                let spec = distributed::RunSpec {
+                    workers: w,
+                    threads,
+                    worker_exe: &worker,
+                    feed,
+                    hosts,
+                };
+                let m = distributed::run(&corpus, &artifact, &spec).await?;
                 let ratio = m.audio_per_s() / base_rate;
                 if w == 1 {
                     single = Some(m.audio_per_s() / threads as f64);
@@ -317,12 +397,22 @@ async fn pipeline(
             }
         }
     }
-    let table = format!(
+    let mut table = format!(
         "Backbone: {backbone}.\n\n{}\nWhere the CPU went (CPU time charged per role from /proc; the last column is the \
          workers' CPU per second of audio over the in-process run's):\n\n{}",
         report::markdown(&rows),
         report::cpu_markdown(&rows)
     );
+    if hosts.simulates() {
+        table = format!(
+            "{}\n\n{table}\nWhere the workers' time went (quota used: worker CPU from the moment all \
+             consume to the end over workers × quota × wall time; start / tail idle: share of the \
+             workers' time before each one's first task and after its last result, from the task \
+             rows; producer audio s/s: audio ingested per second of the producer's run):\n\n{}",
+            hosts.describe(cores, workers, &made_by),
+            report::hosts_markdown(&rows)
+        );
+    }
     println!("{table}");
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

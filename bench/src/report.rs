@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::hosts::cgroup::Throttling;
+use crate::tasks::TaskStats;
+
 /// One timed run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {
@@ -24,6 +27,23 @@ pub struct Measurement {
     /// `(seconds since start, messages ready in the classify queue)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub queue_depth: Vec<(f64, u32)>,
+    /// Seconds the producer took to ingest the corpus: alone, before the
+    /// workers start (backlog), or while they consume (streaming).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_s: Option<f64>,
+    /// CPU quota of each worker in cores (simulated hosts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<f64>,
+    /// CFS throttling of the workers' CPU groups, summed (simulated hosts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttling: Option<Throttling>,
+    /// CPU seconds of the worker processes from the moment all of them
+    /// consume to the end of the run (their start-up left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_cpu_s: Option<f64>,
+    /// How the workers shared the work, from the task rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskStats>,
 }
 
 impl Measurement {
@@ -92,17 +112,36 @@ pub fn markdown(rows: &[Row]) -> String {
     out
 }
 
-/// The roles CPU time is charged to, in table order.
-const ROLES: [&str; 4] = ["workers", "PostgreSQL", "RabbitMQ", "producer + S3 server"];
+/// The roles CPU time is charged to, in table order; the forwarder (the
+/// simulated hosts' network, see `forward`) only appears when a run had one.
+const ROLES: [&str; 5] = [
+    "workers",
+    "PostgreSQL",
+    "RabbitMQ",
+    "producer + S3 server",
+    crate::sampler::FORWARDER,
+];
 
 /// Where the CPU went: milliseconds of CPU per file for each role, and the
 /// workers' own CPU per second of audio against the in-process run's. The
 /// last column isolates what the worker's queue, object-store and database
 /// handling costs from what co-located services take from it.
 pub fn cpu_markdown(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| corpus | path | workers × threads | CPU ms per file: workers | PostgreSQL | RabbitMQ | producer + S3 server | all | worker CPU per audio s vs in-process |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|\n",
+    let forwarded = rows.iter().any(|r| {
+        r.measurement
+            .cpu_by_role
+            .contains_key(crate::sampler::FORWARDER)
+    });
+    let roles = if forwarded {
+        &ROLES[..]
+    } else {
+        &ROLES[..ROLES.len() - 1]
+    };
+    let mut out = format!(
+        "| corpus | path | workers × threads | CPU ms per file: {} | all | worker CPU per audio s vs in-process |\n\
+         |---|---|---|{}---:|---:|\n",
+        roles.join(" | "),
+        "---:|".repeat(roles.len())
     );
     let mut baseline: BTreeMap<&str, f64> = BTreeMap::new();
     for r in rows {
@@ -111,10 +150,11 @@ pub fn cpu_markdown(rows: &[Row]) -> String {
         if let Some(cpu) = m.cpu_by_role.get("in-process") {
             baseline.insert(r.corpus.as_str(), cpu / m.audio_s.max(1e-9));
             out.push_str(&format!(
-                "| {} | in-process | — × {} | {:.1} | — | — | — | {:.1} | 1.00 (baseline) |\n",
+                "| {} | in-process | — × {} | {:.1} | {}{:.1} | 1.00 (baseline) |\n",
                 r.corpus,
                 r.threads,
                 per_file(*cpu),
+                "— | ".repeat(roles.len() - 1),
                 per_file(*cpu)
             ));
             continue;
@@ -122,7 +162,7 @@ pub fn cpu_markdown(rows: &[Row]) -> String {
         if m.cpu_by_role.is_empty() {
             continue;
         }
-        let cells: Vec<String> = ROLES
+        let cells: Vec<String> = roles
             .iter()
             .map(|role| {
                 format!(
@@ -145,6 +185,71 @@ pub fn cpu_markdown(rows: &[Row]) -> String {
             cells.join(" | "),
             all,
             versus
+        ));
+    }
+    out
+}
+
+/// Where the workers' time went on simulated hosts: throughput per worker
+/// is the share of its quota a worker used times the audio it classifies
+/// per CPU second, so the efficiency against one worker is the ratio of the
+/// quota used times the inverse ratio of the CPU per audio second. The
+/// other columns say why quota went unused: the tail (workers done while
+/// others still hold tasks), a queue the producer could not keep full.
+pub fn hosts_markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| corpus | path | workers | audio s/s | efficiency | quota used | worker CPU per audio s vs 1 worker | throttled periods | start idle | tail idle | last claim → end s | audio s of last task | producer audio s/s |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut single: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for r in rows {
+        let (Some(w), m) = (r.workers, &r.measurement) else {
+            continue;
+        };
+        let per_audio = m.worker_cpu_s.map(|c| c / m.audio_s.max(1e-9));
+        if w == 1
+            && let Some(p) = per_audio
+        {
+            single.insert((r.corpus.as_str(), r.path.as_str()), p);
+        }
+        let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".into(), f);
+        let used = match (m.worker_cpu_s, m.cpu_quota) {
+            (Some(cpu), Some(q)) => Some(cpu / (w as f64 * q * m.wall_s.max(1e-9))),
+            _ => None,
+        };
+        let versus = per_audio.and_then(|p| {
+            single
+                .get(&(r.corpus.as_str(), r.path.as_str()))
+                .map(|one| p / one)
+        });
+        let throttled = m
+            .throttling
+            .filter(|t| t.periods > 0)
+            .map(|t| t.throttled_periods as f64 / t.periods as f64);
+        let tasks = m.tasks.as_ref();
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.corpus,
+            r.path,
+            w,
+            m.audio_per_s(),
+            opt(r.efficiency, &|x| format!("{x:.2}")),
+            opt(used, &|x| format!("{:.0} %", x * 100.0)),
+            opt(versus, &|x| format!("{x:.2}")),
+            opt(throttled, &|x| format!("{:.0} %", x * 100.0)),
+            opt(tasks.map(|t| t.start_idle), &|x| format!(
+                "{:.0} %",
+                x * 100.0
+            )),
+            opt(tasks.map(|t| t.tail_idle), &|x| format!(
+                "{:.0} %",
+                x * 100.0
+            )),
+            opt(tasks.map(|t| t.after_last_claim_s), &|x| format!("{x:.1}")),
+            opt(tasks.map(|t| t.last_task_audio_s), &|x| format!("{x:.0}")),
+            opt(m.ingest_s.map(|s| m.audio_s / s.max(1e-9)), &|x| format!(
+                "{x:.0}"
+            )),
         ));
     }
     out

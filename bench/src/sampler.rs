@@ -9,7 +9,9 @@
 //! On one machine the services compete with the workers for the same cores,
 //! so the sampler also charges CPU time to roles ([`RoleCpu`]): the workers,
 //! PostgreSQL, RabbitMQ, and this process (the producer and the in-process
-//! S3 server). That tells software overhead apart from co-located services.
+//! S3 server), and the forwarder's threads in this process to the
+//! simulated network. That tells software overhead apart from co-located
+//! services.
 
 use std::time::{Duration, Instant};
 
@@ -39,7 +41,12 @@ pub const TICKS_PER_S: f64 = 100.0;
 
 /// User + system CPU ticks of one process, from `/proc/<pid>/stat`.
 pub fn process_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU ticks from a `stat` file of a process or a thread.
+fn stat_ticks(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may contain spaces; fields resume after ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -47,6 +54,27 @@ pub fn process_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The role of this process's forwarder threads: the simulated hosts'
+/// network, on the services' side of the machine.
+pub const FORWARDER: &str = "forwarder";
+
+/// CPU ticks of each of this process's threads named like the forwarder's.
+fn forwarder_threads() -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            if comm.trim() != crate::forward::THREAD_NAME {
+                return None;
+            }
+            Some((tid, stat_ticks(&format!("/proc/self/task/{tid}/stat"))?))
+        })
+        .collect()
 }
 
 fn process_name(pid: u32) -> Option<String> {
@@ -90,6 +118,17 @@ impl RoleCpu {
             if let (Some(role), Some(t)) = (role_of(pid, workers), process_ticks(pid)) {
                 ticks.insert(pid, (role, t));
             }
+        }
+        // The forwarder shares this process with the producer and the S3
+        // server: its threads are charged apart (thread ids never collide
+        // with another process's id).
+        let forwarder = forwarder_threads();
+        let charged: u64 = forwarder.iter().map(|(_, t)| t).sum();
+        if let Some((_, own)) = ticks.get_mut(&std::process::id()) {
+            *own = own.saturating_sub(charged);
+        }
+        for (tid, t) in forwarder {
+            ticks.insert(tid, (FORWARDER, t));
         }
         RoleCpu { ticks }
     }
