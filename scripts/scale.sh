@@ -18,6 +18,10 @@
 #   --xc3-copies K     K distinct copies of each xc3 recording (default 1)
 #   --threads T        CPU threads per worker; 0: cores / workers (default 1)
 #   --feed LIST        streaming, backlog (default both)
+#   --prefetch LIST    BIRDSONG_WORKER_PREFETCH values to compare (e.g. 2,4,16):
+#                      every worker count runs once per value, each against
+#                      one worker at the same prefetch (default: the workers'
+#                      default)
 #   --out DIR          where report.md, results.json, chart.png go
 #   --cpu-quota CORES  simulated hosts: each worker process capped at CORES
 #                      of a core by a cgroup of its own (v1 cpu.cfs_quota_us,
@@ -55,6 +59,7 @@ feed=streaming,backlog
 out=bench/results/latest
 shared=${BIRDSONG_SHARED_DIR:-../shared}
 hosts=()
+extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --workers) workers=$2; shift 2 ;;
@@ -63,6 +68,7 @@ while [ $# -gt 0 ]; do
         --xc3-copies) xc3_copies=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --feed) feed=$2; shift 2 ;;
+        --prefetch) extra+=(--prefetch "$2"); shift 2 ;;
         --out) out=$2; shift 2 ;;
         --cpu-quota) hosts+=(--cpu-quota "$2"); shift 2 ;;
         --netns) hosts+=(--netns); shift ;;
@@ -84,4 +90,4 @@ thread_arg=()
 [ "$threads" = 0 ] || thread_arg=(--threads "$threads")
 "$target/release/birdsong-bench" pipeline --shared "$shared" --workers "$workers" \
     --clips "$clips" --corpus "$corpus" --xc3-copies "$xc3_copies" --feed "$feed" "${thread_arg[@]}" \
-    "${hosts[@]}" --out "$out"
+    "${hosts[@]}" "${extra[@]}" --out "$out"

@@ -83,6 +83,9 @@ pub struct RunSpec<'a> {
     pub feed: Feed,
     /// The hosts the workers are simulated on (default: none).
     pub hosts: HostSpec,
+    /// `BIRDSONG_WORKER_PREFETCH` of every worker; `None` leaves the
+    /// worker's default (or the caller's environment) in force.
+    pub prefetch: Option<u16>,
 }
 
 /// CPU ticks of the given processes, summed.
@@ -102,6 +105,7 @@ pub async fn run(
         worker_exe,
         feed,
         hosts: host_spec,
+        prefetch,
     } = *spec;
     let env = TestEnv::start().await.context("setting up services")?;
     birdsong_testkit::models::store_model(&env, "bench", artifact.clone()).await?;
@@ -138,12 +142,16 @@ pub async fn run(
     let cpu_before = RoleCpu::snapshot(&[]);
     let mut children = Workers(Vec::new());
     for i in 0..workers {
+        let mut command = hosts.command(i, worker_exe, &env.vars)?;
+        command
+            .env("BIRDSONG_WORKER_THREADS", threads.to_string())
+            .env("BIRDSONG_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Some(prefetch) = prefetch {
+            command.env("BIRDSONG_WORKER_PREFETCH", prefetch.to_string());
+        }
         children.0.push(
-            hosts
-                .command(i, worker_exe, &env.vars)?
-                .env("BIRDSONG_WORKER_THREADS", threads.to_string())
-                .env("BIRDSONG_LOG", "warn")
-                .stdout(Stdio::null())
+            command
                 .spawn()
                 .with_context(|| format!("starting {}", worker_exe.display()))?,
         );

@@ -117,6 +117,12 @@ enum Command {
         /// kernel has it, otherwise the forwarder. Needs `--netns`.
         #[arg(long, requires = "netns", value_parser = hosts::parse_duration)]
         delay: Option<std::time::Duration>,
+        /// Unacknowledged tasks each worker may hold
+        /// (`BIRDSONG_WORKER_PREFETCH`); several (e.g. `2,4,16`) run every
+        /// worker count once per value, each against one worker at the same
+        /// prefetch. Without it the workers use their default.
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+        prefetch: Vec<u16>,
     },
     /// Network cost per window by batch size.
     Inference,
@@ -171,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             cpu_quota,
             netns,
             delay,
+            prefetch,
         } => {
             let hosts = hosts::HostSpec {
                 cpu_quota,
@@ -189,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 threads_per_worker: threads.or(cpu_quota.map(|_| 1)),
                 backbone,
                 hosts,
+                prefetch,
             };
             // On Ctrl-C or SIGTERM the run is dropped, so that its guards
             // stop the workers and remove the cgroups, namespaces, database
@@ -294,6 +302,8 @@ struct Plan {
     threads_per_worker: Option<usize>,
     backbone: birdsong_model::Backbone,
     hosts: hosts::HostSpec,
+    /// Prefetch values to compare; empty: the workers' default only.
+    prefetch: Vec<u16>,
 }
 
 async fn pipeline(
@@ -310,7 +320,13 @@ async fn pipeline(
         threads_per_worker,
         backbone,
         hosts,
+        ref prefetch,
     } = *plan;
+    let prefetches: Vec<Option<u16>> = if prefetch.is_empty() {
+        vec![None]
+    } else {
+        prefetch.iter().copied().map(Some).collect()
+    };
     let worker = worker_exe()?;
     let cores = cores();
     let mut made_by = hosts::MadeBy::default();
@@ -361,39 +377,49 @@ async fn pipeline(
                 FeedName::Streaming => (distributed::Feed::Streaming, "end to end"),
                 FeedName::Backlog => (distributed::Feed::Backlog, "backlog drain"),
             };
-            let mut single: Option<f64> = None;
-            for &w in workers {
-                let threads = threads_per_worker.unwrap_or(cores / w.max(1)).max(1);
-                eprintln!(
-                    "{}: {label} with {w} worker(s) × {threads} thread(s)…",
-                    corpus.name
-                );
-                let spec = distributed::RunSpec {
-                    workers: w,
-                    threads,
-                    worker_exe: &worker,
-                    feed,
-                    hosts,
+            for &prefetch in &prefetches {
+                // Each prefetch is its own series, against one worker at the
+                // same prefetch.
+                let path = match prefetch {
+                    Some(p) if prefetches.len() > 1 => format!("{label}, prefetch {p}"),
+                    _ => label.to_string(),
                 };
-                let m = distributed::run(&corpus, &artifact, &spec).await?;
-                let ratio = m.audio_per_s() / base_rate;
-                if w == 1 {
-                    single = Some(m.audio_per_s() / threads as f64);
+                let mut single: Option<f64> = None;
+                for &w in workers {
+                    let threads = threads_per_worker.unwrap_or(cores / w.max(1)).max(1);
+                    eprintln!(
+                        "{}: {path} with {w} worker(s) × {threads} thread(s)…",
+                        corpus.name
+                    );
+                    let spec = distributed::RunSpec {
+                        workers: w,
+                        threads,
+                        worker_exe: &worker,
+                        feed,
+                        hosts,
+                        prefetch,
+                    };
+                    let m = distributed::run(&corpus, &artifact, &spec).await?;
+                    let ratio = m.audio_per_s() / base_rate;
+                    if w == 1 {
+                        single = Some(m.audio_per_s() / threads as f64);
+                    }
+                    // Per CPU thread given to the workers, relative to one
+                    // worker: with one thread each this is throughput(N) /
+                    // (N × throughput(1)); past the core count it shows what
+                    // oversubscription costs.
+                    let efficiency =
+                        single.map(|one| m.audio_per_s() / ((w * threads) as f64 * one));
+                    rows.push(Row {
+                        corpus: corpus.name.clone(),
+                        path: path.clone(),
+                        workers: Some(w),
+                        threads,
+                        measurement: m,
+                        ratio: Some(ratio),
+                        efficiency,
+                    });
                 }
-                // Per CPU thread given to the workers, relative to one worker:
-                // with one thread each this is throughput(N) / (N ×
-                // throughput(1)); past the core count it shows what
-                // oversubscription costs.
-                let efficiency = single.map(|one| m.audio_per_s() / ((w * threads) as f64 * one));
-                rows.push(Row {
-                    corpus: corpus.name.clone(),
-                    path: label.into(),
-                    workers: Some(w),
-                    threads,
-                    measurement: m,
-                    ratio: Some(ratio),
-                    efficiency,
-                });
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Consuming the `classify` queue: prefetch, dispositions, reconnection and
 //! graceful shutdown.
 //!
-//! Each delivery runs as its own tokio task (at most `prefetch` at once, the
+//! Each delivery runs as its own tokio task (at most [`Config::prefetch`] at once, the
 //! broker sees to that); the CPU-heavy parts inside it are bounded by the
 //! pipeline's CPU semaphore. A message is acknowledged only after its rows
 //! are committed. What happens otherwise:
@@ -72,7 +72,7 @@ async fn consume(
     let channel = conn.create_channel().await?;
     queue::declare_topology(&channel, q).await?;
     channel
-        .basic_qos(config.worker.prefetch, BasicQosOptions::default())
+        .basic_qos(config.prefetch(), BasicQosOptions::default())
         .await?;
     let mut consumer = channel
         .basic_consume(
@@ -118,7 +118,7 @@ async fn consume(
         .await?;
     // Events sent while we were away are gone; the database is the truth.
     sync_model(pipeline).await;
-    tracing::info!(queue = %q.classify, prefetch = config.worker.prefetch, "consuming");
+    tracing::info!(queue = %q.classify, prefetch = config.prefetch(), "consuming");
 
     let limit = q.delivery_limit;
     let mut inflight = JoinSet::new();
