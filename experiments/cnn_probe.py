@@ -32,12 +32,12 @@ import json
 import os
 import time
 
-import librosa
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
-from sklearn.model_selection import StratifiedKFold
+
+# librosa, pandas and scikit-learn are imported where they are used, so that `--time`
+# runs with torch and numpy alone.
 
 FRAMES = 216  # 5 s at 22 050 Hz, hop 512
 TRAIN_HOP = 54  # 1.25 s
@@ -46,6 +46,8 @@ BANDS = 32
 
 def band_power(path):
     """The recording's 32 pooled mel bands (power), bands x frames."""
+    import librosa
+
     y, sr = librosa.load(path, sr=22050, mono=True)
     s = librosa.feature.melspectrogram(
         y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=128, power=2.0
@@ -237,6 +239,9 @@ def main():
         return time_steps(args.time)
     if not args.audio_root:
         ap.error("--audio-root is required")
+    import pandas as pd
+    from sklearn.model_selection import StratifiedKFold
+
     manifest = pd.read_csv(args.manifest or os.path.join(args.audio_root, "manifest.csv"))
     classes = sorted(manifest.species.unique())
     k = len(classes)

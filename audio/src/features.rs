@@ -510,6 +510,27 @@ impl FeatureExtractor {
         Ok(out)
     }
 
+    /// The band profile's pooled mel power of every frame of `y`, frame-major:
+    /// [`N_BANDS`] values per frame (each the mean power of
+    /// [`bands::MELS_PER_BAND`] adjacent mel bands, low bands first), over
+    /// `1 + len / 512` centred frames, untrimmed and unreferenced. The input of
+    /// the model crate's spectrogram CNN: it keeps the absolute level (a whole
+    /// recording's frames can be cut into windows, mixed and referenced later)
+    /// at a quarter of the 128 bands' memory.
+    pub fn band_power(&mut self, y: &[f32]) -> Vec<f32> {
+        let frames = n_frames(y.len());
+        let mut out = vec![0f32; frames * N_BANDS];
+        self.power.resize(N_BINS, 0.0);
+        let mut column = [0f32; N_MELS];
+        for (t, bands_out) in out.chunks_exact_mut(N_BANDS).enumerate() {
+            self.stft
+                .frame(y, t, &mut self.power[..N_BINS], &mut self.mag);
+            self.tables.mel.apply(&self.power[..N_BINS], &mut column);
+            bands::pool_frame(&column, bands_out);
+        }
+        out
+    }
+
     /// The 128-band mel spectrogram of `y` in dB relative to its maximum,
     /// floored 80 dB below it (librosa `power_to_db(melspectrogram(y),
     /// ref=np.max)`), untrimmed so that equal-length windows give equal

@@ -26,9 +26,10 @@ use sha2::{Digest, Sha256};
 use crate::config::{EpochReport, TrainConfig};
 use crate::dataset::DataSummary;
 use crate::features::{FEATURE_VERSION, FeatureSet, PREFIX_FEATURE_VERSIONS};
-use crate::network::NetworkConfig;
+use crate::network::{CNN, NetworkConfig};
 use crate::report::{Evaluation, Thresholds};
 use crate::scaler::Scaler;
+use crate::spectrogram::{MEL_FEATURE_VERSION, MEL_VECTOR, MelInput};
 use crate::{ModelError, Result};
 
 /// Newest artifact layout, bumped on any change an older loader cannot read. Version 2
@@ -92,6 +93,10 @@ pub struct ArtifactMeta {
     /// species layer restricted to a list); `None` for a trained model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// How a spectrogram model's input is computed from audio (every parameter of its
+    /// mel patches), so a reader can rebuild it; `None` for models on feature vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<MelInput>,
 }
 
 /// Only the field every format version has, and names a newer build may add to, read
@@ -125,7 +130,8 @@ impl ArtifactMeta {
             },
             version: None,
             architecture: network.architecture.clone(),
-            input_size: training.features.backbone().vector_len(),
+            input_size: training.features.vector_len(),
+            input: (training.features == FeatureSet::Mel).then(MelInput::current),
             features: training.features,
             network,
             classes,
@@ -153,6 +159,21 @@ impl ArtifactMeta {
             )));
         }
         let features = self.features;
+        let mel = features == FeatureSet::Mel;
+        if (self.architecture == CNN) != mel {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "architecture {:?} on feature set {features}: the cnn reads mel patches, \
+                 and only it does",
+                self.architecture
+            )));
+        }
+        if mel && self.input.as_ref() != Some(&MelInput::current()) {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "mel input {:?} is not the one this build computes ({:?})",
+                self.input,
+                MelInput::current()
+            )));
+        }
         if self.architecture != self.network.architecture
             || features.width() != self.network.input_size
             || features.end() > self.input_size
@@ -273,16 +294,17 @@ impl Artifact {
     /// version and input size must be that backbone's (see
     /// [`from_files`](Self::from_files)). The caller must feed it that backbone's
     /// vectors: check `meta().features.backbone()` before classifying.
+    ///
+    /// A spectrogram model (feature set `mel`) is refused: its input is not a backbone's
+    /// vector, and callers that feed backbone vectors cannot serve it; see
+    /// [`from_files_any_input`](Self::from_files_any_input).
     pub fn from_files_any_backbone(weights: &[u8], meta_json: &[u8]) -> Result<Self> {
-        let probe: FormatProbe = serde_json::from_slice(meta_json)?;
-        let features = match probe.features {
-            None => FeatureSet::legacy(),
-            Some(name) => name.parse::<FeatureSet>().map_err(|unknown| {
-                ModelError::IncompatibleArtifact(format!(
-                    "{unknown} (the artifact was made by a newer build?)"
-                ))
-            })?,
-        };
+        let features = probe_features(meta_json)?;
+        if features == FeatureSet::Mel {
+            return Err(ModelError::IncompatibleArtifact(
+                "a spectrogram model reads mel patches, not a backbone's vectors".into(),
+            ));
+        }
         let backbone = features.backbone();
         Self::from_files(
             weights,
@@ -290,6 +312,30 @@ impl Artifact {
             backbone.feature_version(),
             backbone.vector_len(),
         )
+    }
+
+    /// Builds and validates an artifact of any input this build computes: a backbone's
+    /// vectors ([`from_files_any_backbone`](Self::from_files_any_backbone)) or mel
+    /// patches ([`crate::spectrogram`], feature set `mel`). The caller must feed it the
+    /// vectors `meta().features` names (`FeatureSet::vector_len` long).
+    pub fn from_files_any_input(weights: &[u8], meta_json: &[u8]) -> Result<Self> {
+        if probe_features(meta_json)? == FeatureSet::Mel {
+            Self::from_files(weights, meta_json, MEL_FEATURE_VERSION, MEL_VECTOR)
+        } else {
+            Self::from_files_any_backbone(weights, meta_json)
+        }
+    }
+
+    /// Reads and validates the artifact in `dir` whatever its input; see
+    /// [`from_files_any_input`](Self::from_files_any_input).
+    pub fn load_dir_any_input(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
+        };
+        let meta = read(META_FILE)?;
+        let weights = read(WEIGHTS_FILE)?;
+        Self::from_files_any_input(&weights, &meta)
     }
 
     /// Reads and validates the artifact in `dir`; see [`from_files`](Self::from_files).
@@ -364,6 +410,19 @@ impl Artifact {
             weights: weights.to_vec(),
             input_size,
         })
+    }
+}
+
+/// The feature set a `model.json` names (the legacy one when it names none).
+fn probe_features(meta_json: &[u8]) -> Result<FeatureSet> {
+    let probe: FormatProbe = serde_json::from_slice(meta_json)?;
+    match probe.features {
+        None => Ok(FeatureSet::legacy()),
+        Some(name) => name.parse::<FeatureSet>().map_err(|unknown| {
+            ModelError::IncompatibleArtifact(format!(
+                "{unknown} (the artifact was made by a newer build?)"
+            ))
+        }),
     }
 }
 

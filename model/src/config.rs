@@ -7,7 +7,7 @@ use birdsong_audio::WindowConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::features::FeatureSet;
-use crate::network::{MLP, Output, check_members, one};
+use crate::network::{CNN, MLP, Output, check_members, one};
 use crate::{ModelError, Result};
 
 /// Hop of the recommended recipe's training windows: a quarter of the standard 5 s
@@ -130,6 +130,83 @@ pub struct TrainConfig {
     /// alone.
     #[serde(default)]
     pub context_windows: usize,
+    /// How the spectrogram CNN draws and augments its training crops (`cnn` only;
+    /// `None` for the other architectures, which train on windows already cut).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectrogram: Option<CnnTraining>,
+}
+
+/// How the spectrogram CNN is fed during training ([`crate::train_cnn`]): fresh crops of
+/// each recording every epoch, masked and mixed with other recordings' background, with
+/// classes drawn equally often. Each kind of augmentation makes the few recordings of a
+/// species look like more: a call at another offset, partly hidden, over another site's
+/// background.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CnnTraining {
+    /// Crops drawn per epoch for each second of training audio (0.2: as many as there
+    /// are non-overlapping 5 s windows). Each crop starts at a random frame of its
+    /// recording, drawn anew every epoch.
+    pub crops_per_second: f64,
+    /// Draw each crop's class first, uniformly (the background group counting as one
+    /// class), then a recording of it by length: every species is seen equally often
+    /// however many recordings it has. Otherwise crops are drawn by length over all
+    /// recordings.
+    pub class_balanced: bool,
+    /// Time masks per crop (SpecAugment): runs of frames set to the patch's mean.
+    pub time_masks: usize,
+    /// Longest time mask, frames (23 ms each).
+    pub max_time_mask: usize,
+    /// Frequency masks per crop: runs of bands set to the patch's mean.
+    pub frequency_masks: usize,
+    /// Widest frequency mask, bands (of 32).
+    pub max_frequency_mask: usize,
+    /// Probability of adding another recording's quiet crop (a stretch more than the
+    /// quiet margin below that recording's loudest, or a background recording's) to a
+    /// crop, in power.
+    pub mix_probability: f64,
+    /// The added background's mean power is this many dB below the crop's, at least...
+    pub mix_min_db: f32,
+    /// ...and at most.
+    pub mix_max_db: f32,
+}
+
+impl Default for CnnTraining {
+    /// One crop per 5 s of audio per epoch, classes balanced, two time masks of up to
+    /// 20 frames and two frequency masks of up to 4 bands, background mixed into half
+    /// of the crops 0 to 12 dB below them.
+    fn default() -> Self {
+        Self {
+            crops_per_second: 0.2,
+            class_balanced: true,
+            time_masks: 2,
+            max_time_mask: 20,
+            frequency_masks: 2,
+            max_frequency_mask: 4,
+            mix_probability: 0.5,
+            mix_min_db: 0.0,
+            mix_max_db: 12.0,
+        }
+    }
+}
+
+impl CnnTraining {
+    fn validate(&self) -> Result<()> {
+        let ok = self.crops_per_second > 0.0
+            && self.crops_per_second.is_finite()
+            && (0.0..=1.0).contains(&self.mix_probability)
+            && self.mix_min_db.is_finite()
+            && self.mix_max_db.is_finite()
+            && self.mix_min_db <= self.mix_max_db
+            && self.max_frequency_mask < crate::spectrogram::MEL_BANDS
+            && self.max_time_mask < crate::spectrogram::PATCH_FRAMES;
+        if ok {
+            Ok(())
+        } else {
+            Err(ModelError::InvalidConfig(format!(
+                "spectrogram training settings out of range: {self:?}"
+            )))
+        }
+    }
 }
 
 /// Most neighbouring windows each side [`TrainConfig::context_windows`] may average.
@@ -174,6 +251,25 @@ impl TrainConfig {
             ..Self::default()
         }
     }
+
+    /// The spectrogram CNN's recipe: one `cnn` on mel patches, 30 epochs of fresh crops
+    /// ([`CnnTraining::default`]), batch 32, Adam 1e-3, L2 1e-5, per-species sigmoids
+    /// with quiet crops and synthetic background as negatives, one neighbouring window
+    /// each side in the served scores. Class balance comes from sampling, so no class
+    /// weights.
+    pub fn cnn() -> Self {
+        Self {
+            architecture: CNN.to_string(),
+            features: FeatureSet::Mel,
+            epochs: 30,
+            l2: 1e-5,
+            class_weighting: false,
+            train_hop_s: standard_hop_s(),
+            members: 1,
+            spectrogram: Some(CnnTraining::default()),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -203,6 +299,7 @@ impl Default for TrainConfig {
             stopping: Stopping::FixedEpochs,
             seed: 0,
             context_windows: RECOMMENDED_CONTEXT_WINDOWS,
+            spectrogram: None,
         }
     }
 }
@@ -267,6 +364,17 @@ impl TrainConfig {
             return Err(ModelError::InvalidConfig(format!("training windows: {e}")));
         }
         check_members(self.members)?;
+        let cnn = self.architecture == CNN;
+        if cnn != (self.features == FeatureSet::Mel) || cnn != self.spectrogram.is_some() {
+            return Err(ModelError::InvalidConfig(format!(
+                "architecture {} on feature set {}: the cnn, and only it, reads mel \
+                 patches and has spectrogram training settings",
+                self.architecture, self.features
+            )));
+        }
+        if let Some(s) = &self.spectrogram {
+            s.validate()?;
+        }
         if self.context_windows > MAX_CONTEXT_WINDOWS {
             return Err(ModelError::InvalidConfig(format!(
                 "context of {} windows each side; at most {MAX_CONTEXT_WINDOWS}",

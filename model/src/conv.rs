@@ -9,10 +9,12 @@
 //! tensor operations burn differentiates are used (pad, slice, cat, reshape, matmul),
 //! so the backward pass comes from autodiff, and the tests check it against `Conv2d`'s.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use rand::Rng;
+use rand::rngs::StdRng;
 
 /// Kernel side: 3×3, with one cell of zero padding so that the output keeps the input's
 /// bands × frames.
@@ -42,6 +44,38 @@ impl Im2colConv2d {
             )),
             bias: Param::from_tensor(Tensor::random([output], uniform, device)),
         }
+    }
+
+    /// Like [`new`](Self::new), drawn from `rng` with the given parameter ids: a network
+    /// seeded with our own generator gets the same weights, and the same weights file,
+    /// whatever else runs in the process (burn's backend generator is process-wide).
+    pub(crate) fn seeded(
+        input: usize,
+        output: usize,
+        rng: &mut StdRng,
+        kernel_id: ParamId,
+        bias_id: ParamId,
+        device: &Device,
+    ) -> Self {
+        let bound = 1.0 / ((SIDE * SIDE * input) as f64).sqrt() as f32;
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let kernel = draw(SIDE * SIDE * input * output);
+        let bias = draw(output);
+        let kernel = Tensor::<2>::from_data(
+            TensorData::new(kernel, [SIDE * SIDE * input, output]),
+            device,
+        );
+        let bias = Tensor::<1>::from_data(TensorData::new(bias, [output]), device);
+        Self {
+            kernel: Param::initialized(kernel_id, kernel).set_require_grad(true),
+            bias: Param::initialized(bias_id, bias).set_require_grad(true),
+        }
+    }
+
+    /// Sum of the squared kernel weights (the bias excluded): its share of an L2 penalty.
+    pub(crate) fn kernel_square_sum(&self) -> Tensor<1> {
+        self.kernel.val().square().sum()
     }
 
     /// The same convolution as a 3×3 `Conv2d` with stride 1 and padding 1 (its
@@ -100,7 +134,6 @@ mod tests {
     use super::*;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::TensorData;
 
     fn largest_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()

@@ -53,22 +53,34 @@ pub struct DataSummary {
 impl DataSummary {
     /// Summarises `recordings`.
     pub fn of(recordings: &[Recording]) -> Self {
+        Self::of_counts(
+            recordings
+                .iter()
+                .map(|r| (r.id.as_str(), r.label.as_str(), r.windows.len())),
+        )
+    }
+
+    /// Summarises recordings given as (id, label, windows): for training sets that are
+    /// not cut into windows (spectrograms).
+    pub fn of_counts<'a>(
+        recordings: impl Iterator<Item = (&'a str, &'a str, usize)> + Clone,
+    ) -> Self {
         use sha2::{Digest, Sha256};
         let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        for r in recordings {
-            let e = per.entry(r.label.as_str()).or_default();
+        for (_, label, windows) in recordings.clone() {
+            let e = per.entry(label).or_default();
             e.0 += 1;
-            e.1 += r.windows.len();
+            e.1 += windows;
         }
-        let ids: BTreeSet<&str> = recordings.iter().map(|r| r.id.as_str()).collect();
+        let ids: BTreeSet<&str> = recordings.clone().map(|(id, _, _)| id).collect();
         let mut hasher = Sha256::new();
         for id in ids {
             hasher.update(id.as_bytes());
             hasher.update([0u8]);
         }
         Self {
-            recordings: recordings.len(),
-            windows: recordings.iter().map(|r| r.windows.len()).sum(),
+            recordings: recordings.clone().count(),
+            windows: recordings.map(|(_, _, windows)| windows).sum(),
             per_class: per
                 .into_iter()
                 .map(|(class, (recordings, windows))| ClassCount {
@@ -116,7 +128,12 @@ pub fn class_list(recordings: &[Recording]) -> Vec<String> {
 /// recording's absolute level (the band profile is relative to each window's peak, an
 /// embedding to nothing at all).
 pub fn quiet_windows(windows: &[FeatureVector], backbone: Backbone, margin_db: f32) -> Vec<bool> {
-    let column = backbone.level_column();
+    quiet_windows_at(windows, backbone.level_column(), margin_db)
+}
+
+/// [`quiet_windows`] with the level in column `column` of each vector (see
+/// [`FeatureSet::level_column`](crate::FeatureSet::level_column)).
+pub fn quiet_windows_at(windows: &[FeatureVector], column: usize, margin_db: f32) -> Vec<bool> {
     let level = |w: &FeatureVector| 20.0 * w.get(column).copied().unwrap_or(0.0).max(1e-10).log10();
     let loudest = windows.iter().map(level).fold(f32::NEG_INFINITY, f32::max);
     windows

@@ -13,7 +13,7 @@
 //! well the top score separates windows of known species from windows of species the
 //! model never saw, and how many of the latter would be reported as detections.
 
-use crate::dataset::{Recording, is_background, quiet_windows};
+use crate::dataset::{Recording, is_background, quiet_windows_at};
 use crate::inference::Classifier;
 pub use crate::report::{
     DEFAULT_TARGET_PRECISION, DEFAULT_THRESHOLD, DetectionMetrics, OpenSet, SpeciesDetection,
@@ -47,7 +47,7 @@ fn window_truth(
         let class = classifier.classes().iter().position(|c| *c == r.label);
         let quiet = match quiet_margin_db {
             Some(m) if class.is_some() => {
-                quiet_windows(&r.windows, classifier.info().features.backbone(), m)
+                quiet_windows_at(&r.windows, classifier.info().features.level_column(), m)
             }
             _ => vec![false; r.windows.len()],
         };

@@ -11,6 +11,8 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use birdsong_audio::bands::N_BANDS;
+
+use crate::spectrogram::{MEL_FEATURE_VERSION, MEL_VECTOR, PATCH_LEN};
 pub use birdsong_audio::{
     FEATURE_COUNT, FEATURE_VERSION, LIBROSA_FEATURE_COUNT, PREFIX_FEATURE_VERSIONS,
 };
@@ -136,6 +138,12 @@ pub enum FeatureSet {
     BandsNoMedian,
     /// The BirdNET embedding (of the [`Backbone::Birdnet`] vector, without its level).
     Birdnet,
+    /// The log-mel patch of the window ([`crate::spectrogram`]), read by the spectrogram
+    /// CNN: the audio crate's analysis at 22 050 Hz in the standard windows, like the
+    /// acoustic features, but another vector ([`MEL_FEATURE_VERSION`], [`MEL_VECTOR`]
+    /// values with the level), which [`FeatureSet::feature_version`] and
+    /// [`FeatureSet::vector_len`] name.
+    Mel,
 }
 
 /// First column of the band profile in the feature vector.
@@ -145,19 +153,46 @@ const MEDIANS: Range<usize> = BANDS_START + 2 * N_BANDS..BANDS_START + 3 * N_BAN
 
 impl FeatureSet {
     /// Every set, by name.
-    pub const ALL: [FeatureSet; 5] = [
+    pub const ALL: [FeatureSet; 6] = [
         FeatureSet::Librosa,
         FeatureSet::Bands,
         FeatureSet::All,
         FeatureSet::BandsNoMedian,
         FeatureSet::Birdnet,
+        FeatureSet::Mel,
     ];
 
-    /// The backbone whose vectors the set reads.
+    /// The backbone whose analysis the set reads (the acoustic one for mel patches: the
+    /// audio crate at 22 050 Hz; their vectors are not its features, see
+    /// [`vector_len`](Self::vector_len)).
     pub fn backbone(self) -> Backbone {
         match self {
             FeatureSet::Birdnet => Backbone::Birdnet,
             _ => Backbone::Acoustic,
+        }
+    }
+
+    /// The version of the vectors the set reads from.
+    pub fn feature_version(self) -> &'static str {
+        match self {
+            FeatureSet::Mel => MEL_FEATURE_VERSION,
+            other => other.backbone().feature_version(),
+        }
+    }
+
+    /// Length of the vectors the set reads from.
+    pub fn vector_len(self) -> usize {
+        match self {
+            FeatureSet::Mel => MEL_VECTOR,
+            other => other.backbone().vector_len(),
+        }
+    }
+
+    /// Column of those vectors holding the window's linear level (for quiet windows).
+    pub fn level_column(self) -> usize {
+        match self {
+            FeatureSet::Mel => PATCH_LEN,
+            other => other.backbone().level_column(),
         }
     }
 
@@ -182,12 +217,17 @@ impl FeatureSet {
             start: 0,
             end: BIRDNET_EMBEDDING,
         }];
+        const MEL: &[Range<usize>] = &[Range {
+            start: 0,
+            end: PATCH_LEN,
+        }];
         match self {
             FeatureSet::Librosa => LIBROSA,
             FeatureSet::Bands => BANDS,
             FeatureSet::All => ALL,
             FeatureSet::BandsNoMedian => NO_MEDIAN,
             FeatureSet::Birdnet => BIRDNET,
+            FeatureSet::Mel => MEL,
         }
     }
 
@@ -221,6 +261,7 @@ impl FeatureSet {
             FeatureSet::All => "all",
             FeatureSet::BandsNoMedian => "bands_no_median",
             FeatureSet::Birdnet => "birdnet",
+            FeatureSet::Mel => "mel",
         }
     }
 
@@ -268,7 +309,8 @@ mod tests {
             assert_eq!(set.name().parse::<FeatureSet>(), Ok(set));
             let json = serde_json::to_string(&set).unwrap();
             assert_eq!(json, format!("\"{}\"", set.name()));
-            assert!(set.end() <= set.backbone().vector_len(), "{set}");
+            assert!(set.end() <= set.vector_len(), "{set}");
+            assert!(set.level_column() < set.vector_len(), "{set}");
             assert_eq!(
                 Backbone::of_version(set.backbone().feature_version()),
                 Some(set.backbone())

@@ -8,10 +8,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
+use crate::cnn::CnnEnsemble;
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
-use crate::network::Ensemble;
-use crate::network::Output;
+use crate::network::{CNN, Ensemble, NetworkConfig, Output};
 use crate::report::DEFAULT_THRESHOLD;
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
@@ -19,6 +19,61 @@ use crate::{ModelError, Result};
 /// Windows per forward pass: large enough to amortise per-call overhead, small enough to
 /// bound memory (4096 × 512 activations ≈ 8 MB).
 const MAX_BATCH: usize = 4096;
+/// Windows per forward pass of a spectrogram CNN, whose activations are about 0.7 MB
+/// per window (the first block's): 64 windows stay under 50 MB.
+const MAX_CNN_BATCH: usize = 64;
+
+/// The networks of a model: dense networks on feature vectors, or spectrogram CNNs.
+#[derive(Debug)]
+pub(crate) enum Networks {
+    /// `mlp`, `linear`, `shallow`, `anchored`.
+    Dense(Ensemble),
+    /// `cnn`.
+    Cnn(CnnEnsemble),
+}
+
+impl From<Ensemble> for Networks {
+    fn from(e: Ensemble) -> Self {
+        Networks::Dense(e)
+    }
+}
+
+impl From<CnnEnsemble> for Networks {
+    fn from(e: CnnEnsemble) -> Self {
+        Networks::Cnn(e)
+    }
+}
+
+impl Networks {
+    /// The networks `config` describes, from their weights file.
+    pub(crate) fn from_bytes(
+        config: &NetworkConfig,
+        bytes: &[u8],
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(if config.architecture == CNN {
+            Networks::Cnn(CnnEnsemble::from_bytes(config, bytes, device)?)
+        } else {
+            Networks::Dense(Ensemble::from_bytes(config, bytes, device)?)
+        })
+    }
+
+    /// Averaged scores of a batch of network inputs.
+    fn probabilities(&self, x: Tensor<2>, output: Output) -> Tensor<2> {
+        match self {
+            Networks::Dense(e) => e.probabilities(x, output),
+            Networks::Cnn(e) => e.probabilities(x, output),
+        }
+    }
+
+    /// Windows per forward pass.
+    fn max_batch(&self) -> usize {
+        match self {
+            Networks::Dense(_) => MAX_BATCH,
+            Networks::Cnn(_) => MAX_CNN_BATCH,
+        }
+    }
+}
 
 /// A species and its probability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,7 +168,7 @@ pub struct ModelInfo {
 /// A trained network with its scaler and class list, ready to classify windows.
 #[derive(Debug)]
 pub struct Classifier {
-    network: Ensemble,
+    network: Networks,
     device: Device,
     scaler: Scaler,
     classes: Vec<String>,
@@ -130,7 +185,7 @@ const _: fn() = || {
 impl Classifier {
     /// Assembles a classifier from parts that are already consistent (used by training).
     pub(crate) fn from_parts(
-        network: Ensemble,
+        network: impl Into<Networks>,
         device: Device,
         scaler: Scaler,
         classes: Vec<String>,
@@ -138,7 +193,7 @@ impl Classifier {
     ) -> Self {
         let thresholds = vec![DEFAULT_THRESHOLD; classes.len()];
         Self {
-            network,
+            network: network.into(),
             device,
             scaler,
             classes,
@@ -157,7 +212,7 @@ impl Classifier {
     /// Fails if the weights do not fit the network the metadata describes.
     pub fn from_artifact_on(artifact: &Artifact, device: &Device) -> Result<Self> {
         let meta = artifact.meta();
-        let network = Ensemble::from_bytes(&meta.network, artifact.weights(), device)?;
+        let network = Networks::from_bytes(&meta.network, artifact.weights(), device)?;
         let thresholds = match &meta.thresholds {
             Some(t) if t.values.len() == meta.classes.len() => t.values.clone(),
             Some(t) => {
@@ -298,7 +353,7 @@ impl Classifier {
         self.scaler.transform_in_place(&mut data);
         let k = self.classes.len();
         let mut out = Vec::with_capacity(data.len() / width);
-        for chunk in data.chunks(MAX_BATCH * width) {
+        for chunk in data.chunks(self.network.max_batch() * width) {
             let rows = chunk.len() / width;
             let x = Tensor::<2>::from_data(
                 TensorData::new(chunk.to_vec(), [rows, width]),

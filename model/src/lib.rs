@@ -54,6 +54,8 @@
 
 pub mod anchor;
 pub mod artifact;
+pub mod cnn;
+pub mod cnn_train;
 pub mod config;
 pub mod conv;
 pub mod dataset;
@@ -69,13 +71,16 @@ pub mod negatives;
 pub mod network;
 pub mod report;
 pub mod scaler;
+pub mod spectrogram;
 pub mod train;
 
 pub use anchor::{ANCHOR_STRENGTH, Anchor};
 pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE, WEIGHTS_FILE};
+pub use cnn_train::{SpectrogramRecording, train_cnn, train_cnn_on};
+pub use config::CnnTraining;
 pub use dataset::{
     BACKGROUND_LABELS, DataSummary, Recording, class_list, is_background, k_folds, quiet_windows,
-    split_by_recording,
+    quiet_windows_at, split_by_recording,
 };
 pub use detection::{
     DEFAULT_TARGET_PRECISION, DEFAULT_THRESHOLD, DetectionMetrics, OpenSet, Thresholds, calibrate,
@@ -93,8 +98,9 @@ pub use inference::{
 };
 pub use metrics::Metrics;
 pub use network::{
-    ANCHORED, ARCHITECTURES, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW,
+    ANCHORED, ARCHITECTURES, CNN, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW,
 };
+pub use spectrogram::{MEL_FEATURE_VERSION, MEL_VECTOR, MelInput, Spectrogram};
 pub use train::{
     EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, Stopping, TrainConfig,
     TrainedModel, train, train_anchored, train_on,

@@ -37,8 +37,12 @@ pub const SHALLOW: &str = "shallow";
 /// BirdNET's own species layer (see [`crate::anchor`]).
 pub const ANCHORED: &str = "anchored";
 
+/// A convolutional network over each window's log-mel patch ([`crate::cnn`]), trained
+/// from recordings' spectrograms ([`crate::train_cnn`]).
+pub const CNN: &str = "cnn";
+
 /// Every architecture this build can build, by name.
-pub const ARCHITECTURES: &[&str] = &[MLP, LINEAR, SHALLOW, ANCHORED];
+pub const ARCHITECTURES: &[&str] = &[MLP, LINEAR, SHALLOW, ANCHORED, CNN];
 
 /// Most networks one ensemble may hold: each costs a full training run and a forward
 /// pass per window, and averaging beyond a handful changes little.
@@ -52,9 +56,11 @@ pub struct NetworkConfig {
     pub architecture: String,
     /// Features per window.
     pub input_size: usize,
-    /// Width of each hidden layer, input side first.
+    /// Width of each hidden layer, input side first (for `cnn`: the output channels of
+    /// each convolution block).
     pub hidden: Vec<usize>,
-    /// Dropout rate after each hidden layer (training only).
+    /// Dropout rate after each hidden layer (training only; for `cnn`, only the last
+    /// block's may be non-zero, applied to its features pooled over time).
     pub dropout: Vec<f32>,
     /// Number of output classes.
     pub num_classes: usize,
@@ -137,6 +143,13 @@ impl NetworkConfig {
             MLP => (vec![512, 256, 128], vec![0.5, 0.4, 0.3]),
             LINEAR | ANCHORED => (Vec::new(), Vec::new()),
             SHALLOW => (vec![256], vec![0.5]),
+            CNN => {
+                let mut dropout = vec![0.0; crate::cnn::CNN_CHANNELS.len()];
+                if let Some(last) = dropout.last_mut() {
+                    *last = crate::cnn::CNN_DROPOUT;
+                }
+                (crate::cnn::CNN_CHANNELS.to_vec(), dropout)
+            }
             other => {
                 return Err(ModelError::InvalidConfig(format!(
                     "unknown architecture {other:?}; known: {ARCHITECTURES:?}"
@@ -178,6 +191,9 @@ impl NetworkConfig {
                 "hidden layers {:?} and dropout rates {:?} do not match",
                 self.hidden, self.dropout
             )));
+        }
+        if self.architecture == CNN {
+            crate::cnn::validate(self)?;
         }
         check_members(self.members)
     }

@@ -43,12 +43,12 @@ use crate::evaluate::{Evaluation, evaluate};
 use crate::features::Backbone;
 use crate::inference::{Classifier, ModelInfo};
 use crate::negatives::synthetic_background;
-use crate::network::{ANCHORED, Ensemble, Network, NetworkConfig, Output};
+use crate::network::{ANCHORED, CNN, Ensemble, Network, NetworkConfig, Output};
 use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
 pub use crate::config::{
-    EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, RECOMMENDED_L2,
+    CnnTraining, EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, RECOMMENDED_L2,
     RECOMMENDED_MEMBERS, RECOMMENDED_QUIET_MARGIN_DB, RECOMMENDED_TRAIN_HOP_S, REFERENCE_L2,
     Stopping, TrainConfig,
 };
@@ -125,6 +125,11 @@ fn fit(
     mut progress: impl FnMut(&EpochReport),
 ) -> Result<TrainedModel> {
     validate_config(config, validation_set.is_some())?;
+    if config.architecture == CNN {
+        return Err(ModelError::InvalidConfig(
+            "the cnn trains on recordings' spectrograms (train_cnn), not on cut windows".into(),
+        ));
+    }
     let anchored = config.architecture == ANCHORED;
     match (anchored, anchor) {
         (true, None) => {
@@ -441,26 +446,7 @@ fn train_member(
                 .map(|(&h, &p)| dropout_mask(&mut rng, b, h, p, &ad_device))
                 .collect();
             let logits = network.forward_train(xb, masks);
-            // Weighted cross entropy averaged over the batch (Keras' class_weight
-            // semantics), plus the L2 penalty on kernels.
-            let cross_entropy = match config.output {
-                Output::Softmax => log_softmax(logits, 1)
-                    .mul(target)
-                    .sum()
-                    .neg()
-                    .div_scalar(b as f64),
-                // One binary cross entropy per species, summed over the species
-                // and weighted per window: -(t log σ(z) + (1 - t) log σ(-z)).
-                Output::Sigmoid => {
-                    let row_weights =
-                        Tensor::<2>::from_data(TensorData::new(row_weights, [b, 1]), &ad_device);
-                    let absent = target.clone().neg().add_scalar(1.0);
-                    let per_class = log_sigmoid(logits.clone())
-                        .mul(target)
-                        .add(log_sigmoid(logits.neg()).mul(absent));
-                    per_class.mul(row_weights).sum().neg().div_scalar(b as f64)
-                }
-            };
+            let cross_entropy = batch_loss(logits, target, row_weights, config.output);
             let penalty = match &anchor_penalty {
                 Some((anchor, strength)) => network
                     .anchor_distance(anchor.clone())
@@ -513,7 +499,37 @@ fn train_member(
     Ok(Network::average(&averaged).unwrap_or_else(|| network.valid()))
 }
 
-fn validate_config(config: &TrainConfig, has_validation: bool) -> Result<()> {
+/// Weighted cross entropy averaged over the batch (Keras' class_weight semantics; the L2
+/// penalty is added by the caller). Softmax: `target` rows are one-hot times the
+/// window's weight. Sigmoid: one binary cross entropy per species,
+/// -(t log σ(z) + (1 - t) log σ(-z)), summed over the species and weighted per window
+/// by `row_weights`; an all-zero row is a negative window.
+pub(crate) fn batch_loss(
+    logits: Tensor<2>,
+    target: Tensor<2>,
+    row_weights: Vec<f32>,
+    output: Output,
+) -> Tensor<1> {
+    let b = row_weights.len();
+    match output {
+        Output::Softmax => log_softmax(logits, 1)
+            .mul(target)
+            .sum()
+            .neg()
+            .div_scalar(b as f64),
+        Output::Sigmoid => {
+            let device = logits.device();
+            let row_weights = Tensor::<2>::from_data(TensorData::new(row_weights, [b, 1]), &device);
+            let absent = target.clone().neg().add_scalar(1.0);
+            let per_class = log_sigmoid(logits.clone())
+                .mul(target)
+                .add(log_sigmoid(logits.neg()).mul(absent));
+            per_class.mul(row_weights).sum().neg().div_scalar(b as f64)
+        }
+    }
+}
+
+pub(crate) fn validate_config(config: &TrainConfig, has_validation: bool) -> Result<()> {
     config.validate()?;
     if matches!(config.stopping, Stopping::EarlyStopping { .. }) && !has_validation {
         return Err(ModelError::InvalidConfig(
@@ -582,7 +598,13 @@ fn add_gaussian_noise(rng: &mut StdRng, values: &mut [f32], sigma: f32) {
 
 /// An inverted-dropout mask: each unit kept with probability `1 - p` and scaled by
 /// `1 / (1 - p)`, so inference needs no rescaling.
-fn dropout_mask(rng: &mut StdRng, rows: usize, cols: usize, p: f32, device: &Device) -> Tensor<2> {
+pub(crate) fn dropout_mask(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    p: f32,
+    device: &Device,
+) -> Tensor<2> {
     let keep = 1.0 / (1.0 - p);
     let mask: Vec<f32> = (0..rows * cols)
         .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })

@@ -10,7 +10,9 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{Context, Result, bail};
 use birdsong_audio::{WindowConfig, analyze_file};
 use birdsong_birdnet::Birdnet;
-use birdsong_model::{Artifact, Backbone, Classifier, Recording};
+use birdsong_model::{
+    Artifact, Backbone, Classifier, FeatureSet, Recording, Spectrogram, SpectrogramRecording,
+};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -30,6 +32,38 @@ pub(crate) struct DataArgs {
     /// $BIRDSONG_BIRDNET_DIR, else ~/.local/share/birdsong/birdnet).
     #[arg(long)]
     pub(crate) birdnet_dir: Option<PathBuf>,
+}
+
+/// What a model reads from each window: a backbone's vectors, or mel patches (the
+/// spectrogram CNN's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Input {
+    Backbone(Backbone),
+    Mel,
+}
+
+impl From<Backbone> for Input {
+    fn from(b: Backbone) -> Self {
+        Input::Backbone(b)
+    }
+}
+
+impl Input {
+    /// The input a feature set reads.
+    pub(crate) fn of(features: FeatureSet) -> Self {
+        match features {
+            FeatureSet::Mel => Input::Mel,
+            other => Input::Backbone(other.backbone()),
+        }
+    }
+
+    /// The windows this input is cut in, given the acoustic windows asked for.
+    pub(crate) fn windows(self, config: &WindowConfig) -> Result<WindowConfig> {
+        match self {
+            Input::Backbone(b) => backbone_windows(b, config),
+            Input::Mel => Ok(config.clone()),
+        }
+    }
 }
 
 /// BirdNET, loaded once per process on first use.
@@ -58,13 +92,17 @@ pub(crate) fn backbone_windows(backbone: Backbone, config: &WindowConfig) -> Res
     })
 }
 
-/// One file's window vectors for `backbone`.
+/// One file's window vectors for `input`.
 fn vectors(
     path: &Path,
-    backbone: Backbone,
+    input: Input,
     data: &DataArgs,
     config: &WindowConfig,
 ) -> Result<Vec<Vec<f32>>> {
+    let backbone = match input {
+        Input::Mel => return Ok(birdsong_model::spectrogram::file_vectors(path, config)?),
+        Input::Backbone(b) => b,
+    };
     Ok(match backbone {
         Backbone::Acoustic => analyze_file(path, config)?
             .windows
@@ -152,7 +190,7 @@ pub(crate) fn write_predictions(
 }
 
 pub(crate) fn load_classifier(dir: &Path) -> Result<Classifier> {
-    let artifact = Artifact::load_dir_any_backbone(dir)
+    let artifact = Artifact::load_dir_any_input(dir)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
     Classifier::from_artifact(&artifact)
         .with_context(|| format!("loading the model in {}", dir.display()))
@@ -174,17 +212,19 @@ pub(crate) fn read_manifest(path: &Path, split: &str) -> Result<Vec<ManifestRow>
     Ok(rows)
 }
 
-/// Extracts the windows of every manifest row for `backbone`, in parallel, failing on
-/// the first file that cannot be analysed (a silently smaller dataset would skew every
-/// number). `config` is the acoustic windowing; see [`backbone_windows`].
+/// Extracts the windows of every manifest row for `input` (a backbone, or mel
+/// patches), in parallel, failing on the first file that cannot be analysed (a silently
+/// smaller dataset would skew every number). `config` is the acoustic windowing; see
+/// [`backbone_windows`].
 pub(crate) fn extract(
     rows: &[ManifestRow],
     data: &DataArgs,
     config: &WindowConfig,
-    backbone: Backbone,
+    input: impl Into<Input>,
 ) -> Result<Vec<Recording>> {
-    let config = &backbone_windows(backbone, config)?;
-    if backbone == Backbone::Birdnet {
+    let input = input.into();
+    let config = &input.windows(config)?;
+    if input == Input::Backbone(Backbone::Birdnet) {
         birdnet(data)?;
     }
     let bar = progress_bar(
@@ -193,7 +233,7 @@ pub(crate) fn extract(
     );
     let results = parallel_map(rows, data.threads, |row| {
         let path = data.audio_root.join(&row.path);
-        let windows = vectors(&path, backbone, data, config)
+        let windows = vectors(&path, input, data, config)
             .with_context(|| format!("analysing {}", path.display()));
         bar.inc(1);
         windows.map(|windows| Recording {
@@ -221,7 +261,7 @@ pub(crate) fn extract_folder(
     dir: &Path,
     data: &DataArgs,
     config: &WindowConfig,
-    backbone: Backbone,
+    input: impl Into<Input>,
 ) -> Result<Vec<Recording>> {
     const AUDIO: [&str; 6] = ["mp3", "wav", "flac", "ogg", "m4a", "aiff"];
     let mut files = Vec::new();
@@ -262,7 +302,40 @@ pub(crate) fn extract_folder(
         threads: data.threads,
         birdnet_dir: data.birdnet_dir.clone(),
     };
-    extract(&rows, &absolute, config, backbone)
+    extract(&rows, &absolute, config, input)
+}
+
+/// The band power of every manifest row's whole recording, in parallel (the spectrogram
+/// CNN's training input: each file decoded once, in chunks, and only its spectrogram
+/// kept).
+pub(crate) fn extract_spectrograms(
+    rows: &[ManifestRow],
+    data: &DataArgs,
+) -> Result<Vec<SpectrogramRecording>> {
+    let bar = progress_bar(
+        rows.len() as u64,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} spectrograms",
+    );
+    let results = parallel_map(rows, data.threads, |row| {
+        let path = data.audio_root.join(&row.path);
+        let spectrogram =
+            Spectrogram::of_file(&path).with_context(|| format!("analysing {}", path.display()));
+        bar.inc(1);
+        spectrogram.map(|spectrogram| SpectrogramRecording {
+            id: row.path.clone(),
+            label: row.species.clone(),
+            spectrogram,
+        })
+    });
+    bar.finish_and_clear();
+    let recordings = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let frames: usize = recordings.iter().map(|r| r.spectrogram.frames()).sum();
+    eprintln!(
+        "{} spectrograms, {frames} frames ({:.0} MB)",
+        recordings.len(),
+        (frames * birdsong_model::spectrogram::MEL_BANDS * 4) as f64 / 1e6
+    );
+    Ok(recordings)
 }
 
 /// Maps `f` over `items` on scoped threads (work-stealing by index), keeping input order.

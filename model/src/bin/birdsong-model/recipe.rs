@@ -24,9 +24,10 @@ pub(crate) struct RecipeArgs {
     /// Seed of the validation split, initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
-    /// Epochs (the fixed budget, or the maximum with --patience).
-    #[arg(long, default_value_t = 60)]
-    pub(crate) epochs: usize,
+    /// Epochs (the fixed budget, or the maximum with --patience; default: the
+    /// recipe's, 60, or 30 for `--architecture cnn`).
+    #[arg(long)]
+    pub(crate) epochs: Option<usize>,
     /// Windows per minibatch.
     #[arg(long, default_value_t = 32)]
     pub(crate) batch_size: usize,
@@ -42,9 +43,18 @@ pub(crate) struct RecipeArgs {
     /// Average the weights of the last N epochs (stochastic weight averaging); 0 = off.
     #[arg(long, default_value_t = 0)]
     pub(crate) average_last_epochs: usize,
-    /// Network architecture.
+    /// Network architecture: `mlp`, `shallow`, `linear`, `anchored`, or `cnn` (a
+    /// convolutional network on each window's log-mel patch, trained from whole
+    /// recordings' spectrograms with `TrainConfig::cnn()`'s recipe, whatever --recipe
+    /// says).
     #[arg(long, default_value = birdsong_model::MLP)]
     pub(crate) architecture: String,
+    /// With `cnn`: training crops per epoch for each second of training audio.
+    #[arg(long)]
+    pub(crate) crops_per_second: Option<f64>,
+    /// With `cnn`: share of crops another recording's quiet stretch is mixed into.
+    #[arg(long)]
+    pub(crate) mix_probability: Option<f64>,
     /// Which features the network reads (default: the recipe's):
     /// `bands_no_median` (the band profile without its per-band medians), `bands` (the
     /// band profile), `all` (librosa's 95 and the band profile) or `librosa` (the
@@ -88,10 +98,21 @@ pub(crate) struct RecipeArgs {
 
 impl RecipeArgs {
     pub(crate) fn config(&self, patience: Option<usize>) -> TrainConfig {
+        let cnn = self.architecture == birdsong_model::CNN;
         let recipe = match self.recipe {
+            _ if cnn => TrainConfig::cnn(),
             Recipe::Recommended => TrainConfig::default(),
             Recipe::Reference => TrainConfig::reference(),
         };
+        let spectrogram = recipe.spectrogram.clone().map(|mut s| {
+            if let Some(c) = self.crops_per_second {
+                s.crops_per_second = c;
+            }
+            if let Some(p) = self.mix_probability {
+                s.mix_probability = p;
+            }
+            s
+        });
         // An anchored head is one network on BirdNET's embedding (the anchor is the
         // ensemble's second member).
         let anchored = self.architecture == birdsong_model::ANCHORED;
@@ -103,11 +124,11 @@ impl RecipeArgs {
         TrainConfig {
             architecture: self.architecture.clone(),
             features: self.features.unwrap_or(recipe_features),
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or(recipe.epochs),
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
             l2: self.l2.unwrap_or(recipe.l2),
-            class_weighting: !self.no_class_weights,
+            class_weighting: recipe.class_weighting && !self.no_class_weights,
             balance_recordings: self.balance_recordings,
             input_noise: self.input_noise,
             average_last_epochs: self.average_last_epochs,
@@ -126,6 +147,7 @@ impl RecipeArgs {
             },
             seed: self.seed,
             context_windows: self.context_windows.unwrap_or(recipe.context_windows),
+            spectrogram,
         }
     }
 }

@@ -9,13 +9,14 @@ use anyhow::{Context, Result, bail};
 use birdsong_audio::WindowConfig;
 use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
 use birdsong_model::{
-    ANCHORED, Anchor, Backbone, EpochReport, Recording, calibrate, class_list, evaluate,
-    split_by_recording, train, train_anchored,
+    ANCHORED, Anchor, Backbone, CNN, EpochReport, Recording, TrainConfig, TrainedModel, calibrate,
+    class_list, evaluate, split_by_recording, train, train_anchored, train_cnn,
 };
 use clap::Args;
 
 use crate::data::{
-    DataArgs, ManifestRow, extract, progress_bar, read_manifest, synthetic_background,
+    DataArgs, Input, ManifestRow, extract, extract_spectrograms, progress_bar, read_manifest,
+    synthetic_background,
 };
 use crate::recipe::{RecipeArgs, epoch_message};
 
@@ -97,6 +98,9 @@ impl AnchorArgs {
 pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     let config = args.recipe.config(args.patience);
     config.validate().context("invalid training recipe")?;
+    if config.architecture == CNN {
+        return run_train_cnn(args, config);
+    }
     let rows = read_manifest(&args.data.manifest, &args.split)?;
     let training_window = config.training_windows(&WindowConfig::default());
     let backbone = config.features.backbone();
@@ -118,17 +122,14 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
         train_set.len(),
         validation_set.len()
     );
-    let bar = progress_bar(
-        (config.epochs * config.members) as u64,
-        "{elapsed_precise} [{bar:30}] epoch {pos}/{len} {msg}",
-    );
+    let bar = epoch_bar(&config);
     let started = Instant::now();
     let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
     let report = |r: &EpochReport| {
         bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
         bar.set_message(epoch_message(r));
     };
-    let mut trained = if config.architecture == ANCHORED {
+    let trained = if config.architecture == ANCHORED {
         let anchor = args.anchor.anchor(&args.data, &train_set)?;
         train_anchored(&train_set, validation, &config, &anchor, report)
     } else {
@@ -136,6 +137,88 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     }
     .context("training failed")?;
     bar.finish_and_clear();
+    let validation_ids = validation_set.iter().map(|r| r.id.clone()).collect();
+    finish(
+        &args,
+        trained,
+        started,
+        validation_ids,
+        Input::Backbone(backbone),
+    )
+}
+
+fn epoch_bar(config: &TrainConfig) -> indicatif::ProgressBar {
+    progress_bar(
+        (config.epochs * config.members) as u64,
+        "{elapsed_precise} [{bar:30}] epoch {pos}/{len} {msg}",
+    )
+}
+
+/// `train --architecture cnn`: the training recordings' spectrograms (each file decoded
+/// once), a holdout of whole recordings as mel-patch windows, `train_cnn`.
+fn run_train_cnn(args: TrainArgs, config: TrainConfig) -> Result<()> {
+    let rows = read_manifest(&args.data.manifest, &args.split)?;
+    // The same stratified split by recording as the other architectures', made on the
+    // manifest rows so that each file is decoded once, for one side only.
+    let stubs: Vec<Recording> = rows
+        .iter()
+        .map(|r| Recording {
+            id: r.path.clone(),
+            label: r.species.clone(),
+            windows: Vec::new(),
+        })
+        .collect();
+    let (_, held) = split_by_recording(stubs, args.validation_fraction, args.recipe.seed)?;
+    let held: Vec<String> = held.into_iter().map(|r| r.id).collect();
+    let (validation_rows, train_rows): (Vec<ManifestRow>, Vec<ManifestRow>) =
+        rows.into_iter().partition(|r| held.contains(&r.path));
+    let train_set = extract_spectrograms(&train_rows, &args.data)?;
+    let validation_set = if validation_rows.is_empty() {
+        Vec::new()
+    } else {
+        extract(
+            &validation_rows,
+            &args.data,
+            &WindowConfig::default(),
+            Input::Mel,
+        )?
+    };
+    eprintln!(
+        "training {CNN} on {} recordings, validating on {}",
+        train_set.len(),
+        validation_set.len()
+    );
+    let bar = epoch_bar(&config);
+    let started = Instant::now();
+    let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
+    let trained = train_cnn(&train_set, validation, &config, |r: &EpochReport| {
+        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
+        bar.set_message(epoch_message(r));
+        if bar.is_hidden() {
+            eprintln!(
+                "{:.1} s: epoch {}/{} {}",
+                started.elapsed().as_secs_f64(),
+                r.epoch,
+                r.epochs,
+                epoch_message(r)
+            );
+        }
+    })
+    .context("training failed")?;
+    bar.finish_and_clear();
+    drop(train_set);
+    finish(&args, trained, started, held, Input::Mel)
+}
+
+/// What every architecture does after training: report, evaluate on a split,
+/// calibrate thresholds, write the artifact.
+fn finish(
+    args: &TrainArgs,
+    mut trained: TrainedModel,
+    started: Instant,
+    validation_ids: Vec<String>,
+    input: Input,
+) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     if let Some(last) = trained.artifact.meta().history.last() {
         let members = match last.members {
@@ -150,7 +233,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(split) = &args.evaluate_split {
         let rows = read_manifest(&args.data.manifest, split)?;
-        let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
+        let recordings = extract(&rows, &args.data, &WindowConfig::default(), input)?;
         let evaluation = evaluate(&trained.classifier, &recordings)?;
         eprintln!(
             "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
@@ -165,20 +248,19 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
             let rows = read_manifest(&args.data.manifest, split)?;
             Some((
                 split.clone(),
-                extract(&rows, &args.data, &WindowConfig::default(), backbone)?,
+                extract(&rows, &args.data, &WindowConfig::default(), input)?,
             ))
         }
-        None if !validation_set.is_empty() => {
+        None if !validation_ids.is_empty() => {
             // The validation recordings were cut with the training hop; thresholds
             // apply to the standard windows.
-            let ids: Vec<&str> = validation_set.iter().map(|r| r.id.as_str()).collect();
             let rows: Vec<ManifestRow> = read_manifest(&args.data.manifest, &args.split)?
                 .into_iter()
-                .filter(|r| ids.contains(&r.path.as_str()))
+                .filter(|r| validation_ids.contains(&r.path))
                 .collect();
             Some((
                 "validation".to_string(),
-                extract(&rows, &args.data, &WindowConfig::default(), backbone)?,
+                extract(&rows, &args.data, &WindowConfig::default(), input)?,
             ))
         }
         None => None,
@@ -196,7 +278,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
         );
         trained.artifact.set_thresholds(thresholds);
     }
-    if let Some(version) = args.model_version {
+    if let Some(version) = &args.model_version {
         trained.artifact.set_version(version);
     }
     trained

@@ -1,0 +1,484 @@
+//! Training the spectrogram CNN from whole recordings' spectrograms.
+//!
+//! The MLP trains on windows cut once; the CNN, with far more weights per recording,
+//! would learn those few windows by heart. Here every epoch draws new crops from each
+//! recording's band power ([`CnnTraining`]): a random start (every frame is a possible
+//! window), the class first when classes are balanced, SpecAugment-style time and
+//! frequency masks, and another recording's quiet stretch mixed in under the crop. The
+//! outputs, negatives and stopping rules are the other architectures' ([`Output`],
+//! [`Stopping`]): with sigmoid outputs, background recordings, synthetic background
+//! (`negatives`) and crops more than the quiet margin below their recording's loudest
+//! train every species as absent; early stopping watches the validation recordings'
+//! log loss (a holdout by recording) and keeps the best epoch.
+//!
+//! Deterministic for a seed, as [`mod@crate::train`] is: crops, masks, mixing and
+//! dropout come from generators seeded from [`TrainConfig::seed`].
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::artifact::{Artifact, ArtifactMeta};
+use crate::cnn::{Cnn, CnnEnsemble};
+use crate::config::{CnnTraining, EpochReport, Stopping, TrainConfig};
+use crate::dataset::{DataSummary, Recording, class_list, is_background};
+use crate::evaluate::{Evaluation, evaluate};
+use crate::features::FeatureSet;
+use crate::inference::{Classifier, ModelInfo};
+use crate::negatives::synthetic_clips;
+use crate::network::{CNN, NetworkConfig, Output};
+use crate::scaler::Scaler;
+use crate::spectrogram::{
+    MEL_BANDS, MEL_FEATURE_VERSION, MEL_VECTOR, PATCH_FRAMES, PATCH_LEN, Spectrogram, frames_in,
+    mean_power, vector_into,
+};
+use crate::train::{TrainedModel, batch_loss, dropout_mask, validate_config};
+use crate::{ModelError, Result};
+
+/// One labelled recording as the CNN trains on it: its band power, not its windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpectrogramRecording {
+    /// Stable identifier, as [`Recording::id`].
+    pub id: String,
+    /// Species label (or a background label) of the whole recording.
+    pub label: String,
+    /// Its band power.
+    pub spectrogram: Spectrogram,
+}
+
+/// Spacing of the crops a recording's loudness and its quiet stretches are measured
+/// on: 1.25 s.
+const GRID_FRAMES: usize = PATCH_FRAMES / 4;
+/// Quiet margin used for mixing when the recipe trains no quiet negatives.
+const DEFAULT_QUIET_MARGIN_DB: f32 = 20.0;
+
+/// Trains a `cnn` ([`TrainConfig::cnn`]) on the default CPU device; see [`train_cnn_on`].
+pub fn train_cnn(
+    train_set: &[SpectrogramRecording],
+    validation_set: Option<&[Recording]>,
+    config: &TrainConfig,
+    progress: impl FnMut(&EpochReport),
+) -> Result<TrainedModel> {
+    train_cnn_on(
+        &crate::device::cpu(),
+        train_set,
+        validation_set,
+        config,
+        progress,
+    )
+}
+
+/// Trains a `cnn` on `train_set`'s spectrograms on `device`, calling `progress` after
+/// each epoch. `validation_set` holds other recordings' mel-patch windows
+/// ([`crate::spectrogram::file_vectors`]): reported each epoch, watched by early
+/// stopping, evaluated into the artifact as `"validation"`.
+pub fn train_cnn_on(
+    device: &Device,
+    train_set: &[SpectrogramRecording],
+    validation_set: Option<&[Recording]>,
+    config: &TrainConfig,
+    mut progress: impl FnMut(&EpochReport),
+) -> Result<TrainedModel> {
+    validate_config(config, validation_set.is_some())?;
+    let settings = match (&config.spectrogram, config.architecture == CNN) {
+        (Some(s), true) => s.clone(),
+        _ => {
+            return Err(ModelError::InvalidConfig(format!(
+                "train_cnn trains the {CNN} architecture with spectrogram settings, not {:?}",
+                config.architecture
+            )));
+        }
+    };
+    let labels: Vec<Recording> = train_set
+        .iter()
+        .map(|r| Recording {
+            id: r.id.clone(),
+            label: r.label.clone(),
+            windows: Vec::new(),
+        })
+        .collect();
+    let classes = class_list(&labels);
+    if classes.len() < 2 {
+        return Err(ModelError::InvalidDataset(format!(
+            "training needs recordings of at least two labels, got {classes:?}"
+        )));
+    }
+    let validation_set = validation_set.filter(|v| !v.is_empty());
+    if let Some(v) = validation_set {
+        if let Some(r) = v.iter().find(|r| !classes.contains(&r.label)) {
+            return Err(ModelError::UnknownLabel(r.label.clone()));
+        }
+        if let Some(w) = v
+            .iter()
+            .flat_map(|r| &r.windows)
+            .find(|w| w.len() != MEL_VECTOR)
+        {
+            return Err(ModelError::InputSize {
+                expected: MEL_VECTOR,
+                actual: w.len(),
+            });
+        }
+    }
+    let k = classes.len();
+    let sigmoid = config.output == Output::Sigmoid;
+
+    let synthetic = if sigmoid && config.synthetic_negatives {
+        synthetic_clips()
+            .into_iter()
+            .map(Spectrogram::of_bytes)
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let mut sources = Vec::with_capacity(train_set.len() + synthetic.len());
+    for r in train_set {
+        let label = if is_background(&r.label) {
+            k
+        } else {
+            classes
+                .binary_search(&r.label)
+                .map_err(|_| ModelError::UnknownLabel(r.label.clone()))?
+        };
+        sources.push(Source::new(&r.spectrogram, label, true));
+    }
+    sources.extend(synthetic.iter().map(|s| Source::new(s, k, false)));
+    let margin = config.quiet_margin_db.unwrap_or(DEFAULT_QUIET_MARGIN_DB);
+    let quiet_negatives = sigmoid && config.quiet_margin_db.is_some();
+    let data = CropData::new(sources, k, sigmoid, margin, &settings, quiet_negatives);
+    let real_seconds: f64 = train_set
+        .iter()
+        .map(|r| r.spectrogram.frames() as f64 / frames_in(1.0) as f64)
+        .sum();
+    let crops =
+        ((real_seconds * settings.crops_per_second).round() as usize).max(config.batch_size);
+
+    let mut network_config = NetworkConfig::named(CNN, PATCH_LEN, k)?;
+    network_config.members = config.members;
+    network_config.output = config.output;
+    network_config.validate()?;
+    let info = |weights_sha256: String| ModelInfo {
+        architecture: CNN.to_string(),
+        feature_version: MEL_FEATURE_VERSION.to_string(),
+        input_size: MEL_VECTOR,
+        features: FeatureSet::Mel,
+        version: None,
+        weights_sha256,
+        output: config.output,
+        context_windows: config.context_windows,
+    };
+    let scaler = Scaler::identity(PATCH_LEN);
+    let validate = |network: &Cnn| -> Result<Option<Evaluation>> {
+        let Some(v) = validation_set else {
+            return Ok(None);
+        };
+        let classifier = Classifier::from_parts(
+            CnnEnsemble::new(vec![network.valid()])?,
+            device.clone(),
+            scaler.clone(),
+            classes.clone(),
+            info(String::new()),
+        );
+        evaluate(&classifier, v).map(Some)
+    };
+
+    let mut seeds = StdRng::seed_from_u64(config.seed);
+    let mut members = Vec::with_capacity(config.members);
+    let mut history = Vec::new();
+    for member in 1..=config.members {
+        let init_seed = seeds.random();
+        let rng_seed = seeds.random();
+        let network = train_member(
+            device,
+            &network_config,
+            config,
+            &data,
+            crops,
+            (member, init_seed, rng_seed),
+            &validate,
+            &mut |report: &EpochReport| {
+                progress(report);
+                history.push(report.clone());
+            },
+        )?;
+        members.push(network);
+    }
+
+    let ensemble = CnnEnsemble::new(members)?;
+    let weights = ensemble.to_bytes()?;
+    let windows_of = |s: &Spectrogram| s.frames().div_ceil(PATCH_FRAMES);
+    let training_data = DataSummary::of_counts(
+        train_set
+            .iter()
+            .map(|r| (r.id.as_str(), r.label.as_str(), windows_of(&r.spectrogram))),
+    );
+    let meta = ArtifactMeta::new(
+        network_config,
+        config.clone(),
+        classes.clone(),
+        scaler.clone(),
+        MEL_FEATURE_VERSION.to_string(),
+        training_data,
+        validation_set.map(DataSummary::of),
+        history,
+    );
+    let mut artifact = Artifact::new(meta, weights)?;
+    let classifier = Classifier::from_parts(
+        ensemble,
+        device.clone(),
+        scaler,
+        classes,
+        info(artifact.meta().weights_sha256.clone()),
+    );
+    if let Some(v) = validation_set {
+        artifact.set_metrics("validation", evaluate(&classifier, v)?);
+    }
+    Ok(TrainedModel {
+        artifact,
+        classifier,
+    })
+}
+
+/// A recording crops are drawn from.
+struct Source<'a> {
+    spectrogram: &'a Spectrogram,
+    /// Class index, `k` for background.
+    label: usize,
+    /// Level of its loudest crop on the grid, dB.
+    loudest_db: f32,
+    /// A real recording (its quiet stretches may be mixed into others).
+    real: bool,
+}
+
+impl<'a> Source<'a> {
+    fn new(spectrogram: &'a Spectrogram, label: usize, real: bool) -> Self {
+        let loudest_db = grid(spectrogram)
+            .map(|start| level_db(spectrogram.frames_from(start, PATCH_FRAMES)))
+            .fold(f32::NEG_INFINITY, f32::max);
+        Self {
+            spectrogram,
+            label,
+            loudest_db,
+            real,
+        }
+    }
+}
+
+/// Crop starts every [`GRID_FRAMES`] frames.
+fn grid(s: &Spectrogram) -> impl Iterator<Item = usize> {
+    (0..s.crop_starts()).step_by(GRID_FRAMES)
+}
+
+/// Mean power of band power in dB.
+fn level_db(power: &[f32]) -> f32 {
+    10.0 * mean_power(power).max(1e-10).log10()
+}
+
+/// Everything crops are drawn from: the recordings, who may be drawn for which
+/// group, and the quiet stretches to mix in.
+struct CropData<'a> {
+    sources: Vec<Source<'a>>,
+    /// Per group (class, then background), its recordings and their cumulative crop
+    /// counts (for drawing a recording by length).
+    groups: Vec<(Vec<usize>, Vec<u64>)>,
+    /// (recording, start) of the quiet crops of real recordings.
+    quiet: Vec<(usize, usize)>,
+    k: usize,
+    margin_db: f32,
+    settings: CnnTraining,
+    /// Train quiet crops as negatives.
+    quiet_negatives: bool,
+}
+
+impl<'a> CropData<'a> {
+    fn new(
+        sources: Vec<Source<'a>>,
+        k: usize,
+        sigmoid: bool,
+        margin_db: f32,
+        settings: &CnnTraining,
+        quiet_negatives: bool,
+    ) -> Self {
+        let usable = |s: &Source<'_>| sigmoid || s.label < k;
+        let mut by_group: Vec<Vec<usize>> = vec![Vec::new(); k + 1];
+        for (i, s) in sources.iter().enumerate() {
+            if usable(s) {
+                let group = if settings.class_balanced { s.label } else { 0 };
+                by_group[group].push(i);
+            }
+        }
+        let groups = by_group
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .map(|members| {
+                let mut total = 0u64;
+                let cumulative = members
+                    .iter()
+                    .map(|&i| {
+                        total += sources[i].spectrogram.crop_starts() as u64;
+                        total
+                    })
+                    .collect();
+                (members, cumulative)
+            })
+            .collect();
+        let mut quiet = Vec::new();
+        for (i, s) in sources.iter().enumerate().filter(|(_, s)| s.real) {
+            for start in grid(s.spectrogram) {
+                let level = level_db(s.spectrogram.frames_from(start, PATCH_FRAMES));
+                if s.label == k || level < s.loudest_db - margin_db {
+                    quiet.push((i, start));
+                }
+            }
+        }
+        Self {
+            sources,
+            groups,
+            quiet,
+            k,
+            margin_db,
+            settings: settings.clone(),
+            quiet_negatives,
+        }
+    }
+
+    /// Draws one training crop: appends its patch to `x` and returns its class (`k`:
+    /// negative).
+    fn draw(&self, rng: &mut StdRng, x: &mut Vec<f32>, buffer: &mut Vec<f32>) -> usize {
+        let (members, cumulative) = &self.groups[rng.random_range(0..self.groups.len())];
+        let total = cumulative.last().copied().unwrap_or(1).max(1);
+        let pick = rng.random_range(0..total);
+        let index = members[cumulative
+            .partition_point(|&c| c <= pick)
+            .min(members.len() - 1)];
+        let source = &self.sources[index];
+        let start = rng.random_range(0..source.spectrogram.crop_starts());
+        buffer.clear();
+        buffer.extend_from_slice(source.spectrogram.frames_from(start, PATCH_FRAMES));
+        let quiet = level_db(buffer) < source.loudest_db - self.margin_db;
+        let label = if self.quiet_negatives && quiet {
+            self.k
+        } else {
+            source.label
+        };
+        if !self.quiet.is_empty() && rng.random_bool(self.settings.mix_probability) {
+            let (other, other_start) = self.quiet[rng.random_range(0..self.quiet.len())];
+            if other != index {
+                let background = self.sources[other]
+                    .spectrogram
+                    .frames_from(other_start, PATCH_FRAMES);
+                let below = rng.random_range(self.settings.mix_min_db..=self.settings.mix_max_db);
+                let gain = mean_power(buffer) / mean_power(background).max(1e-20)
+                    * 10f32.powf(-below / 10.0);
+                for (p, b) in buffer.iter_mut().zip(background) {
+                    *p += gain * b;
+                }
+            }
+        }
+        let start = x.len();
+        vector_into(buffer, x);
+        x.truncate(start + PATCH_LEN);
+        mask(rng, &mut x[start..], &self.settings);
+        label
+    }
+}
+
+/// SpecAugment: runs of frames and of bands set to the patch's mean.
+fn mask(rng: &mut StdRng, patch: &mut [f32], s: &CnnTraining) {
+    let mean = patch.iter().sum::<f32>() / patch.len().max(1) as f32;
+    for _ in 0..s.time_masks {
+        let width = rng.random_range(0..=s.max_time_mask);
+        let t0 = rng.random_range(0..=PATCH_FRAMES - width);
+        for band in patch.chunks_exact_mut(PATCH_FRAMES) {
+            band[t0..t0 + width].fill(mean);
+        }
+    }
+    for _ in 0..s.frequency_masks {
+        let width = rng.random_range(0..=s.max_frequency_mask);
+        let b0 = rng.random_range(0..=MEL_BANDS - width);
+        patch[b0 * PATCH_FRAMES..(b0 + width) * PATCH_FRAMES].fill(mean);
+    }
+}
+
+/// Trains one network on `crops` fresh crops per epoch; returns it without autodiff.
+#[allow(clippy::too_many_arguments)]
+fn train_member(
+    device: &Device,
+    network_config: &NetworkConfig,
+    config: &TrainConfig,
+    data: &CropData<'_>,
+    crops: usize,
+    (number, init_seed, rng_seed): (usize, u64, u64),
+    validate: &dyn Fn(&Cnn) -> Result<Option<Evaluation>>,
+    progress: &mut dyn FnMut(&EpochReport),
+) -> Result<Cnn> {
+    let ad_device = device.clone().autodiff();
+    let mut network = Cnn::init(network_config, init_seed, &ad_device);
+    let mut rng = StdRng::seed_from_u64(rng_seed);
+    let mut optimizer = AdamConfig::new().with_epsilon(1e-7).init();
+    let k = data.k;
+    let rate = network_config.dropout.last().copied().unwrap_or(0.0);
+    let mut best: Option<(f64, Cnn)> = None;
+    let mut since_best = 0usize;
+    let mut buffer = Vec::with_capacity(PATCH_LEN);
+    for epoch in 1..=config.epochs {
+        let mut loss_sum = 0.0;
+        let mut done = 0;
+        while done < crops {
+            let b = config.batch_size.min(crops - done);
+            let mut x = Vec::with_capacity(b * (PATCH_LEN + 1));
+            let mut target = vec![0f32; b * k];
+            for row in 0..b {
+                let label = data.draw(&mut rng, &mut x, &mut buffer);
+                if label < k {
+                    target[row * k + label] = 1.0;
+                }
+            }
+            let x = Tensor::<2>::from_data(TensorData::new(x, [b, PATCH_LEN]), &ad_device);
+            let target = Tensor::<2>::from_data(TensorData::new(target, [b, k]), &ad_device);
+            let mask = (rate > 0.0)
+                .then(|| dropout_mask(&mut rng, b, network.feature_width(), rate, &ad_device));
+            let logits = network.forward_train(x, mask);
+            let loss = batch_loss(logits, target, vec![1.0; b], config.output)
+                + network.l2_sum().mul_scalar(config.l2);
+            loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * b as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            network = optimizer.step(config.learning_rate, network, grads);
+            done += b;
+        }
+        let mut report = EpochReport {
+            epoch,
+            epochs: config.epochs,
+            member: number,
+            members: config.members,
+            loss: loss_sum / crops as f64,
+            validation_loss: None,
+            validation_accuracy: None,
+            validation_recording_accuracy: None,
+        };
+        if let Some(e) = validate(&network)? {
+            report.validation_loss = Some(e.window.log_loss);
+            report.validation_accuracy = Some(e.window.accuracy);
+            report.validation_recording_accuracy = Some(e.recording.accuracy);
+        }
+        progress(&report);
+        if let (Stopping::EarlyStopping { patience }, Some(loss)) =
+            (&config.stopping, report.validation_loss)
+        {
+            if best.as_ref().is_none_or(|(b, _)| loss < *b) {
+                best = Some((loss, network.clone()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= *patience {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((_, best_network)) = best {
+        network = best_network;
+    }
+    Ok(network.valid())
+}
