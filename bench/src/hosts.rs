@@ -78,7 +78,7 @@ impl HostSpec {
             None => out.push_str("no CPU quota per worker (workers share the machine's cores"),
         }
         out.push_str(
-            "); PostgreSQL, RabbitMQ, the in-process S3 server, the producer and the bench \
+            "); PostgreSQL, RabbitMQ, the S3 server, the producer and the bench \
              are not capped and share what is left.",
         );
         if self.netns {

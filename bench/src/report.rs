@@ -276,7 +276,11 @@ pub fn machine() -> String {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or("?".into(), |kb| format!("{:.0}", kb / 1024.0 / 1024.0));
+    let s3 = match std::env::var("BIRDSONG_TEST_S3_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => format!("the S3 server at {endpoint}"),
+        _ => "an in-process S3 server".to_string(),
+    };
     format!(
-        "Measured on {cores} cores ({cpu}), {mem_gib} GiB RAM, local PostgreSQL and RabbitMQ, in-process S3 server."
+        "Measured on {cores} cores ({cpu}), {mem_gib} GiB RAM, local PostgreSQL and RabbitMQ, {s3}."
     )
 }

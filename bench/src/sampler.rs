@@ -94,6 +94,9 @@ fn role_of(pid: u32, workers: &[u32]) -> Option<&'static str> {
     match process_name(pid)?.as_str() {
         "postgres" => Some("PostgreSQL"),
         "beam.smp" | "erl_child_setup" | "epmd" => Some("RabbitMQ"),
+        // The S3 server in a process of its own (`scripts/scale.sh` runs it
+        // so, as a deployment would): the same role as in-process.
+        "birdsong-s3" => Some("producer + S3 server"),
         _ => None,
     }
 }
