@@ -6,7 +6,7 @@
 //! window), the class first when classes are balanced, SpecAugment-style time and
 //! frequency masks, and another recording's quiet stretch mixed in under the crop. The
 //! outputs, negatives and stopping rules are the other architectures' ([`Output`],
-//! [`Stopping`]): with sigmoid outputs, background recordings, synthetic background
+//! [`Stopping`](crate::config::Stopping)): with sigmoid outputs, background recordings, synthetic background
 //! (`negatives`) and crops more than the quiet margin below their recording's loudest
 //! train every species as absent; early stopping watches the validation recordings'
 //! log loss (a holdout by recording) and keeps the best epoch.
@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::artifact::{Artifact, ArtifactMeta};
 use crate::cnn::{Cnn, CnnEnsemble};
-use crate::config::{CnnTraining, EpochReport, Stopping, TrainConfig};
+use crate::config::{CnnTraining, EpochReport, TrainConfig};
 use crate::dataset::{DataSummary, Recording, class_list, is_background};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::features::FeatureSet;
@@ -34,6 +34,7 @@ use crate::spectrogram::{
     MEL_BANDS, MEL_FEATURE_VERSION, MEL_VECTOR, PATCH_FRAMES, PATCH_LEN, Spectrogram, frames_in,
     mean_power, vector_into,
 };
+use crate::train::{EarlyStop, epoch_report};
 use crate::train::{TrainedModel, batch_loss, dropout_mask, validate_config};
 use crate::{ModelError, Result};
 
@@ -419,8 +420,7 @@ fn train_member(
     let mut optimizer = AdamConfig::new().with_epsilon(1e-7).init();
     let k = data.k;
     let rate = network_config.dropout.last().copied().unwrap_or(0.0);
-    let mut best: Option<(f64, Cnn)> = None;
-    let mut since_best = 0usize;
+    let mut stopper = EarlyStop::new(&config.stopping);
     let mut buffer = Vec::with_capacity(PATCH_LEN);
     for epoch in 1..=config.epochs {
         let mut loss_sum = 0.0;
@@ -447,38 +447,17 @@ fn train_member(
             network = optimizer.step(config.learning_rate, network, grads);
             done += b;
         }
-        let mut report = EpochReport {
+        let report = epoch_report(
+            config,
             epoch,
-            epochs: config.epochs,
-            member: number,
-            members: config.members,
-            loss: loss_sum / crops as f64,
-            validation_loss: None,
-            validation_accuracy: None,
-            validation_recording_accuracy: None,
-        };
-        if let Some(e) = validate(&network)? {
-            report.validation_loss = Some(e.window.log_loss);
-            report.validation_accuracy = Some(e.window.accuracy);
-            report.validation_recording_accuracy = Some(e.recording.accuracy);
-        }
+            number,
+            loss_sum / crops as f64,
+            validate(&network)?,
+        );
         progress(&report);
-        if let (Stopping::EarlyStopping { patience }, Some(loss)) =
-            (&config.stopping, report.validation_loss)
-        {
-            if best.as_ref().is_none_or(|(b, _)| loss < *b) {
-                best = Some((loss, network.clone()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= *patience {
-                    break;
-                }
-            }
+        if stopper.should_stop(report.validation_loss, &network) {
+            break;
         }
     }
-    if let Some((_, best_network)) = best {
-        network = best_network;
-    }
-    Ok(network.valid())
+    Ok(stopper.best_or(network).valid())
 }

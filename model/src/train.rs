@@ -413,8 +413,7 @@ fn train_member(
 
     let n = y.len();
     let mut order: Vec<usize> = (0..n).collect();
-    let mut best: Option<(f64, Network)> = None;
-    let mut since_best = 0usize;
+    let mut stopper = EarlyStop::new(&config.stopping);
     let mut averaged: Vec<Network> = Vec::with_capacity(config.average_last_epochs);
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
@@ -462,40 +461,19 @@ fn train_member(
             averaged.push(network.valid());
         }
 
-        let mut report = EpochReport {
+        let report = epoch_report(
+            config,
             epoch,
-            epochs: config.epochs,
-            member: member.number,
-            members: config.members,
-            loss: loss_sum / n as f64,
-            validation_loss: None,
-            validation_accuracy: None,
-            validation_recording_accuracy: None,
-        };
-        if let Some(e) = validate(&network)? {
-            report.validation_loss = Some(e.window.log_loss);
-            report.validation_accuracy = Some(e.window.accuracy);
-            report.validation_recording_accuracy = Some(e.recording.accuracy);
-        }
+            member.number,
+            loss_sum / n as f64,
+            validate(&network)?,
+        );
         progress(&report);
-
-        if let (Stopping::EarlyStopping { patience }, Some(loss)) =
-            (&config.stopping, report.validation_loss)
-        {
-            if best.as_ref().is_none_or(|(b, _)| loss < *b) {
-                best = Some((loss, network.clone()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= *patience {
-                    break;
-                }
-            }
+        if stopper.should_stop(report.validation_loss, &network) {
+            break;
         }
     }
-    if let Some((_, best_network)) = best {
-        network = best_network;
-    }
+    let network = stopper.best_or(network);
     Ok(Network::average(&averaged).unwrap_or_else(|| network.valid()))
 }
 
@@ -526,6 +504,69 @@ pub(crate) fn batch_loss(
                 .add(log_sigmoid(logits.neg()).mul(absent));
             per_class.mul(row_weights).sum().neg().div_scalar(b as f64)
         }
+    }
+}
+
+/// The report of one epoch, with the holdout's figures when there is one.
+pub(crate) fn epoch_report(
+    config: &TrainConfig,
+    epoch: usize,
+    member: usize,
+    loss: f64,
+    validation: Option<Evaluation>,
+) -> EpochReport {
+    EpochReport {
+        epoch,
+        epochs: config.epochs,
+        member,
+        members: config.members,
+        loss,
+        validation_loss: validation.as_ref().map(|e| e.window.log_loss),
+        validation_accuracy: validation.as_ref().map(|e| e.window.accuracy),
+        validation_recording_accuracy: validation.as_ref().map(|e| e.recording.accuracy),
+    }
+}
+
+/// Early stopping on the holdout's loss, shared by every training loop: it
+/// keeps the best network seen and says when `patience` epochs in a row
+/// have not improved on it.
+pub(crate) struct EarlyStop<N> {
+    patience: Option<usize>,
+    best: Option<(f64, N)>,
+    since_best: usize,
+}
+
+impl<N: Clone> EarlyStop<N> {
+    pub(crate) fn new(stopping: &Stopping) -> Self {
+        let patience = match stopping {
+            Stopping::EarlyStopping { patience } => Some(*patience),
+            _ => None,
+        };
+        EarlyStop {
+            patience,
+            best: None,
+            since_best: 0,
+        }
+    }
+
+    /// Records an epoch's holdout loss; true when training should stop.
+    pub(crate) fn should_stop(&mut self, loss: Option<f64>, network: &N) -> bool {
+        let (Some(patience), Some(loss)) = (self.patience, loss) else {
+            return false;
+        };
+        if self.best.as_ref().is_none_or(|(b, _)| loss < *b) {
+            self.best = Some((loss, network.clone()));
+            self.since_best = 0;
+            false
+        } else {
+            self.since_best += 1;
+            self.since_best >= patience
+        }
+    }
+
+    /// The best network seen, or `last` when early stopping never ran.
+    pub(crate) fn best_or(self, last: N) -> N {
+        self.best.map_or(last, |(_, best)| best)
     }
 }
 
