@@ -1,8 +1,8 @@
 //! Recordings into the window vectors a model reads, for each backbone.
 //!
 //! A model is trained on one [`Backbone`]'s vectors (the audio crate's features in the
-//! worker's windows, or BirdNET embeddings of 3-s windows at 48 kHz) and must be fed the
-//! same. The worker, the retrainer and the api's direct classification all cut and
+//! worker's windows, log-mel patches of 5-s windows for the spectrogram CNN, or BirdNET
+//! embeddings of 3-s windows at 48 kHz) and must be fed the same. The worker, the retrainer and the api's direct classification all cut and
 //! analyse recordings through one [`Analyzer`], so the windows a model is trained on,
 //! the windows stored for it and the windows it classifies cannot drift apart.
 //!
@@ -17,7 +17,7 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use birdsong_audio::{AudioError, AudioInfo, WindowConfig};
+use birdsong_audio::{AudioError, AudioInfo, WindowConfig, WindowStream};
 use birdsong_birdnet::Birdnet;
 pub use birdsong_model::Backbone;
 
@@ -27,7 +27,8 @@ pub const MAX_OVERLAP_S: f64 = 2.9;
 /// How recordings are cut for each backbone, and where BirdNET is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Windows of the acoustic backbone.
+    /// Windows of the acoustic backbone; the mel backbone's take their hop (at most
+    /// its 5-s length) and shortest final window.
     pub window: WindowConfig,
     /// Overlap of BirdNET's 3-s windows, in seconds (BirdNET-Analyzer's `--overlap`).
     pub birdnet_overlap_s: f64,
@@ -146,11 +147,13 @@ impl Analyzer {
         &self.settings
     }
 
-    /// The windows `backbone` is fed: the configured acoustic windows, or BirdNET's
-    /// 3-s windows with the configured overlap.
+    /// The windows `backbone` is fed: the configured acoustic windows, 5-s mel
+    /// patches with the configured hop, or BirdNET's 3-s windows with the configured
+    /// overlap.
     pub fn windowing(&self, backbone: Backbone) -> WindowConfig {
         match backbone {
             Backbone::Acoustic => self.settings.window.clone(),
+            Backbone::Mel => mel_windows(&self.settings.window),
             Backbone::Birdnet => self.birdnet_window.clone(),
         }
     }
@@ -160,7 +163,7 @@ impl Analyzer {
     /// install is broken does not retry the load for every recording.
     pub fn ensure(&self, backbone: Backbone) -> Result<(), AnalysisError> {
         match backbone {
-            Backbone::Acoustic => Ok(()),
+            Backbone::Acoustic | Backbone::Mel => Ok(()),
             Backbone::Birdnet => self.birdnet().map(|_| ()),
         }
     }
@@ -217,6 +220,7 @@ impl Analyzer {
                 path,
                 &self.settings.window,
             )?)),
+            Backbone::Mel => mel(WindowStream::open(path, &self.windowing(backbone))?),
             Backbone::Birdnet => {
                 let birdnet = self.birdnet()?;
                 embedded(birdnet.embed_file(path, &self.birdnet_window))
@@ -237,9 +241,9 @@ impl Analyzer {
     }
 
     /// Analyses a seekable reader cut into `window` instead of the backbone's usual
-    /// windows (the retrainer's overlapping training windows). For BirdNET only the
-    /// hop and the shortest final window are taken from `window`: its windows are
-    /// always 3 s.
+    /// windows (the retrainer's overlapping training windows). For BirdNET and mel
+    /// patches only the hop and the shortest final window are taken from `window`:
+    /// their windows are always 3 s and 5 s.
     pub fn analyse_reader_in<R>(
         &self,
         backbone: Backbone,
@@ -251,17 +255,15 @@ impl Analyzer {
     {
         match backbone {
             Backbone::Acoustic => Ok(acoustic(birdsong_audio::analyze_reader(reader, window)?)),
+            Backbone::Mel => mel(WindowStream::from_reader(reader, &mel_windows(window))?),
             Backbone::Birdnet => {
                 let birdnet = self.birdnet()?;
                 let window = WindowConfig {
                     length_s: birdsong_birdnet::WINDOW_SECONDS,
                     ..window.clone()
                 };
-                let stream = birdsong_audio::WindowStream::from_reader_at(
-                    reader,
-                    &window,
-                    birdsong_birdnet::SAMPLE_RATE,
-                )?;
+                let stream =
+                    WindowStream::from_reader_at(reader, &window, birdsong_birdnet::SAMPLE_RATE)?;
                 embedded(birdnet.embed_stream(stream))
             }
         }
@@ -282,6 +284,32 @@ fn acoustic(analysis: birdsong_audio::Analysis) -> Analysed {
             .collect(),
         info: analysis.info,
     }
+}
+
+/// Mel-patch windows with the hop and shortest final window of `window`: always the
+/// patch's 5 s long, never further apart (no audio between two patches goes unheard).
+fn mel_windows(window: &WindowConfig) -> WindowConfig {
+    let length_s = birdsong_model::spectrogram::PATCH_SECONDS;
+    WindowConfig {
+        length_s,
+        hop_s: window.hop_s.min(length_s),
+        min_last_s: window.min_last_s,
+    }
+}
+
+/// Every window's mel patch.
+fn mel(mut stream: WindowStream) -> Result<Analysed, AnalysisError> {
+    let mut spans = Vec::new();
+    let mut vectors = Vec::new();
+    while let Some((start_s, end_s, v)) = birdsong_model::spectrogram::next_window(&mut stream)? {
+        spans.push((start_s, end_s));
+        vectors.push(v);
+    }
+    Ok(Analysed {
+        info: stream.final_info(),
+        spans,
+        vectors,
+    })
 }
 
 fn embedded(
@@ -330,6 +358,51 @@ mod tests {
                 .iter()
                 .all(|v| v.len() == Backbone::Acoustic.vector_len())
         );
+    }
+
+    #[test]
+    fn mel_patches_are_five_seconds_with_the_acoustic_hop() {
+        let analyzer = Analyzer::new(Settings {
+            window: WindowConfig {
+                length_s: 3.0,
+                hop_s: 2.5,
+                min_last_s: 1.0,
+            },
+            ..Settings::default()
+        });
+        let w = analyzer.windowing(Backbone::Mel);
+        assert_eq!((w.length_s, w.hop_s, w.min_last_s), (5.0, 2.5, 1.0));
+        let a = analyzer
+            .analyse_reader(Backbone::Mel, std::io::Cursor::new(tone(12.0)))
+            .unwrap();
+        // The windows the acoustic backbone cuts with the same length and hop.
+        let acoustic = Analyzer::new(Settings {
+            window: w.clone(),
+            ..Settings::default()
+        })
+        .analyse_reader(Backbone::Acoustic, std::io::Cursor::new(tone(12.0)))
+        .unwrap();
+        assert_eq!(a.spans, acoustic.spans);
+        assert_eq!(a.spans[1], (2.5, 7.5));
+        assert!(
+            a.vectors
+                .iter()
+                .all(|v| v.len() == Backbone::Mel.vector_len())
+        );
+        // The same vectors as the model crate cuts for a file.
+        let direct = birdsong_model::spectrogram::bytes_vectors(
+            tone(12.0),
+            &analyzer.windowing(Backbone::Mel),
+        )
+        .unwrap();
+        assert_eq!(a.vectors, direct);
+        // Windows wider apart than a patch would leave audio unheard: the hop is capped.
+        let wide = mel_windows(&WindowConfig {
+            length_s: 10.0,
+            hop_s: 10.0,
+            min_last_s: 1.0,
+        });
+        assert_eq!((wide.length_s, wide.hop_s), (5.0, 5.0));
     }
 
     #[test]

@@ -346,7 +346,7 @@ pub fn routes(state: AppState) -> Routes {
                 body: ("exactly one of job_id, files (hashes) or all: true", &[Body { media: JSON, schema: schema::<registry::ReclassifyBody> }]),
                 ok: Reply { status: 202, what: "reclassification job queued", content: &[(JSON, Some(schema::<registry::Reclassifying>))] },
                 errors: &[400, 404, 413, 415, 422, 503],
-                ..r("post", "/v1/reclassify", "Classify recordings again from their stored features", Access::Write)
+                ..r("post", "/v1/reclassify", "Classify recordings again with the promoted model (from their stored features where it can)", Access::Write)
             },
             post(registry::reclassify),
         )

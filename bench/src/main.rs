@@ -97,8 +97,8 @@ enum Command {
         /// Folder to write `report.md`, `results.json` and `chart.png` into.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Backbone of the benchmark model: `acoustic` (a reference MLP), or
-        /// `birdnet` (a head on BirdNET's embeddings; needs
+        /// Backbone of the benchmark model: `acoustic` (a reference MLP), `mel`
+        /// (a spectrogram CNN), or `birdnet` (a head on BirdNET's embeddings; needs
         /// scripts/birdnet/install.sh, found as the workers find it).
         #[arg(long, default_value = "acoustic")]
         backbone: birdsong_model::Backbone,
@@ -132,7 +132,8 @@ enum Command {
         /// Folder of MP3 recordings (searched recursively).
         #[arg(long, default_value = "../shared/data/xc3")]
         audio: PathBuf,
-        /// Backbones to run (birdnet needs scripts/birdnet/install.sh).
+        /// Backbones to run: acoustic, mel (the spectrogram CNN's patches and a
+        /// small CNN), birdnet (needs scripts/birdnet/install.sh).
         #[arg(long, value_delimiter = ',', default_values = ["acoustic", "birdnet"])]
         backbone: Vec<String>,
         /// At most this many files (in path order).
@@ -239,15 +240,13 @@ async fn backbone_table(
     }
     let mut rates = Vec::new();
     for backbone in backbones {
-        let artifact = tokio::task::spawn_blocking(move || match backbone {
-            birdsong_model::Backbone::Acoustic => birdsong_testkit::models::train_synthetic(3),
-            birdsong_model::Backbone::Birdnet => birdsong_testkit::models::train_embedding_head(3),
-        })
-        .await??;
+        let artifact =
+            tokio::task::spawn_blocking(move || birdsong_testkit::models::train_for(backbone, 3))
+                .await??;
         let classifier = Classifier::from_artifact(&artifact)?;
         let batches = match backbone {
-            birdsong_model::Backbone::Acoustic => &[1][..],
             birdsong_model::Backbone::Birdnet => birdnet_batches,
+            _ => &[1][..],
         };
         for &batch in batches {
             let analyzer = birdsong_analysis::Analyzer::new(birdsong_analysis::Settings {
@@ -255,8 +254,8 @@ async fn backbone_table(
                 ..birdsong_analysis::Settings::default()
             });
             let label = match backbone {
-                birdsong_model::Backbone::Acoustic => backbone.to_string(),
                 birdsong_model::Backbone::Birdnet => format!("{backbone} (batch {batch})"),
+                _ => backbone.to_string(),
             };
             eprintln!("{label}: {} files on one thread…", files.len());
             rates.push((
@@ -341,11 +340,9 @@ async fn pipeline(
         eprintln!("{}", hosts.describe(cores, workers, &made_by));
     }
     eprintln!("training the benchmark model ({backbone} backbone, 3 synthetic species)…");
-    let artifact = tokio::task::spawn_blocking(move || match backbone {
-        birdsong_model::Backbone::Acoustic => birdsong_testkit::models::train_synthetic(3),
-        birdsong_model::Backbone::Birdnet => birdsong_testkit::models::train_embedding_head(3),
-    })
-    .await??;
+    let artifact =
+        tokio::task::spawn_blocking(move || birdsong_testkit::models::train_for(backbone, 3))
+            .await??;
     let classifier = Arc::new(Classifier::from_artifact(&artifact)?);
     let analyzer = Arc::new(birdsong_analysis::Analyzer::new(
         birdsong_analysis::Settings::default(),

@@ -29,7 +29,7 @@ use crate::features::{FEATURE_VERSION, FeatureSet, PREFIX_FEATURE_VERSIONS};
 use crate::network::{CNN, NetworkConfig};
 use crate::report::{Evaluation, Thresholds};
 use crate::scaler::Scaler;
-use crate::spectrogram::{MEL_FEATURE_VERSION, MEL_VECTOR, MelInput};
+use crate::spectrogram::MelInput;
 use crate::{ModelError, Result};
 
 /// Newest artifact layout, bumped on any change an older loader cannot read. Version 2
@@ -294,48 +294,14 @@ impl Artifact {
     /// version and input size must be that backbone's (see
     /// [`from_files`](Self::from_files)). The caller must feed it that backbone's
     /// vectors: check `meta().features.backbone()` before classifying.
-    ///
-    /// A spectrogram model (feature set `mel`) is refused: its input is not a backbone's
-    /// vector, and callers that feed backbone vectors cannot serve it; see
-    /// [`from_files_any_input`](Self::from_files_any_input).
     pub fn from_files_any_backbone(weights: &[u8], meta_json: &[u8]) -> Result<Self> {
-        let features = probe_features(meta_json)?;
-        if features == FeatureSet::Mel {
-            return Err(ModelError::IncompatibleArtifact(
-                "a spectrogram model reads mel patches, not a backbone's vectors".into(),
-            ));
-        }
-        let backbone = features.backbone();
+        let backbone = probe_features(meta_json)?.backbone();
         Self::from_files(
             weights,
             meta_json,
             backbone.feature_version(),
             backbone.vector_len(),
         )
-    }
-
-    /// Builds and validates an artifact of any input this build computes: a backbone's
-    /// vectors ([`from_files_any_backbone`](Self::from_files_any_backbone)) or mel
-    /// patches ([`crate::spectrogram`], feature set `mel`). The caller must feed it the
-    /// vectors `meta().features` names (`FeatureSet::vector_len` long).
-    pub fn from_files_any_input(weights: &[u8], meta_json: &[u8]) -> Result<Self> {
-        if probe_features(meta_json)? == FeatureSet::Mel {
-            Self::from_files(weights, meta_json, MEL_FEATURE_VERSION, MEL_VECTOR)
-        } else {
-            Self::from_files_any_backbone(weights, meta_json)
-        }
-    }
-
-    /// Reads and validates the artifact in `dir` whatever its input; see
-    /// [`from_files_any_input`](Self::from_files_any_input).
-    pub fn load_dir_any_input(dir: &Path) -> Result<Self> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
-        };
-        let meta = read(META_FILE)?;
-        let weights = read(WEIGHTS_FILE)?;
-        Self::from_files_any_input(&weights, &meta)
     }
 
     /// Reads and validates the artifact in `dir`; see [`from_files`](Self::from_files).

@@ -41,17 +41,22 @@ pub enum Backbone {
     /// BirdNET V2.4's embedding of 3-s windows at 48 kHz (installed by the user,
     /// CC BY-NC-SA 4.0).
     Birdnet,
+    /// Log-mel patches of 5-s windows at 22 050 Hz ([`crate::spectrogram`]), the
+    /// spectrogram CNN's input: the same decoding and STFT as the acoustic features,
+    /// no pretrained network.
+    Mel,
 }
 
 impl Backbone {
     /// Every backbone.
-    pub const ALL: [Backbone; 2] = [Backbone::Acoustic, Backbone::Birdnet];
+    pub const ALL: [Backbone; 3] = [Backbone::Acoustic, Backbone::Birdnet, Backbone::Mel];
 
     /// The feature version its vectors are stored and trained under.
     pub fn feature_version(self) -> &'static str {
         match self {
             Backbone::Acoustic => FEATURE_VERSION,
             Backbone::Birdnet => BIRDNET_FEATURE_VERSION,
+            Backbone::Mel => MEL_FEATURE_VERSION,
         }
     }
 
@@ -60,6 +65,7 @@ impl Backbone {
         match self {
             Backbone::Acoustic => FEATURE_COUNT,
             Backbone::Birdnet => BIRDNET_VECTOR,
+            Backbone::Mel => MEL_VECTOR,
         }
     }
 
@@ -71,6 +77,7 @@ impl Backbone {
                 .position(|n| *n == "rms_mean")
                 .unwrap_or(LIBROSA_FEATURE_COUNT - 1),
             Backbone::Birdnet => BIRDNET_EMBEDDING,
+            Backbone::Mel => PATCH_LEN,
         }
     }
 
@@ -79,6 +86,8 @@ impl Backbone {
     pub fn of_version(version: &str) -> Option<Backbone> {
         if version == BIRDNET_FEATURE_VERSION {
             Some(Backbone::Birdnet)
+        } else if version == MEL_FEATURE_VERSION {
+            Some(Backbone::Mel)
         } else if version == FEATURE_VERSION
             || PREFIX_FEATURE_VERSIONS.iter().any(|(v, _)| *v == version)
         {
@@ -93,7 +102,17 @@ impl Backbone {
         match self {
             Backbone::Acoustic => "acoustic",
             Backbone::Birdnet => "birdnet",
+            Backbone::Mel => "mel",
         }
+    }
+
+    /// Whether workers keep its window vectors in `window_features`, so that another
+    /// model or a retraining on the same backbone reads them instead of decoding the
+    /// recording again. Not mel patches: at 6 913 values (27 KB) per 5-s window, 20 MB
+    /// per hour of audio, an archive's patches would outgrow the database, and
+    /// recomputing them costs about what decoding does.
+    pub fn stores_windows(self) -> bool {
+        self != Backbone::Mel
     }
 }
 
@@ -110,7 +129,10 @@ impl FromStr for Backbone {
         Backbone::ALL
             .into_iter()
             .find(|b| b.name() == s)
-            .ok_or_else(|| format!("unknown backbone {s:?}; known: acoustic, birdnet"))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Backbone::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown backbone {s:?}; known: {}", known.join(", "))
+            })
     }
 }
 use serde::{Deserialize, Serialize};
@@ -138,11 +160,8 @@ pub enum FeatureSet {
     BandsNoMedian,
     /// The BirdNET embedding (of the [`Backbone::Birdnet`] vector, without its level).
     Birdnet,
-    /// The log-mel patch of the window ([`crate::spectrogram`]), read by the spectrogram
-    /// CNN: the audio crate's analysis at 22 050 Hz in the standard windows, like the
-    /// acoustic features, but another vector ([`MEL_FEATURE_VERSION`], [`MEL_VECTOR`]
-    /// values with the level), which [`FeatureSet::feature_version`] and
-    /// [`FeatureSet::vector_len`] name.
+    /// The log-mel patch of the window (of the [`Backbone::Mel`] vector, without its
+    /// level), read by the spectrogram CNN.
     Mel,
 }
 
@@ -162,38 +181,28 @@ impl FeatureSet {
         FeatureSet::Mel,
     ];
 
-    /// The backbone whose analysis the set reads (the acoustic one for mel patches: the
-    /// audio crate at 22 050 Hz; their vectors are not its features, see
-    /// [`vector_len`](Self::vector_len)).
+    /// The backbone whose vectors the set reads columns of.
     pub fn backbone(self) -> Backbone {
         match self {
             FeatureSet::Birdnet => Backbone::Birdnet,
+            FeatureSet::Mel => Backbone::Mel,
             _ => Backbone::Acoustic,
         }
     }
 
     /// The version of the vectors the set reads from.
     pub fn feature_version(self) -> &'static str {
-        match self {
-            FeatureSet::Mel => MEL_FEATURE_VERSION,
-            other => other.backbone().feature_version(),
-        }
+        self.backbone().feature_version()
     }
 
     /// Length of the vectors the set reads from.
     pub fn vector_len(self) -> usize {
-        match self {
-            FeatureSet::Mel => MEL_VECTOR,
-            other => other.backbone().vector_len(),
-        }
+        self.backbone().vector_len()
     }
 
     /// Column of those vectors holding the window's linear level (for quiet windows).
     pub fn level_column(self) -> usize {
-        match self {
-            FeatureSet::Mel => PATCH_LEN,
-            other => other.backbone().level_column(),
-        }
+        self.backbone().level_column()
     }
 
     /// The columns read, as ranges of the feature vector in the order the network sees

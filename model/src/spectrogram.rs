@@ -237,13 +237,18 @@ pub fn bytes_vectors(bytes: Vec<u8>, config: &WindowConfig) -> Result<Vec<Featur
 
 fn stream_vectors(mut stream: WindowStream) -> Result<Vec<FeatureVector>> {
     let mut out = Vec::new();
-    while let Some(v) = stream
-        .next_with(|ex, _, _, y| Ok(window_vector(ex, y)))
-        .map_err(audio_error)?
-    {
+    while let Some((_, _, v)) = next_window(&mut stream).map_err(audio_error)? {
         out.push(v);
     }
     Ok(out)
+}
+
+/// The next window of a stream of standard 5 s windows: its start and end in seconds
+/// and its vector; `None` after the last. Errors are the recording's (decoding).
+pub fn next_window(
+    stream: &mut WindowStream,
+) -> std::result::Result<Option<(f64, f64, FeatureVector)>, AudioError> {
+    stream.next_with(|ex, start_s, end_s, y| Ok((start_s, end_s, window_vector(ex, y))))
 }
 
 /// Refuses windows of another length than a patch's.

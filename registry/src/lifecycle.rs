@@ -184,7 +184,7 @@ pub async fn request_retrain(
 pub enum Selection {
     /// Every recording of one job.
     Job(Uuid),
-    /// Every recording that has stored window features.
+    /// Every recording that has been analysed.
     All,
     /// These recordings (content hashes).
     Files(Vec<String>),
@@ -197,10 +197,26 @@ pub struct Reclassification {
     pub tasks: usize,
 }
 
+/// SQL that is true when the recording whose hash is the column `$sha` was
+/// analysed: its windows are stored, or a model classified it.
+macro_rules! analysed {
+    ($sha:literal) => {
+        concat!(
+            "(EXISTS (SELECT 1 FROM window_features w WHERE w.file_sha256 = ",
+            $sha,
+            ") OR EXISTS (SELECT 1 FROM file_summaries s WHERE s.file_sha256 = ",
+            $sha,
+            "))"
+        )
+    };
+}
+
 /// Queues a `reclassify` job over the selected recordings. Only recordings
-/// with stored window features are included (the others have never been
-/// analysed, or failed): the point is to re-run the classifier without
-/// decoding.
+/// that were analysed are included (stored window features, or results of a
+/// model whose backbone's windows are not stored, such as the CNN's mel
+/// patches); the others have never been analysed, or failed. Recordings with
+/// stored features of the promoted model's backbone are classified without
+/// decoding; the others are decoded again.
 pub async fn reclassify(
     pool: &PgPool,
     publisher: &Publisher,
@@ -218,12 +234,12 @@ pub async fn reclassify(
             if !exists {
                 return Err(RegistryError::UnknownJob(*job));
             }
-            let files = sqlx::query_as(
+            let files = sqlx::query_as(concat!(
                 "SELECT DISTINCT t.file_sha256, t.source_path FROM tasks t
-                 WHERE t.job_id = $1
-                   AND EXISTS (SELECT 1 FROM window_features w WHERE w.file_sha256 = t.file_sha256)
-                 ORDER BY t.file_sha256",
-            )
+                 WHERE t.job_id = $1 AND ",
+                analysed!("t.file_sha256"),
+                " ORDER BY t.file_sha256"
+            ))
             .bind(job)
             .fetch_all(pool)
             .await
@@ -231,23 +247,22 @@ pub async fn reclassify(
             (format!("reclassify job {job}"), files)
         }
         Selection::All => {
-            let files = sqlx::query_as(
-                "SELECT f.sha256, f.original_name FROM audio_files f
-                 WHERE EXISTS (SELECT 1 FROM window_features w WHERE w.file_sha256 = f.sha256)
-                 ORDER BY f.sha256",
-            )
+            let files = sqlx::query_as(concat!(
+                "SELECT f.sha256, f.original_name FROM audio_files f WHERE ",
+                analysed!("f.sha256"),
+                " ORDER BY f.sha256"
+            ))
             .fetch_all(pool)
             .await
             .map_err(query("listing analysed recordings"))?;
             ("reclassify all recordings".to_string(), files)
         }
         Selection::Files(hashes) => {
-            let files = sqlx::query_as(
-                "SELECT f.sha256, f.original_name FROM audio_files f
-                 WHERE f.sha256 = ANY($1)
-                   AND EXISTS (SELECT 1 FROM window_features w WHERE w.file_sha256 = f.sha256)
-                 ORDER BY f.sha256",
-            )
+            let files = sqlx::query_as(concat!(
+                "SELECT f.sha256, f.original_name FROM audio_files f WHERE f.sha256 = ANY($1) AND ",
+                analysed!("f.sha256"),
+                " ORDER BY f.sha256"
+            ))
             .bind(hashes)
             .fetch_all(pool)
             .await

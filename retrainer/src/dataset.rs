@@ -5,7 +5,10 @@
 //! worker has analysed yet (labelled at ingest, still queued, or analysed
 //! with another window setting) is fetched and analysed here, and its
 //! features are stored the way a worker stores them, so that neither the
-//! next run nor a later classification decodes it again.
+//! next run nor a later classification decodes it again. Mel patches are the
+//! exception: workers do not store them (`Backbone::stores_windows`), so they
+//! are computed here for every run, and the spectrogram CNN trains on each
+//! training recording's whole spectrogram ([`spectrograms`]), decoded again.
 
 use birdsong_common::db::query;
 use std::collections::HashMap;
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use birdsong_analysis::{AnalysisError, Analyzer, Backbone};
 use birdsong_audio::WindowConfig;
 use birdsong_common::store::{ObjectStore, audio_key};
-use birdsong_model::FeatureVector;
+use birdsong_model::{FeatureVector, Recording, Spectrogram, SpectrogramRecording};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -82,18 +85,22 @@ pub async fn load(
     mut on_decode: impl FnMut(usize, usize),
 ) -> Result<(Vec<Labelled>, usize, Vec<Unusable>), RetrainError> {
     let hashes: Vec<&str> = labels.iter().map(|(s, _)| s.as_str()).collect();
-    let rows: Vec<(String, Vec<f32>)> = sqlx::query_as(
-        "SELECT file_sha256, features FROM window_features
+    let rows: Vec<(String, Vec<f32>)> = if !backbone.stores_windows() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT file_sha256, features FROM window_features
          WHERE feature_version = $1 AND window_s = $2 AND hop_s = $3 AND file_sha256 = ANY($4)
          ORDER BY file_sha256, window_index",
-    )
-    .bind(backbone.feature_version())
-    .bind(window.length_s as f32)
-    .bind(window.hop_s as f32)
-    .bind(&hashes)
-    .fetch_all(pool)
-    .await
-    .map_err(query("reading stored window features"))?;
+        )
+        .bind(backbone.feature_version())
+        .bind(window.length_s as f32)
+        .bind(window.hop_s as f32)
+        .bind(&hashes)
+        .fetch_all(pool)
+        .await
+        .map_err(query("reading stored window features"))?
+    };
     let mut stored: HashMap<String, Vec<FeatureVector>> = HashMap::new();
     let mut unusable = Vec::new();
     let mut bad: HashMap<String, String> = HashMap::new();
@@ -183,6 +190,9 @@ async fn analyse(
         // Not the recording's fault: the run fails and says why.
         e => Analysis::Failed(RetrainError::Data(e.to_string())),
     })?;
+    if !backbone.stores_windows() {
+        return Ok(analysis.vectors);
+    }
     // One transaction: a reader must never find half of a recording's windows.
     let mut tx = pool
         .begin()
@@ -219,4 +229,37 @@ async fn analyse(
         .await
         .map_err(|e| Analysis::Failed(query("committing window features")(e).into()))?;
     Ok(analysis.vectors)
+}
+
+/// The band power of each recording's whole audio, fetched and decoded one at a
+/// time (about 5.6 MB per hour of audio is kept, never the decoded samples): what
+/// the spectrogram CNN draws its training crops from. A recording that cannot
+/// be decoded is left out with a warning, as [`load`] leaves it out.
+pub async fn spectrograms(
+    objects: &ObjectStore,
+    recordings: &[Recording],
+    mut on_decode: impl FnMut(usize, usize),
+) -> Result<Vec<SpectrogramRecording>, RetrainError> {
+    let mut out = Vec::with_capacity(recordings.len());
+    for (i, r) in recordings.iter().enumerate() {
+        on_decode(i, recordings.len());
+        let bytes = objects
+            .get(&audio_key(&r.id))
+            .await
+            .map_err(store(format!("fetching recording {}", r.id)))?;
+        let decoded = tokio::task::spawn_blocking(move || Spectrogram::of_bytes(Vec::from(bytes)))
+            .await
+            .map_err(|e| RetrainError::Internal(format!("decoding panicked: {e}")))?;
+        match decoded {
+            Ok(spectrogram) => out.push(SpectrogramRecording {
+                id: r.id.clone(),
+                label: r.label.clone(),
+                spectrogram,
+            }),
+            Err(e) => {
+                tracing::warn!(recording = %r.id, error = %e, "labelled recording left out of training");
+            }
+        }
+    }
+    Ok(out)
 }

@@ -43,6 +43,10 @@ enum Command {
         /// Seed of initialisation and shuffling.
         #[arg(long)]
         seed: Option<u64>,
+        /// Network architecture: mlp (the default), linear, shallow, cnn (a
+        /// spectrogram CNN with its own recipe) or anchored (on BirdNET).
+        #[arg(long)]
+        architecture: Option<String>,
         /// Any other parameter, as KEY=VALUE (VALUE is JSON, or a string),
         /// e.g. --param learning_rate=0.003 --param gate_metric=window_macro_f1.
         #[arg(long = "param", value_name = "KEY=VALUE")]
@@ -76,12 +80,13 @@ enum Command {
         #[arg(long, default_value = "promoted from the command line")]
         reason: String,
     },
-    /// Classify recordings again with the promoted model, from stored features.
+    /// Classify recordings again with the promoted model, from stored features where
+    /// its backbone's are stored (decoding the recording otherwise).
     Reclassify {
         /// Every recording of this job.
         #[arg(long, conflicts_with = "all", required_unless_present = "all")]
         job: Option<Uuid>,
-        /// Every recording with stored features.
+        /// Every recording that was analysed.
         #[arg(long)]
         all: bool,
     },
@@ -110,11 +115,12 @@ async fn main() -> anyhow::Result<()> {
             force,
             epochs,
             seed,
+            architecture,
             params,
             wait,
             timeout,
         } => {
-            let params = request_params(epochs, seed, &params)?;
+            let params = request_params(epochs, seed, architecture, &params)?;
             let (pool, publisher) = connect(&config).await?;
             let run = registry::request_retrain(
                 &pool,
@@ -246,6 +252,7 @@ async fn connect(config: &Config) -> anyhow::Result<(PgPool, Publisher)> {
 fn request_params(
     epochs: Option<u64>,
     seed: Option<u64>,
+    architecture: Option<String>,
     extra: &[String],
 ) -> anyhow::Result<Value> {
     let mut map = Map::new();
@@ -261,6 +268,9 @@ fn request_params(
     }
     if let Some(s) = seed {
         map.insert("seed".into(), s.into());
+    }
+    if let Some(a) = architecture {
+        map.insert("architecture".into(), a.into());
     }
     // Refuse here what the retrainer would refuse, before queueing anything.
     birdsong_retrainer::params::parse(&Value::Object(map.clone()))

@@ -1,14 +1,16 @@
 //! The hyper-parameters a retrain request may set.
 //!
 //! A request's `params` object overrides the default recipe of
-//! `birdsong-model` (`TrainConfig::default()`) key by key. Anything unknown or out of range fails the
+//! `birdsong-model` (`TrainConfig::default()`, or `TrainConfig::cnn()` for the
+//! spectrogram CNN) key by key. Anything unknown or out of range fails the
 //! run before any data is read: a typo such as `epoch` must not silently
 //! train with the default and promote the result.
 
 use std::collections::BTreeMap;
 
 use birdsong_model::{
-    ANCHORED, ARCHITECTURES, FeatureSet, MAX_CONTEXT_WINDOWS, MAX_MEMBERS, Stopping, TrainConfig,
+    ANCHORED, ARCHITECTURES, CNN, FeatureSet, MAX_CONTEXT_WINDOWS, MAX_MEMBERS, Stopping,
+    TrainConfig,
 };
 use serde_json::Value;
 
@@ -46,7 +48,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "architecture",
-        "network architecture: mlp, linear, shallow, or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default mlp; anchored with features birdnet)",
+        "network architecture: mlp, linear, shallow, cnn (a convolutional network on each 5-s window's log-mel patch, trained on random crops of the recordings with its own recipe: 30 epochs, one network, L2 1e-5; implies features mel), or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default mlp; anchored with features birdnet, cnn with features mel)",
+    ),
+    (
+        "crops_per_second",
+        "with cnn: crops drawn per epoch for each second of training audio, > 0 and <= 10 (default 0.2)",
+    ),
+    (
+        "mix_probability",
+        "with cnn: share of crops mixed with another recording's quiet stretch, 0 to 1 (default 0.5)",
     ),
     (
         "birdnet_names",
@@ -58,7 +68,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "features",
-        "features the network reads: bands_no_median, bands, all or librosa (the built-in acoustic backbone), or birdnet (BirdNET V2.4 embeddings of 3-s windows; needs scripts/birdnet/install.sh on the retrainer and the workers) (default bands_no_median)",
+        "features the network reads: bands_no_median, bands, all or librosa (the built-in acoustic backbone), mel (log-mel patches, read by cnn), or birdnet (BirdNET V2.4 embeddings of 3-s windows; needs scripts/birdnet/install.sh on the retrainer and the workers) (default bands_no_median)",
     ),
     (
         "train_hop_s",
@@ -95,6 +105,12 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
         Value::Object(map) => map,
         _ => return Err("params must be a JSON object".into()),
     };
+    // The CNN has its own recipe; the other keys override it as they do the default.
+    let cnn = map.get("architecture").and_then(Value::as_str) == Some(CNN)
+        || map.get("features").and_then(Value::as_str) == Some(FeatureSet::Mel.name());
+    if cnn {
+        out.train = TrainConfig::cnn();
+    }
     for (key, value) in map {
         match key.as_str() {
             "epochs" => out.train.epochs = int(key, value, 1, 100_000)? as usize,
@@ -149,6 +165,16 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                         .as_str()
                         .ok_or_else(|| format!("{key}: the name of {label:?} must be a string"))?;
                     out.birdnet_names.insert(label.clone(), name.to_string());
+                }
+            }
+            "crops_per_second" | "mix_probability" => {
+                let Some(spectrogram) = out.train.spectrogram.as_mut() else {
+                    return Err(format!("{key} is a setting of the cnn architecture"));
+                };
+                if key == "crops_per_second" {
+                    spectrogram.crops_per_second = float(key, value, |v| v > 0.0 && v <= 10.0)?;
+                } else {
+                    spectrogram.mix_probability = float(key, value, |v| (0.0..=1.0).contains(&v))?;
                 }
             }
             "gate_metric" => {
@@ -280,6 +306,28 @@ mod tests {
         assert_eq!(p.train.architecture, "shallow");
         assert!(parse(&json!({"birdnet_names": ["Gray Kingbird"]})).is_err());
         assert!(parse(&json!({"birdnet_names": {"Grey Kingbird": 3}})).is_err());
+    }
+
+    #[test]
+    fn cnn_starts_from_its_own_recipe() {
+        let p = parse(&json!({"architecture": "cnn"})).unwrap();
+        assert_eq!(p.train, TrainConfig::cnn());
+        assert_eq!(
+            parse(&json!({"features": "mel"})).unwrap().train,
+            TrainConfig::cnn()
+        );
+        let p = parse(&json!({"architecture": "cnn", "epochs": 4, "members": 2,
+                              "crops_per_second": 0.5, "mix_probability": 0}))
+        .unwrap();
+        assert_eq!((p.train.epochs, p.train.members), (4, 2));
+        let s = p.train.spectrogram.unwrap();
+        assert_eq!((s.crops_per_second, s.mix_probability), (0.5, 0.0));
+        // Its settings mean nothing to the other architectures, and it reads mel patches only.
+        let e = parse(&json!({"crops_per_second": 0.5})).unwrap_err();
+        assert!(e.contains("cnn"), "{e}");
+        assert!(parse(&json!({"architecture": "cnn", "features": "bands"})).is_err());
+        assert!(parse(&json!({"architecture": "mlp", "features": "mel"})).is_err());
+        assert!(parse(&json!({"architecture": "cnn", "mix_probability": 1.5})).is_err());
     }
 
     #[test]

@@ -26,7 +26,9 @@ use birdsong_common::db::query;
 use birdsong_common::messages::RetrainRequest;
 use birdsong_common::queue::Publisher;
 use birdsong_common::store::ObjectStore;
-use birdsong_model::{Artifact, Classifier, Recording, Stopping, TrainedModel, class_list};
+use birdsong_model::{
+    Artifact, CNN, Classifier, Recording, SpectrogramRecording, Stopping, TrainedModel, class_list,
+};
 use birdsong_registry::{self as registry, NewVersion};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -179,9 +181,18 @@ impl Retrainer {
         check_trainable(&sets, &params)?;
         let DataSets {
             train,
+            spectrograms,
             validation,
             holdout,
         } = sets;
+        let train = match spectrograms {
+            Some(s) => {
+                // Its mel windows were only counted; the crops come from `s`.
+                drop(train);
+                TrainingSet::Spectrograms(s)
+            }
+            None => TrainingSet::Windows(train),
+        };
         let trained = self
             .train(params.clone(), train, validation.clone(), progress)
             .await?;
@@ -313,9 +324,22 @@ impl Retrainer {
         let mut train = sets.remove(&Split::Train).unwrap_or_default();
         let validation = sets.remove(&Split::Validation).unwrap_or_default();
         let holdout = sets.remove(&Split::Holdout).unwrap_or_default();
+        let cnn = params.train.architecture == CNN;
         let training_window = params.train.training_windows(&window);
         let mut training_decoded = 0;
-        if training_window != window {
+        let mut spectrograms = None;
+        if cnn {
+            // The CNN draws crops at every frame of each training recording's
+            // spectrogram instead of reading cut windows.
+            progress.report(json!({"stage": "loading spectrograms", "recordings": train.len()}));
+            let p = progress.clone();
+            let loaded = dataset::spectrograms(&self.objects, &train, |i, n| {
+                p.report(json!({"stage": "loading spectrograms", "done": i, "of": n}));
+            })
+            .await?;
+            training_decoded = loaded.len();
+            spectrograms = Some(loaded);
+        } else if training_window != window {
             (train, training_decoded) = self
                 .reanalysed(
                     backbone,
@@ -326,8 +350,9 @@ impl Retrainer {
                 )
                 .await?;
         }
-        if params.train.synthetic_negatives && backbone != Backbone::Acoustic && !train.is_empty() {
-            // Training adds synthetic background itself only as acoustic features.
+        if params.train.synthetic_negatives && backbone == Backbone::Birdnet && !train.is_empty() {
+            // Training adds synthetic background itself as acoustic features and as
+            // spectrograms, not as BirdNET embeddings.
             train.push(
                 self.synthetic_background(backbone, &training_window)
                     .await?,
@@ -335,11 +360,18 @@ impl Retrainer {
         }
 
         let mut summary = data_summary(&recordings, &splits, &fingerprint, decoded, &unusable);
-        summary["training_windows"] = json!({
-            "hop_s": training_window.hop_s,
-            "windows": train.iter().map(|r| r.windows.len()).sum::<usize>(),
-            "decoded": training_decoded,
-        });
+        summary["training_windows"] = match &spectrograms {
+            Some(s) => json!({
+                "spectrograms": s.len(),
+                "frames": s.iter().map(|r| r.spectrogram.frames()).sum::<usize>(),
+                "decoded": training_decoded,
+            }),
+            None => json!({
+                "hop_s": training_window.hop_s,
+                "windows": train.iter().map(|r| r.windows.len()).sum::<usize>(),
+                "decoded": training_decoded,
+            }),
+        };
         sqlx::query("UPDATE retrain_runs SET data_summary = $2 WHERE id = $1")
             .bind(run)
             .bind(&summary)
@@ -348,6 +380,7 @@ impl Retrainer {
             .map_err(query("recording the data summary"))?;
         Ok(Prepared::Sets(DataSets {
             train,
+            spectrograms,
             validation,
             holdout,
         }))
@@ -532,7 +565,7 @@ impl Retrainer {
     async fn train(
         &self,
         params: RunParams,
-        train_set: Vec<Recording>,
+        train_set: TrainingSet,
         validation: Vec<Recording>,
         progress: &Progress,
     ) -> Result<TrainedModel, RetrainError> {
@@ -555,6 +588,13 @@ impl Retrainer {
                     "validation_loss": e.validation_loss,
                     "validation_accuracy": e.validation_accuracy,
                 }));
+            };
+            let train_set = match train_set {
+                TrainingSet::Spectrograms(s) => {
+                    return birdsong_model::train_cnn(&s, validation, &params.train, report)
+                        .map_err(RetrainError::from);
+                }
+                TrainingSet::Windows(w) => w,
             };
             if params.train.architecture != birdsong_model::ANCHORED {
                 return birdsong_model::train(&train_set, validation, &params.train, report)
@@ -626,9 +666,22 @@ struct CurrentModel {
 
 /// The labelled recordings, split.
 struct DataSets {
+    /// As windows of the run's backbone (for the spectrogram CNN, only to check and
+    /// count them).
     train: Vec<Recording>,
+    /// For the spectrogram CNN, what it trains on: the training recordings' band
+    /// power.
+    spectrograms: Option<Vec<SpectrogramRecording>>,
     validation: Vec<Recording>,
     holdout: Vec<Recording>,
+}
+
+/// What a network trains on.
+enum TrainingSet {
+    /// Cut windows (every architecture but the CNN).
+    Windows(Vec<Recording>),
+    /// Whole recordings' spectrograms (the CNN).
+    Spectrograms(Vec<SpectrogramRecording>),
 }
 
 /// What [`Retrainer::prepare_data`] found.
@@ -650,7 +703,9 @@ fn check_trainable(sets: &DataSets, params: &RunParams) -> Result<(), RetrainErr
             classes.len(),
         )));
     }
-    if sets.train.iter().all(|r| r.windows.is_empty()) {
+    if sets.train.iter().all(|r| r.windows.is_empty())
+        || sets.spectrograms.as_ref().is_some_and(Vec::is_empty)
+    {
         return Err(RetrainError::Data("no training windows".into()));
     }
     if matches!(params.train.stopping, Stopping::EarlyStopping { .. }) && sets.validation.is_empty()

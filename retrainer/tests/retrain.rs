@@ -751,3 +751,132 @@ async fn an_anchored_head_trains_from_birdnets_own_columns() {
     assert!(source.contains("(1 of 3 species)"), "{source}");
     retrainer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectrogram_cnn_trains_on_the_recordings_and_workers_serve_it() {
+    let env = TestEnv::start().await.expect("test environment");
+    let worker = InProcess::worker(&env);
+    let retrainer = InProcess::retrainer(&env);
+    let mel_windows_stored = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM window_features WHERE feature_version = $1",
+        )
+        .bind(birdsong_model::MEL_FEATURE_VERSION)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+    };
+
+    // Three species analysed while no model exists, then the default MLP.
+    let first = new_job(&env).await;
+    for species in 0..3 {
+        labelled(&env, Some(first), species, 5, 2_000 + 100 * species as u64).await;
+    }
+    let start = Instant::now();
+    while statuses(&env, first).await != vec![("awaiting_model".to_string(), None, 15)] {
+        assert!(start.elapsed() < LIMIT, "{:?}", statuses(&env, first).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v1 = wait_run(&env, request(&env, json!({"members": 1}), false).await).await;
+    assert_eq!(v1.status, "succeeded", "{v1:?}");
+    wait_done(&env, first).await;
+
+    // The CNN, asked for by name. Forced: this test is about training and
+    // serving it, not about which model wins on synthetic calls.
+    let params = json!({"architecture": "cnn", "epochs": 8, "crops_per_second": 2.0, "seed": 3});
+    let v2 = wait_run(&env, request(&env, params, true).await).await;
+    assert_eq!(v2.status, "succeeded", "{v2:?}");
+    assert_eq!(v2.model_version.as_deref(), Some("v2"));
+    assert_eq!(v2.promoted, Some(true));
+    // It trained on the training recordings' whole spectrograms.
+    let summary = v2.data_summary.unwrap();
+    let training = &summary["training_windows"];
+    assert_eq!(
+        training["spectrograms"], summary["splits"]["train"]["recordings"],
+        "{summary}"
+    );
+    // Ten seconds at 512 samples per frame: 431 frames each.
+    assert_eq!(
+        training["frames"].as_u64().unwrap(),
+        431 * training["spectrograms"].as_u64().unwrap(),
+        "{summary}"
+    );
+    // v1 was scored on its own acoustic windows of the same holdout.
+    let metrics = v2.metrics.unwrap();
+    assert!(
+        metrics["current"]["scores"].is_object() && metrics["current"]["load_error"].is_null(),
+        "{metrics}"
+    );
+    let (architecture, feature_version): (String, String) = sqlx::query_as(
+        "SELECT architecture, feature_version FROM model_versions WHERE version = 'v2'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (architecture.as_str(), feature_version.as_str()),
+        ("cnn", birdsong_model::MEL_FEATURE_VERSION)
+    );
+    assert_eq!(mel_windows_stored().await, 0, "mel patches are not stored");
+
+    // Workers serve it: new recordings get its scores, detections and summaries.
+    let served = new_job(&env).await;
+    let publisher = Publisher::new(&env.amqp).await.unwrap();
+    for species in 0..3 {
+        let sha = add_recording(&env, species, 2_900 + species as u64, false).await;
+        enqueue(&env, &publisher, served, &sha).await;
+    }
+    wait_done(&env, served).await;
+    assert_eq!(
+        statuses(&env, served).await,
+        vec![("done".to_string(), Some("v2".to_string()), 3)]
+    );
+    let scored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM window_scores s JOIN tasks t ON t.file_sha256 = s.file_sha256
+         WHERE t.job_id = $1 AND s.model_version = 'v2'",
+    )
+    .bind(served)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(scored, 6, "two 5-s windows per recording");
+    let calls: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT f.original_name, r.species FROM job_file_results r
+         JOIN audio_files f ON f.sha256 = r.file_sha256
+         WHERE r.job_id = $1 ORDER BY 1",
+    )
+    .bind(served)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let right = calls
+        .iter()
+        .filter(|(name, species)| {
+            species
+                .as_deref()
+                .is_some_and(|s| name.starts_with(&format!("s{}-", &s["species-".len()..])))
+        })
+        .count();
+    assert!(right >= 2, "the cnn names the species: {calls:?}");
+
+    // Recordings only the CNN analysed have no stored windows, and can still
+    // be classified again: the worker decodes them once more.
+    let again = registry::reclassify(
+        &env.pool,
+        &publisher,
+        &env.config.queues.classify,
+        &registry::Selection::Job(served),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.tasks, 3);
+    wait_done(&env, again.job_id).await;
+    assert_eq!(
+        statuses(&env, again.job_id).await,
+        vec![("done".to_string(), Some("v2".to_string()), 3)]
+    );
+    assert_eq!(mel_windows_stored().await, 0);
+
+    retrainer.shutdown().await;
+    worker.shutdown().await;
+}

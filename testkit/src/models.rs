@@ -63,6 +63,46 @@ pub fn train_synthetic(classes: usize) -> anyhow::Result<Artifact> {
     Ok(trained.artifact)
 }
 
+/// A spectrogram CNN trained briefly on synthetic species `0..classes` (their
+/// recordings' band power): what the worker serves and the benchmarks time for
+/// the mel backbone. A few epochs: enough to tell the synthetic calls apart.
+pub fn train_cnn_synthetic(classes: usize) -> anyhow::Result<Artifact> {
+    use birdsong_model::{Spectrogram, SpectrogramRecording};
+    let mut recordings = Vec::with_capacity(classes * 3);
+    for species in 0..classes {
+        for i in 0..3 {
+            let wav = synthetic_wav(species, 10.0, 1000 + (species * 3 + i) as u64);
+            recordings.push(SpectrogramRecording {
+                id: format!("s{species}-{i}"),
+                label: format!("species-{species}"),
+                spectrogram: Spectrogram::of_bytes(wav)
+                    .with_context(|| format!("synthetic species {species}"))?,
+            });
+        }
+    }
+    let mut config = TrainConfig {
+        epochs: 6,
+        seed: 1,
+        ..TrainConfig::cnn()
+    };
+    if let Some(s) = config.spectrogram.as_mut() {
+        s.crops_per_second = 1.0;
+    }
+    let trained = birdsong_model::train_cnn(&recordings, None, &config, |_| {})
+        .context("training the synthetic cnn")?;
+    Ok(trained.artifact)
+}
+
+/// A model for `backbone`, trained on synthetic data ([`train_synthetic`],
+/// [`train_cnn_synthetic`], [`train_embedding_head`]).
+pub fn train_for(backbone: birdsong_model::Backbone, classes: usize) -> anyhow::Result<Artifact> {
+    match backbone {
+        birdsong_model::Backbone::Acoustic => train_synthetic(classes),
+        birdsong_model::Backbone::Mel => train_cnn_synthetic(classes),
+        birdsong_model::Backbone::Birdnet => train_embedding_head(classes),
+    }
+}
+
 /// A model on the BirdNET backbone, trained on made-up embeddings (each species
 /// a different mean, with noise): for testing what a process does with a model
 /// whose backbone it may not be able to run, without BirdNET installed.

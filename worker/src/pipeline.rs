@@ -7,7 +7,8 @@
 //!    only needs its message acknowledged.
 //! 2. Reuse the recording's stored window features if it was analysed before
 //!    with the same feature version and windowing; otherwise fetch it from the
-//!    object store and decode and analyse it on the CPU pool.
+//!    object store and decode and analyse it on the CPU pool. (Mel patches, the
+//!    spectrogram CNN's input, are never stored: see `Backbone::stores_windows`.)
 //! 3. Classify all its windows in one forward pass with the model in service.
 //! 4. In **one statement** (so one atomic commit): the file's audio facts, the
 //!    window features, one detection per window, the per-file summary and the
@@ -270,6 +271,9 @@ impl Pipeline {
     /// recording was analysed before, for another job or another model of the
     /// same backbone), otherwise computed now.
     async fn windows(&self, task: &Claimed, backbone: Backbone) -> Result<Windows, TaskError> {
+        if !backbone.stores_windows() {
+            return self.analyse(task, backbone).await;
+        }
         match self.stored_windows(&task.file_sha256, backbone).await? {
             Some(stored) => Ok(stored),
             None => self.analyse(task, backbone).await,
@@ -407,8 +411,10 @@ impl Pipeline {
             .collect();
         let starts: Vec<f64> = windows.spans.iter().map(|s| s.0).collect();
         let ends: Vec<f64> = windows.spans.iter().map(|s| s.1).collect();
-        // Stored features are not written again.
-        let flat: Vec<f32> = if windows.fresh {
+        // Stored features are not written again, nor are those of a backbone whose
+        // windows are not kept.
+        let store = windows.fresh && windows.backbone.stores_windows();
+        let flat: Vec<f32> = if store {
             windows.vectors.iter().flatten().copied().collect()
         } else {
             Vec::new()
@@ -424,6 +430,7 @@ impl Pipeline {
             channels: q.bind(info.map(|i| i16::try_from(i.channels).unwrap_or(i16::MAX)))?,
             duration: q.bind(info.map(|i| i.duration_s))?,
             fresh: q.bind(windows.fresh)?,
+            store: q.bind(store)?,
             feature_version: q.bind(windows.backbone.feature_version())?,
             window_s: q.bind(window.length_s as f32)?,
             hop_s: q.bind(window.hop_s as f32)?,
@@ -597,6 +604,8 @@ struct AnalysedFile {
     channels: String,
     duration: String,
     fresh: String,
+    /// The window features are to be stored.
+    store: String,
     feature_version: String,
     window_s: String,
     hop_s: String,
@@ -642,6 +651,7 @@ fn analysed_cte(f: &AnalysedFile) -> String {
         channels,
         duration,
         fresh,
+        store,
         feature_version,
         window_s,
         hop_s,
@@ -663,7 +673,7 @@ fn analysed_cte(f: &AnalysedFile) -> String {
              SELECT {sha}::text, {feature_version}::text, {window_s}::real, {hop_s}::real,
                     w.i, w.s, w.e, ({features}::real[])[w.i * {width} + 1 : (w.i + 1) * {width}]
              FROM unnest({index}::int[], {starts}::float8[], {ends}::float8[]) AS w (i, s, e)
-             WHERE {fresh}
+             WHERE {store}
              ON CONFLICT DO NOTHING
          )"
     )

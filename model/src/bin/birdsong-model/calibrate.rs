@@ -26,12 +26,12 @@ pub(crate) struct CalibrateArgs {
 }
 
 pub(crate) fn run_calibrate(args: CalibrateArgs) -> Result<()> {
-    let mut artifact = Artifact::load_dir_any_input(&args.model)
+    let mut artifact = Artifact::load_dir_any_backbone(&args.model)
         .with_context(|| format!("loading the model in {}", args.model.display()))?;
     let classifier = Classifier::from_artifact(&artifact)?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
-    let input = crate::data::Input::of(classifier.info().features);
-    let recordings = extract(&rows, &args.data, &WindowConfig::default(), input)?;
+    let backbone = classifier.info().features.backbone();
+    let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
     let thresholds = calibrate(
         &classifier,
         &recordings,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use birdsong_audio::{WindowConfig, analyze_file};
 use birdsong_birdnet::Birdnet;
 use birdsong_model::{
-    Artifact, Backbone, Classifier, FeatureSet, Recording, Spectrogram, SpectrogramRecording,
+    Artifact, Backbone, Classifier, Recording, Spectrogram, SpectrogramRecording,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,38 +34,6 @@ pub(crate) struct DataArgs {
     pub(crate) birdnet_dir: Option<PathBuf>,
 }
 
-/// What a model reads from each window: a backbone's vectors, or mel patches (the
-/// spectrogram CNN's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Input {
-    Backbone(Backbone),
-    Mel,
-}
-
-impl From<Backbone> for Input {
-    fn from(b: Backbone) -> Self {
-        Input::Backbone(b)
-    }
-}
-
-impl Input {
-    /// The input a feature set reads.
-    pub(crate) fn of(features: FeatureSet) -> Self {
-        match features {
-            FeatureSet::Mel => Input::Mel,
-            other => Input::Backbone(other.backbone()),
-        }
-    }
-
-    /// The windows this input is cut in, given the acoustic windows asked for.
-    pub(crate) fn windows(self, config: &WindowConfig) -> Result<WindowConfig> {
-        match self {
-            Input::Backbone(b) => backbone_windows(b, config),
-            Input::Mel => Ok(config.clone()),
-        }
-    }
-}
-
 /// BirdNET, loaded once per process on first use.
 pub(crate) fn birdnet(data: &DataArgs) -> Result<&'static Birdnet> {
     static LOADED: OnceLock<Birdnet> = OnceLock::new();
@@ -81,10 +49,11 @@ pub(crate) fn birdnet(data: &DataArgs) -> Result<&'static Birdnet> {
 }
 
 /// The windows a backbone is fed, given the acoustic windows asked for: BirdNET's are
-/// always 3 s long, with the asked hop when that is shorter (training windows overlap).
+/// always 3 s long, with the asked hop when that is shorter (training windows overlap);
+/// mel patches are the standard 5 s ones, which the model crate checks.
 pub(crate) fn backbone_windows(backbone: Backbone, config: &WindowConfig) -> Result<WindowConfig> {
     Ok(match backbone {
-        Backbone::Acoustic => config.clone(),
+        Backbone::Acoustic | Backbone::Mel => config.clone(),
         Backbone::Birdnet => {
             let overlap = (birdsong_birdnet::WINDOW_SECONDS - config.hop_s).max(0.0);
             birdsong_birdnet::window_config(overlap)?
@@ -92,18 +61,15 @@ pub(crate) fn backbone_windows(backbone: Backbone, config: &WindowConfig) -> Res
     })
 }
 
-/// One file's window vectors for `input`.
+/// One file's window vectors for `backbone`.
 fn vectors(
     path: &Path,
-    input: Input,
+    backbone: Backbone,
     data: &DataArgs,
     config: &WindowConfig,
 ) -> Result<Vec<Vec<f32>>> {
-    let backbone = match input {
-        Input::Mel => return Ok(birdsong_model::spectrogram::file_vectors(path, config)?),
-        Input::Backbone(b) => b,
-    };
     Ok(match backbone {
+        Backbone::Mel => birdsong_model::spectrogram::file_vectors(path, config)?,
         Backbone::Acoustic => analyze_file(path, config)?
             .windows
             .into_iter()
@@ -135,6 +101,9 @@ pub(crate) fn synthetic_background(
                     .into_iter()
                     .map(|w| w.features.to_vec()),
             ),
+            Backbone::Mel => {
+                windows.extend(birdsong_model::spectrogram::bytes_vectors(wav, config)?)
+            }
             Backbone::Birdnet => windows.extend(
                 birdnet(data)?
                     .embed_bytes(wav, config)?
@@ -190,7 +159,7 @@ pub(crate) fn write_predictions(
 }
 
 pub(crate) fn load_classifier(dir: &Path) -> Result<Classifier> {
-    let artifact = Artifact::load_dir_any_input(dir)
+    let artifact = Artifact::load_dir_any_backbone(dir)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
     Classifier::from_artifact(&artifact)
         .with_context(|| format!("loading the model in {}", dir.display()))
@@ -212,19 +181,17 @@ pub(crate) fn read_manifest(path: &Path, split: &str) -> Result<Vec<ManifestRow>
     Ok(rows)
 }
 
-/// Extracts the windows of every manifest row for `input` (a backbone, or mel
-/// patches), in parallel, failing on the first file that cannot be analysed (a silently
-/// smaller dataset would skew every number). `config` is the acoustic windowing; see
-/// [`backbone_windows`].
+/// Extracts the windows of every manifest row for `backbone`, in parallel, failing on
+/// the first file that cannot be analysed (a silently smaller dataset would skew every
+/// number). `config` is the acoustic windowing; see [`backbone_windows`].
 pub(crate) fn extract(
     rows: &[ManifestRow],
     data: &DataArgs,
     config: &WindowConfig,
-    input: impl Into<Input>,
+    backbone: Backbone,
 ) -> Result<Vec<Recording>> {
-    let input = input.into();
-    let config = &input.windows(config)?;
-    if input == Input::Backbone(Backbone::Birdnet) {
+    let config = &backbone_windows(backbone, config)?;
+    if backbone == Backbone::Birdnet {
         birdnet(data)?;
     }
     let bar = progress_bar(
@@ -233,7 +200,7 @@ pub(crate) fn extract(
     );
     let results = parallel_map(rows, data.threads, |row| {
         let path = data.audio_root.join(&row.path);
-        let windows = vectors(&path, input, data, config)
+        let windows = vectors(&path, backbone, data, config)
             .with_context(|| format!("analysing {}", path.display()));
         bar.inc(1);
         windows.map(|windows| Recording {
@@ -261,7 +228,7 @@ pub(crate) fn extract_folder(
     dir: &Path,
     data: &DataArgs,
     config: &WindowConfig,
-    input: impl Into<Input>,
+    backbone: Backbone,
 ) -> Result<Vec<Recording>> {
     const AUDIO: [&str; 6] = ["mp3", "wav", "flac", "ogg", "m4a", "aiff"];
     let mut files = Vec::new();
@@ -302,7 +269,7 @@ pub(crate) fn extract_folder(
         threads: data.threads,
         birdnet_dir: data.birdnet_dir.clone(),
     };
-    extract(&rows, &absolute, config, input)
+    extract(&rows, &absolute, config, backbone)
 }
 
 /// The band power of every manifest row's whole recording, in parallel (the spectrogram

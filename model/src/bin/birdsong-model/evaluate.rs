@@ -10,8 +10,8 @@ use birdsong_model::{evaluate, open_set};
 use clap::Args;
 
 use crate::data::{
-    DataArgs, Input, create_file, extract, extract_folder, load_classifier, read_manifest,
-    write_predictions,
+    DataArgs, backbone_windows, create_file, extract, extract_folder, load_classifier,
+    read_manifest, write_predictions,
 };
 
 #[derive(Args)]
@@ -49,8 +49,8 @@ pub(crate) fn run_evaluate(args: EvaluateArgs) -> Result<()> {
         hop_s: args.hop_s,
         ..WindowConfig::default()
     };
-    let input = Input::of(classifier.info().features);
-    let recordings = extract(&rows, &args.data, &config, input)?;
+    let backbone = classifier.info().features.backbone();
+    let recordings = extract(&rows, &args.data, &config, backbone)?;
     let evaluation = evaluate(&classifier, &recordings).context("evaluation failed")?;
     if let Some(mut out) = predictions {
         write_predictions(&mut out, None, &classifier, &recordings)?;
@@ -58,8 +58,8 @@ pub(crate) fn run_evaluate(args: EvaluateArgs) -> Result<()> {
     }
     let open_set = match &args.unknown {
         Some(dir) => {
-            let unknown = extract_folder(dir, &args.data, &config, input)?;
-            let hop_s = input.windows(&config)?.hop_s;
+            let unknown = extract_folder(dir, &args.data, &config, backbone)?;
+            let hop_s = backbone_windows(backbone, &config)?.hop_s;
             Some(open_set(&classifier, &recordings, &unknown, hop_s)?)
         }
         None => None,

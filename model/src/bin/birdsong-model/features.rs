@@ -20,8 +20,9 @@ pub(crate) struct FeaturesArgs {
     /// Hop between windows in seconds.
     #[arg(long, default_value_t = 5.0)]
     hop_s: f64,
-    /// Backbone whose vectors to export: `acoustic`, or `birdnet` (its 1 024-d
-    /// embedding and the window's level, on 3-s windows).
+    /// Backbone whose vectors to export: `acoustic`, `mel` (each 5-s window's 32 × 216
+    /// log-mel patch, band-major, and its level) or `birdnet` (its 1 024-d embedding
+    /// and the window's level, on 3-s windows).
     #[arg(long, default_value_t = birdsong_model::Backbone::Acoustic)]
     backbone: birdsong_model::Backbone,
     /// CSV file to write.
@@ -45,6 +46,14 @@ pub(crate) fn run_features(args: FeaturesArgs) -> Result<()> {
         }
         birdsong_model::Backbone::Birdnet => {
             header.extend((0..birdsong_model::BIRDNET_EMBEDDING).map(|i| format!("embedding_{i}")));
+            header.push("level".into());
+        }
+        birdsong_model::Backbone::Mel => {
+            use birdsong_model::spectrogram::{MEL_BANDS, PATCH_FRAMES};
+            header.extend(
+                (0..MEL_BANDS)
+                    .flat_map(|b| (0..PATCH_FRAMES).map(move |t| format!("band_{b}_frame_{t}"))),
+            );
             header.push("level".into());
         }
     }

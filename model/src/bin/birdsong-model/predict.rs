@@ -49,9 +49,6 @@ pub(crate) enum PredictLine<'a> {
 pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
     let classifier = load_classifier(&args.model)?;
     let backbone = classifier.info().features.backbone();
-    if classifier.info().features == birdsong_model::FeatureSet::Mel {
-        bail!("predict runs acoustic models; this one reads mel patches (score it with evaluate)");
-    }
     if backbone != birdsong_model::Backbone::Acoustic {
         bail!(
             "predict runs acoustic models; this one reads {backbone} vectors              (classify with the worker or the api, or score it with evaluate)"

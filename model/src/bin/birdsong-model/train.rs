@@ -15,7 +15,7 @@ use birdsong_model::{
 use clap::Args;
 
 use crate::data::{
-    DataArgs, Input, ManifestRow, extract, extract_spectrograms, progress_bar, read_manifest,
+    DataArgs, ManifestRow, extract, extract_spectrograms, progress_bar, read_manifest,
     synthetic_background,
 };
 use crate::recipe::{RecipeArgs, epoch_message};
@@ -138,13 +138,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     .context("training failed")?;
     bar.finish_and_clear();
     let validation_ids = validation_set.iter().map(|r| r.id.clone()).collect();
-    finish(
-        &args,
-        trained,
-        started,
-        validation_ids,
-        Input::Backbone(backbone),
-    )
+    finish(&args, trained, started, validation_ids, backbone)
 }
 
 fn epoch_bar(config: &TrainConfig) -> indicatif::ProgressBar {
@@ -180,7 +174,7 @@ fn run_train_cnn(args: TrainArgs, config: TrainConfig) -> Result<()> {
             &validation_rows,
             &args.data,
             &WindowConfig::default(),
-            Input::Mel,
+            Backbone::Mel,
         )?
     };
     eprintln!(
@@ -207,7 +201,7 @@ fn run_train_cnn(args: TrainArgs, config: TrainConfig) -> Result<()> {
     .context("training failed")?;
     bar.finish_and_clear();
     drop(train_set);
-    finish(&args, trained, started, held, Input::Mel)
+    finish(&args, trained, started, held, Backbone::Mel)
 }
 
 /// What every architecture does after training: report, evaluate on a split,
@@ -217,7 +211,7 @@ fn finish(
     mut trained: TrainedModel,
     started: Instant,
     validation_ids: Vec<String>,
-    input: Input,
+    backbone: Backbone,
 ) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     if let Some(last) = trained.artifact.meta().history.last() {
@@ -233,7 +227,7 @@ fn finish(
     }
     if let Some(split) = &args.evaluate_split {
         let rows = read_manifest(&args.data.manifest, split)?;
-        let recordings = extract(&rows, &args.data, &WindowConfig::default(), input)?;
+        let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
         let evaluation = evaluate(&trained.classifier, &recordings)?;
         eprintln!(
             "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
@@ -248,7 +242,7 @@ fn finish(
             let rows = read_manifest(&args.data.manifest, split)?;
             Some((
                 split.clone(),
-                extract(&rows, &args.data, &WindowConfig::default(), input)?,
+                extract(&rows, &args.data, &WindowConfig::default(), backbone)?,
             ))
         }
         None if !validation_ids.is_empty() => {
@@ -260,7 +254,7 @@ fn finish(
                 .collect();
             Some((
                 "validation".to_string(),
-                extract(&rows, &args.data, &WindowConfig::default(), input)?,
+                extract(&rows, &args.data, &WindowConfig::default(), backbone)?,
             ))
         }
         None => None,
