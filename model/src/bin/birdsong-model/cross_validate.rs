@@ -7,14 +7,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use birdsong_audio::WindowConfig;
 use birdsong_model::{
-    ANCHORED, Backbone, EpochReport, Recording, evaluate, split_by_recording, train, train_anchored,
+    ANCHORED, Backbone, CNN, EpochReport, Recording, SpectrogramRecording, TrainConfig,
+    TrainedModel, evaluate, split_by_recording, train, train_anchored, train_cnn,
 };
 use clap::Args;
 use serde::Serialize;
 
 use crate::data::{
-    DataArgs, create_file, extract, progress_bar, read_manifest, synthetic_background,
-    write_predictions,
+    DataArgs, create_file, extract, extract_spectrograms, progress_bar, read_manifest,
+    synthetic_background, write_predictions,
 };
 use crate::recipe::RecipeArgs;
 use crate::train::AnchorArgs;
@@ -67,18 +68,30 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     let config = args.recipe.config(args.patience);
     config.validate().context("invalid training recipe")?;
     let rows = read_manifest(&args.data.manifest, &args.split)?;
-    // Training folds use the recipe's windows; held-out folds the standard ones.
+    // Training folds use the recipe's windows (the CNN: each recording's whole
+    // spectrogram); held-out folds the standard ones.
     let standard_window = WindowConfig::default();
     let training_window = config.training_windows(&standard_window);
     let backbone = config.features.backbone();
-    let train_windows = extract(&rows, &args.data, &training_window, backbone)?;
-    let standard = if training_window == standard_window {
+    let cnn = config.architecture == CNN;
+    let spectrograms = if cnn {
+        extract_spectrograms(&rows, &args.data)?
+    } else {
+        Vec::new()
+    };
+    let train_windows = if cnn {
+        Vec::new()
+    } else {
+        extract(&rows, &args.data, &training_window, backbone)?
+    };
+    let standard = if !cnn && training_window == standard_window {
         train_windows.clone()
     } else {
         extract(&rows, &args.data, &standard_window, backbone)?
     };
-    // As `train` does: synthetic background as negatives for embedding backbones.
-    let background = if config.synthetic_negatives && backbone != Backbone::Acoustic {
+    // As `train` does: synthetic background as negatives for BirdNET's embedding (the
+    // acoustic and spectrogram trainings add their own).
+    let background = if config.synthetic_negatives && backbone == Backbone::Birdnet {
         Some(synthetic_background(
             backbone,
             &args.data,
@@ -96,26 +109,37 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     );
     let mut results = Vec::new();
     for (fold, (_, held_out)) in folds.iter().enumerate() {
-        let train_set: Vec<Recording> = train_windows
-            .iter()
-            .filter(|r| held_out.iter().all(|h| h.id != r.id))
-            .cloned()
-            .collect();
-        let (mut fit, validation) = match args.validation_fraction {
-            Some(fraction) => {
-                let (fit, validation) = split_by_recording(train_set, fraction, args.recipe.seed)?;
-                (fit, Some(validation))
-            }
-            None => (train_set, None),
-        };
-        fit.extend(background.clone());
-        let trained = if config.architecture == ANCHORED {
-            let anchor = args.anchor.anchor(&args.data, &fit)?;
-            train_anchored(&fit, validation.as_deref(), &config, &anchor, |_| {})
+        let held = |id: &str| held_out.iter().any(|h| h.id == id);
+        let trained = if cnn {
+            let fit: Vec<SpectrogramRecording> = spectrograms
+                .iter()
+                .filter(|r| !held(&r.id))
+                .cloned()
+                .collect();
+            train_cnn_fold(fit, &standard, &config, &args)?
         } else {
-            train(&fit, validation.as_deref(), &config, |_| {})
-        }
-        .context("training failed")?;
+            let train_set: Vec<Recording> = train_windows
+                .iter()
+                .filter(|r| !held(&r.id))
+                .cloned()
+                .collect();
+            let (mut fit, validation) = match args.validation_fraction {
+                Some(fraction) => {
+                    let (fit, validation) =
+                        split_by_recording(train_set, fraction, args.recipe.seed)?;
+                    (fit, Some(validation))
+                }
+                None => (train_set, None),
+            };
+            fit.extend(background.clone());
+            if config.architecture == ANCHORED {
+                let anchor = args.anchor.anchor(&args.data, &fit)?;
+                train_anchored(&fit, validation.as_deref(), &config, &anchor, |_| {})
+            } else {
+                train(&fit, validation.as_deref(), &config, |_| {})
+            }
+            .context("training failed")?
+        };
         let epochs = epochs_per_network(&trained.artifact.meta().history, config.members);
         let e = evaluate(&trained.classifier, held_out)?;
         if let Some(out) = predictions.as_mut() {
@@ -151,6 +175,37 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
     serde_json::to_writer_pretty(&mut out, &summary)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// Trains one fold's CNN on `fit`'s spectrograms; with `--validation-fraction`, a
+/// share of them (split by recording as for the other architectures) is held back
+/// and early stopping watches their standard windows, taken from `standard`.
+fn train_cnn_fold(
+    fit: Vec<SpectrogramRecording>,
+    standard: &[Recording],
+    config: &TrainConfig,
+    args: &CrossValidateArgs,
+) -> Result<TrainedModel> {
+    let Some(fraction) = args.validation_fraction else {
+        return train_cnn(&fit, None, config, |_| {}).context("training failed");
+    };
+    let stubs: Vec<Recording> = fit
+        .iter()
+        .map(|r| Recording {
+            id: r.id.clone(),
+            label: r.label.clone(),
+            windows: Vec::new(),
+        })
+        .collect();
+    let (_, held) = split_by_recording(stubs, fraction, args.recipe.seed)?;
+    let is_held = |id: &str| held.iter().any(|h| h.id == id);
+    let validation: Vec<Recording> = standard
+        .iter()
+        .filter(|r| is_held(&r.id))
+        .cloned()
+        .collect();
+    let fit: Vec<SpectrogramRecording> = fit.into_iter().filter(|r| !is_held(&r.id)).collect();
+    train_cnn(&fit, Some(&validation), config, |_| {}).context("training failed")
 }
 
 /// How many epochs each of `members` networks ran, read from a training history whose
