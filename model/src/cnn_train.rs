@@ -49,6 +49,18 @@ pub struct SpectrogramRecording {
     pub spectrogram: Spectrogram,
 }
 
+impl SpectrogramRecording {
+    /// Its id and label as a [`Recording`] without windows: what splits by recording
+    /// and class lists read.
+    pub fn stub(&self) -> Recording {
+        Recording {
+            id: self.id.clone(),
+            label: self.label.clone(),
+            windows: Vec::new(),
+        }
+    }
+}
+
 /// Spacing of the crops a recording's loudness and its quiet stretches are measured
 /// on: 1.25 s.
 const GRID_FRAMES: usize = PATCH_FRAMES / 4;
@@ -92,14 +104,7 @@ pub fn train_cnn_on(
             )));
         }
     };
-    let labels: Vec<Recording> = train_set
-        .iter()
-        .map(|r| Recording {
-            id: r.id.clone(),
-            label: r.label.clone(),
-            windows: Vec::new(),
-        })
-        .collect();
+    let labels: Vec<Recording> = train_set.iter().map(SpectrogramRecording::stub).collect();
     let classes = class_list(&labels);
     if classes.len() < 2 {
         return Err(ModelError::InvalidDataset(format!(

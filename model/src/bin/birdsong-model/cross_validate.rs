@@ -189,14 +189,7 @@ fn train_cnn_fold(
     let Some(fraction) = args.validation_fraction else {
         return train_cnn(&fit, None, config, |_| {}).context("training failed");
     };
-    let stubs: Vec<Recording> = fit
-        .iter()
-        .map(|r| Recording {
-            id: r.id.clone(),
-            label: r.label.clone(),
-            windows: Vec::new(),
-        })
-        .collect();
+    let stubs: Vec<Recording> = fit.iter().map(SpectrogramRecording::stub).collect();
     let (_, held) = split_by_recording(stubs, fraction, args.recipe.seed)?;
     let is_held = |id: &str| held.iter().any(|h| h.id == id);
     let validation: Vec<Recording> = standard
