@@ -124,7 +124,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
         prefetch: Vec<u16>,
     },
-    /// Network cost per window by batch size.
+    /// Network cost per window by batch size, for the default MLP and the
+    /// spectrogram CNN.
     Inference,
     /// Audio seconds per CPU second of each backbone on one thread (decode,
     /// windows, vectors, one model's forward pass), side by side.
@@ -453,19 +454,30 @@ async fn pipeline(
 }
 
 async fn inference_table() -> anyhow::Result<()> {
-    let artifact =
-        tokio::task::spawn_blocking(|| birdsong_testkit::models::train_synthetic(3)).await??;
-    let classifier = Classifier::from_artifact(&artifact)?;
+    let (mlp, cnn) = tokio::task::spawn_blocking(|| {
+        anyhow::Ok((
+            birdsong_testkit::models::train_synthetic(3)?,
+            birdsong_testkit::models::train_cnn_synthetic(3)?,
+        ))
+    })
+    .await??;
     let recordings = birdsong_testkit::models::synthetic_recordings(1, 1, 5.0, 7)?;
     let window = recordings
         .first()
         .and_then(|r| r.windows.first().cloned())
         .context("no synthetic window")?;
+    // The CNN's cost does not depend on the values, only on the patch's size.
+    let patch: Vec<f32> = (0..birdsong_model::MEL_VECTOR)
+        .map(|i| ((i * 7919) % 1013) as f32 / 1013.0)
+        .collect();
     let sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256];
-    let table = inference::per_window_micros(&classifier, window, &sizes)?;
-    println!("| windows per forward pass | µs per window |\n|---:|---:|");
-    for (size, micros) in table {
-        println!("| {size} | {micros:.1} |");
+    let mlp = inference::per_window_micros(&Classifier::from_artifact(&mlp)?, window, &sizes)?;
+    let cnn = inference::per_window_micros(&Classifier::from_artifact(&cnn)?, patch, &sizes)?;
+    println!(
+        "| windows per forward pass | MLP µs per window | CNN µs per window |\n|---:|---:|---:|"
+    );
+    for ((size, m), (_, c)) in mlp.into_iter().zip(cnn) {
+        println!("| {size} | {m:.1} | {c:.1} |");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! maximum and the mean over time (a call counts wherever it falls in the window), and
 //! one linear layer to the species' logits, with dropout before it while training. The
 //! shape is the PyTorch probe's (`experiments/cnn_probe.py`), so their training times
-//! compare. Outputs become scores as every architecture's do ([`Output`]): per-species
+//! compare. Outputs become scores as every architecture's do ([`crate::network::Output`]): per-species
 //! sigmoids by default, so "none of these" is every score being low.
 //!
 //! Weights are drawn from our own seeded generator with fixed parameter ids, like the
@@ -15,7 +15,7 @@
 use burn::module::{Flag, Module, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, Linear};
 use burn::store::ModuleRecord;
-use burn::tensor::activation::{relu, sigmoid, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::conv::Im2colConv2d;
-use crate::network::{NetworkConfig, Output, check_members};
+use crate::network::{NetworkConfig, check_members};
 use crate::spectrogram::{MEL_BANDS, PATCH_FRAMES, PATCH_LEN};
 use crate::{ModelError, Result};
 
@@ -38,15 +38,15 @@ const BN_EPSILON: f64 = 1e-5;
 /// One block: convolution, batch norm, ReLU (pooling is applied by [`Cnn`]).
 #[derive(Module, Debug)]
 pub(crate) struct ConvBlock {
-    conv: Im2colConv2d,
-    norm: BatchNorm,
+    pub(crate) conv: Im2colConv2d,
+    pub(crate) norm: BatchNorm,
 }
 
 /// The network: convolution blocks, pooling over time, a linear output.
 #[derive(Module, Debug)]
 pub(crate) struct Cnn {
-    blocks: Vec<ConvBlock>,
-    output: Linear,
+    pub(crate) blocks: Vec<ConvBlock>,
+    pub(crate) output: Linear,
 }
 
 /// Bands left after the blocks' pooling.
@@ -120,7 +120,9 @@ impl Cnn {
     }
 
     /// Logits of a batch of patches (no dropout; batch norm from its running
-    /// statistics unless the device records gradients).
+    /// statistics unless the device records gradients): the reference for
+    /// [`crate::cnn_inference`], which serves the network.
+    #[cfg(test)]
     pub(crate) fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.output.forward(self.features(x))
     }
@@ -164,8 +166,17 @@ impl CnnEnsemble {
         Ok(Self { members })
     }
 
-    /// Scores of a batch of patches `[batch, PATCH_LEN]`, averaged over the members.
-    pub(crate) fn probabilities(&self, x: Tensor<2>, output: Output) -> Tensor<2> {
+    /// The networks whose scores are averaged.
+    pub(crate) fn members(&self) -> &[Cnn] {
+        &self.members
+    }
+
+    /// Scores of a batch of patches `[batch, PATCH_LEN]`, averaged over the members,
+    /// through burn: the reference [`crate::cnn_inference`] is tested against.
+    #[cfg(test)]
+    pub(crate) fn probabilities(&self, x: Tensor<2>, output: crate::network::Output) -> Tensor<2> {
+        use crate::network::Output;
+        use burn::tensor::activation::{sigmoid, softmax};
         let score = |logits: Tensor<2>| match output {
             Output::Softmax => softmax(logits, 1),
             Output::Sigmoid => sigmoid(logits),
@@ -253,7 +264,7 @@ pub(crate) fn validate(config: &NetworkConfig) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::CNN;
+    use crate::network::{CNN, Output};
 
     fn patches(n: usize, device: &Device) -> Tensor<2> {
         let values: Vec<f32> = (0..n * PATCH_LEN)

@@ -26,7 +26,7 @@ use crate::config::{CnnTraining, EpochReport, TrainConfig};
 use crate::dataset::{DataSummary, Recording, class_list, is_background};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::features::FeatureSet;
-use crate::inference::{Classifier, ModelInfo};
+use crate::inference::{Classifier, ModelInfo, Networks};
 use crate::negatives::synthetic_clips;
 use crate::network::{CNN, NetworkConfig, Output};
 use crate::scaler::Scaler;
@@ -180,7 +180,7 @@ pub fn train_cnn_on(
             return Ok(None);
         };
         let classifier = Classifier::from_parts(
-            CnnEnsemble::new(vec![network.valid()])?,
+            Networks::try_from(CnnEnsemble::new(vec![network.valid()])?)?,
             device.clone(),
             scaler.clone(),
             classes.clone(),
@@ -231,7 +231,7 @@ pub fn train_cnn_on(
     );
     let mut artifact = Artifact::new(meta, weights)?;
     let classifier = Classifier::from_parts(
-        ensemble,
+        Networks::try_from(ensemble)?,
         device.clone(),
         scaler,
         classes,

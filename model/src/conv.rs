@@ -99,6 +99,12 @@ impl Im2colConv2d {
         }
     }
 
+    /// The kernel, `[9 × in, out]` with rows ordered (dy, dx, in_channel), and the bias:
+    /// what [`crate::cnn_inference`] multiplies by without burn's tensors.
+    pub(crate) fn parameters(&self) -> (Tensor<2>, Tensor<1>) {
+        (self.kernel.val(), self.bias.val())
+    }
+
     /// Output channels.
     pub fn output_channels(&self) -> usize {
         self.bias.dims()[0]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
 use crate::cnn::CnnEnsemble;
+use crate::cnn_inference::CnnInference;
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
 use crate::network::{CNN, Ensemble, NetworkConfig, Output};
@@ -28,8 +29,8 @@ const MAX_CNN_BATCH: usize = 64;
 pub(crate) enum Networks {
     /// `mlp`, `linear`, `shallow`, `anchored`.
     Dense(Ensemble),
-    /// `cnn`.
-    Cnn(CnnEnsemble),
+    /// `cnn`, served by its own forward pass ([`CnnInference`]).
+    Cnn(CnnInference),
 }
 
 impl From<Ensemble> for Networks {
@@ -38,9 +39,11 @@ impl From<Ensemble> for Networks {
     }
 }
 
-impl From<CnnEnsemble> for Networks {
-    fn from(e: CnnEnsemble) -> Self {
-        Networks::Cnn(e)
+impl TryFrom<CnnEnsemble> for Networks {
+    type Error = ModelError;
+
+    fn try_from(e: CnnEnsemble) -> Result<Self> {
+        Ok(Networks::Cnn(CnnInference::new(&e)?))
     }
 }
 
@@ -51,18 +54,34 @@ impl Networks {
         bytes: &[u8],
         device: &Device,
     ) -> Result<Self> {
-        Ok(if config.architecture == CNN {
-            Networks::Cnn(CnnEnsemble::from_bytes(config, bytes, device)?)
+        if config.architecture == CNN {
+            CnnEnsemble::from_bytes(config, bytes, device)?.try_into()
         } else {
-            Networks::Dense(Ensemble::from_bytes(config, bytes, device)?)
-        })
+            Ok(Networks::Dense(Ensemble::from_bytes(
+                config, bytes, device,
+            )?))
+        }
     }
 
-    /// Averaged scores of a batch of network inputs.
-    fn probabilities(&self, x: Tensor<2>, output: Output) -> Tensor<2> {
+    /// Averaged scores of `rows` network inputs of `width` values each, `k` per row.
+    fn probabilities(
+        &self,
+        data: &[f32],
+        rows: usize,
+        width: usize,
+        output: Output,
+        device: &Device,
+    ) -> Result<Vec<f32>> {
         match self {
-            Networks::Dense(e) => e.probabilities(x, output),
-            Networks::Cnn(e) => e.probabilities(x, output),
+            Networks::Dense(e) => {
+                let x =
+                    Tensor::<2>::from_data(TensorData::new(data.to_vec(), [rows, width]), device);
+                e.probabilities(x, output)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| ModelError::Backend(format!("{e:?}")))
+            }
+            Networks::Cnn(c) => c.probabilities(data, output),
         }
     }
 
@@ -355,16 +374,9 @@ impl Classifier {
         let mut out = Vec::with_capacity(data.len() / width);
         for chunk in data.chunks(self.network.max_batch() * width) {
             let rows = chunk.len() / width;
-            let x = Tensor::<2>::from_data(
-                TensorData::new(chunk.to_vec(), [rows, width]),
-                &self.device,
-            );
-            let probs = self
-                .network
-                .probabilities(x, self.info.output)
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| ModelError::Backend(format!("{e:?}")))?;
+            let probs =
+                self.network
+                    .probabilities(chunk, rows, width, self.info.output, &self.device)?;
             out.extend(probs.chunks_exact(k).map(<[f32]>::to_vec));
         }
         Ok(out)

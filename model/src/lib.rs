@@ -55,6 +55,7 @@
 pub mod anchor;
 pub mod artifact;
 pub mod cnn;
+mod cnn_inference;
 pub mod cnn_train;
 pub mod config;
 pub mod conv;

@@ -154,3 +154,63 @@ fn refuses_what_it_cannot_train() {
     // The vector trainer sends the cnn here.
     assert!(birdsong_model::train(&[], None, &config(1, 1), |_| {}).is_err());
 }
+
+/// `birdsong-model predict` classifies files with a CNN: every 5-s window with its
+/// top scores and detections, a line per file with the species detected, and an
+/// error line for a file that is not audio, without failing the others.
+#[test]
+fn predict_runs_a_cnn_on_audio_files() {
+    let trained = train_cnn(&training_set(), None, &config(1, 1), |_| {}).unwrap();
+    let dir = std::env::temp_dir().join(format!("birdsong-predict-cnn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    trained.artifact.save_dir(&dir.join("model")).unwrap();
+    // 12 s of a warbling tone at 22.05 kHz: two full windows and a 2-s tail.
+    let samples: Vec<f32> = (0..12 * 22_050)
+        .map(|i| {
+            let t = i as f32 / 22_050.0;
+            0.3 * (2.0 * std::f32::consts::PI * (3_000.0 + 500.0 * (7.0 * t).sin()) * t).sin()
+        })
+        .collect();
+    let audio = dir.join("tone.wav");
+    std::fs::write(&audio, birdsong_audio::wav::pcm16_mono(&samples, 22_050)).unwrap();
+    let junk = dir.join("junk.wav");
+    std::fs::write(&junk, b"RIFF, but not really").unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_birdsong-model"))
+        .arg("predict")
+        .arg("--model")
+        .arg(dir.join("model"))
+        .args(["--top-k", "1"])
+        .arg(&audio)
+        .arg(&junk)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["window", "window", "window", "file", "error"],
+        "{lines:?}"
+    );
+    let spans: Vec<(f64, f64)> = lines[..3]
+        .iter()
+        .map(|l| (l["start_s"].as_f64().unwrap(), l["end_s"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(spans[..2], [(0.0, 5.0), (5.0, 10.0)]);
+    assert_eq!(spans[2].0, 10.0);
+    for window in &lines[..3] {
+        assert_eq!(window["top"].as_array().unwrap().len(), 1);
+        assert!(window["detections"].is_array(), "{window}");
+    }
+    assert_eq!(lines[3]["windows"], 3);
+    assert!(lines[3]["detected"].is_array());
+    assert!((lines[3]["duration_s"].as_f64().unwrap() - 12.0).abs() < 0.05);
+    assert!(lines[4]["file"].as_str().unwrap().ends_with("junk.wav"));
+}

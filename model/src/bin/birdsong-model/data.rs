@@ -36,13 +36,18 @@ pub(crate) struct DataArgs {
 
 /// BirdNET, loaded once per process on first use.
 pub(crate) fn birdnet(data: &DataArgs) -> Result<&'static Birdnet> {
+    birdnet_in(data.birdnet_dir.as_deref())
+}
+
+/// BirdNET from `dir` (default: $BIRDSONG_BIRDNET_DIR, else
+/// ~/.local/share/birdsong/birdnet), loaded once per process on first use.
+pub(crate) fn birdnet_in(dir: Option<&Path>) -> Result<&'static Birdnet> {
     static LOADED: OnceLock<Birdnet> = OnceLock::new();
     if let Some(b) = LOADED.get() {
         return Ok(b);
     }
-    let dir = data
-        .birdnet_dir
-        .clone()
+    let dir = dir
+        .map(Path::to_path_buf)
         .unwrap_or_else(birdsong_birdnet::install::default_dir);
     let loaded = Birdnet::load(&dir, 1).context("loading BirdNET")?;
     Ok(LOADED.get_or_init(|| loaded))

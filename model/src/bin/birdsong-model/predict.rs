@@ -1,23 +1,33 @@
-//! `predict`: JSON lines for every window and file of some recordings.
+//! `predict`: JSON lines for every window and file of some recordings, with the
+//! species detected at the model's thresholds (an empty list is "no detection").
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
-use birdsong_audio::{Analysis, WindowConfig, analyze_file};
+use anyhow::{Context, Result, bail};
+use birdsong_audio::{WindowConfig, WindowStream, analyze_file};
+use birdsong_model::{Backbone, FeatureVector};
 use clap::Args;
 use serde::Serialize;
 
-use crate::data::{load_classifier, parallel_map};
+use crate::data::{birdnet_in, load_classifier, parallel_map};
 
 #[derive(Args)]
 pub(crate) struct PredictArgs {
-    /// Artifact directory.
+    /// Artifact directory (a model on any backbone: acoustic features, mel patches or
+    /// BirdNET's embedding).
     #[arg(long)]
     model: PathBuf,
     /// Species listed per window and per file.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
+    /// Decoding threads (default: available cores; BirdNET models use one).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// BirdNET install, for models on its embedding (default: $BIRDSONG_BIRDNET_DIR,
+    /// else ~/.local/share/birdsong/birdnet).
+    #[arg(long)]
+    birdnet_dir: Option<PathBuf>,
     /// Audio files to classify.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -31,13 +41,19 @@ pub(crate) enum PredictLine<'a> {
         file: &'a str,
         start_s: f64,
         end_s: f64,
+        /// The highest scores, detected or not.
         top: Vec<birdsong_model::Prediction>,
+        /// Species at or above their thresholds; empty for "no detection".
+        detections: Vec<birdsong_model::Detected>,
     },
     File {
         file: &'a str,
         duration_s: f64,
         windows: usize,
+        /// The highest mean scores over the windows.
         top: Vec<birdsong_model::Prediction>,
+        /// Species detected in at least one window; empty for "no detection".
+        detected: Vec<birdsong_model::Presence>,
         model_version: Option<&'a str>,
     },
     Error {
@@ -46,29 +62,88 @@ pub(crate) enum PredictLine<'a> {
     },
 }
 
+/// One file's windows as the model's backbone cuts them.
+struct Analysed {
+    duration_s: f64,
+    spans: Vec<(f64, f64)>,
+    vectors: Vec<FeatureVector>,
+}
+
+/// Decodes `path` and computes its windows' vectors for `backbone`, with the windows
+/// a worker would use (5 s without overlap; BirdNET's 3 s).
+fn analyse(path: &Path, backbone: Backbone, birdnet_dir: Option<&Path>) -> Result<Analysed> {
+    let standard = WindowConfig::default();
+    Ok(match backbone {
+        Backbone::Acoustic => {
+            let analysis = analyze_file(path, &standard)?;
+            Analysed {
+                duration_s: analysis.info.duration_s,
+                spans: analysis
+                    .windows
+                    .iter()
+                    .map(|w| (w.start_s, w.end_s))
+                    .collect(),
+                vectors: analysis
+                    .windows
+                    .into_iter()
+                    .map(|w| w.features.to_vec())
+                    .collect(),
+            }
+        }
+        Backbone::Mel => {
+            let mut stream = WindowStream::open(path, &standard)?;
+            let (mut spans, mut vectors) = (Vec::new(), Vec::new());
+            while let Some((start, end, v)) = birdsong_model::spectrogram::next_window(&mut stream)?
+            {
+                spans.push((start, end));
+                vectors.push(v);
+            }
+            Analysed {
+                duration_s: stream.final_info().duration_s,
+                spans,
+                vectors,
+            }
+        }
+        Backbone::Birdnet => {
+            let windows = birdsong_birdnet::window_config(0.0)?;
+            let embedded = birdnet_in(birdnet_dir)?.embed_file(path, &windows)?;
+            Analysed {
+                duration_s: embedded.info.duration_s,
+                spans: embedded
+                    .windows
+                    .iter()
+                    .map(|w| (w.start_s, w.end_s))
+                    .collect(),
+                vectors: embedded.windows.iter().map(|w| w.vector()).collect(),
+            }
+        }
+    })
+}
+
 pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
     let classifier = load_classifier(&args.model)?;
     let backbone = classifier.info().features.backbone();
-    if backbone != birdsong_model::Backbone::Acoustic {
-        bail!(
-            "predict runs acoustic models; this one reads {backbone} vectors              (classify with the worker or the api, or score it with evaluate)"
-        );
+    if backbone == Backbone::Birdnet {
+        // Load it once, before the files: a missing install is one error, not one per file.
+        birdnet_in(args.birdnet_dir.as_deref()).context("this model reads BirdNET's embedding")?;
     }
-    let config = WindowConfig::default();
-    let analyses: Vec<(String, Result<Analysis, String>)> =
-        parallel_map(&args.files, None, |path| {
+    let threads = match backbone {
+        Backbone::Birdnet => Some(1),
+        _ => args.threads,
+    };
+    let analyses: Vec<(String, Result<Analysed, String>)> =
+        parallel_map(&args.files, threads, |path| {
             (
                 path.display().to_string(),
-                analyze_file(path, &config).map_err(|e| e.to_string()),
+                analyse(path, backbone, args.birdnet_dir.as_deref()).map_err(|e| format!("{e:#}")),
             )
         });
-    // All windows of all files in one forward pass.
-    let features: Vec<Vec<birdsong_model::FeatureVector>> = analyses
+    // All windows of all files in one call (the classifier batches its forward passes).
+    let batch: Vec<&[FeatureVector]> = analyses
         .iter()
         .filter_map(|(_, a)| a.as_ref().ok())
-        .map(|a| a.windows.iter().map(|w| w.features.to_vec()).collect())
+        .map(|a| a.vectors.as_slice())
         .collect();
-    let batch: Vec<&[birdsong_model::FeatureVector]> = features.iter().map(Vec::as_slice).collect();
     let mut predictions = classifier
         .classify_recordings(&batch, args.top_k)?
         .into_iter();
@@ -91,24 +166,30 @@ pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
             }
             (Ok(_), None) => bail!("internal error: fewer predictions than analysed files"),
         };
-        for (window, p) in analysis.windows.iter().zip(prediction.windows) {
+        for (&(start_s, end_s), p) in analysis.spans.iter().zip(prediction.windows) {
             print_line(
                 &mut out,
                 &PredictLine::Window {
                     file,
-                    start_s: window.start_s,
-                    end_s: window.end_s,
+                    start_s,
+                    end_s,
                     top: p.top,
+                    detections: p.detections,
                 },
             )?;
         }
+        let (top, detected) = prediction
+            .summary
+            .map(|s| (s.top, s.detected))
+            .unwrap_or_default();
         print_line(
             &mut out,
             &PredictLine::File {
                 file,
-                duration_s: analysis.info.duration_s,
-                windows: analysis.windows.len(),
-                top: prediction.summary.map(|s| s.top).unwrap_or_default(),
+                duration_s: analysis.duration_s,
+                windows: analysis.spans.len(),
+                top,
+                detected,
                 model_version: version,
             },
         )?;
