@@ -17,8 +17,8 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::cnn::{Cnn, CnnEnsemble};
-use crate::network::Output;
-use crate::spectrogram::{MEL_BANDS, PATCH_FRAMES, PATCH_LEN};
+use crate::network::{NetworkConfig, Output};
+use crate::spectrogram::{MEL_BANDS, PATCH_FRAMES, PATCH_LEN, centre_bands};
 use crate::{ModelError, Result};
 
 /// Kernel positions of a 3×3 convolution.
@@ -52,6 +52,8 @@ struct Member {
 pub(crate) struct CnnInference {
     members: Vec<Member>,
     classes: usize,
+    /// Subtract each band's median first (`NetworkConfig::band_medians`).
+    band_medians: bool,
 }
 
 /// Reusable buffers for one patch's pass (the largest block sets their size once).
@@ -235,14 +237,18 @@ fn pool(input: &[f32], (height, width, channels): (usize, usize, usize), out: &m
 impl CnnInference {
     /// Copies an ensemble's weights out of burn, folding each batch norm into its
     /// convolution.
-    pub(crate) fn new(ensemble: &CnnEnsemble) -> Result<Self> {
+    pub(crate) fn new(ensemble: &CnnEnsemble, config: &NetworkConfig) -> Result<Self> {
         let members = ensemble
             .members()
             .iter()
             .map(Member::new)
             .collect::<Result<Vec<_>>>()?;
         let classes = members.first().map_or(0, |m| m.bias.len());
-        Ok(Self { members, classes })
+        Ok(Self {
+            members,
+            classes,
+            band_medians: config.band_medians,
+        })
     }
 
     /// Scores of `patches` (`PATCH_LEN` values each, band-major), averaged over the
@@ -258,10 +264,19 @@ impl CnnInference {
         let mut scores = vec![0.0f32; patches.len() / PATCH_LEN * k];
         let mut scratch = Scratch::default();
         let share = 1.0 / self.members.len().max(1) as f32;
+        let mut centred = Vec::new();
         for (patch, out) in patches
             .chunks_exact(PATCH_LEN)
             .zip(scores.chunks_exact_mut(k))
         {
+            let patch = if self.band_medians {
+                centred.clear();
+                centred.extend_from_slice(patch);
+                centre_bands(&mut centred);
+                centred.as_slice()
+            } else {
+                patch
+            };
             for member in &self.members {
                 member.logits(patch, &mut scratch)?;
                 let logits = &scratch.logits;
@@ -288,7 +303,7 @@ impl CnnInference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{CNN, NetworkConfig};
+    use crate::network::CNN;
     use burn::module::Module;
     use burn::tensor::{Device, TensorData};
 
@@ -315,7 +330,7 @@ mod tests {
     /// Networks whose batch norm has moved off identity (a few training passes update
     /// its running statistics; gamma and beta are set away from 1 and 0), so folding
     /// it into the kernels is exercised.
-    fn trained_ensemble(members: usize, classes: usize) -> CnnEnsemble {
+    fn trained_ensemble(members: usize, classes: usize) -> (CnnEnsemble, NetworkConfig) {
         let device = crate::device::cpu();
         let ad = device.clone().autodiff();
         let mut config = NetworkConfig::named(CNN, PATCH_LEN, classes).unwrap();
@@ -344,7 +359,7 @@ mod tests {
                 net.valid()
             })
             .collect();
-        CnnEnsemble::new(nets).unwrap()
+        (CnnEnsemble::new(nets).unwrap(), config)
     }
 
     #[test]
@@ -355,8 +370,8 @@ mod tests {
             (2, Output::Softmax),
             (3, Output::Sigmoid),
         ] {
-            let ensemble = trained_ensemble(members, 5);
-            let fast = CnnInference::new(&ensemble).unwrap();
+            let (ensemble, config) = trained_ensemble(members, 5);
+            let fast = CnnInference::new(&ensemble, &config).unwrap();
             let x = patches(3);
             let want = reference(&ensemble, &x, output, &device);
             let got = fast.probabilities(&x, output).unwrap();
@@ -371,9 +386,29 @@ mod tests {
         }
     }
 
+    /// With band medians, the network sees each patch less its bands' medians.
+    #[test]
+    fn subtracts_band_medians_when_configured() {
+        let device = crate::device::cpu();
+        let (ensemble, mut config) = trained_ensemble(1, 4);
+        config.band_medians = true;
+        let fast = CnnInference::new(&ensemble, &config).unwrap();
+        let x = patches(2);
+        let mut centred = x.clone();
+        for patch in centred.chunks_exact_mut(PATCH_LEN) {
+            centre_bands(patch);
+        }
+        let want = reference(&ensemble, &centred, Output::Sigmoid, &device);
+        let got = fast.probabilities(&x, Output::Sigmoid).unwrap();
+        assert!(largest_difference(&got, &want) < 1e-5);
+        let plain = reference(&ensemble, &x, Output::Sigmoid, &device);
+        assert!(largest_difference(&got, &plain) > 1e-4);
+    }
+
     #[test]
     fn refuses_partial_patches_and_takes_none() {
-        let fast = CnnInference::new(&trained_ensemble(1, 3)).unwrap();
+        let (ensemble, config) = trained_ensemble(1, 3);
+        let fast = CnnInference::new(&ensemble, &config).unwrap();
         assert!(
             fast.probabilities(&patches(1)[1..], Output::Sigmoid)
                 .is_err()

@@ -31,8 +31,8 @@ use crate::negatives::synthetic_clips;
 use crate::network::{CNN, NetworkConfig, Output};
 use crate::scaler::Scaler;
 use crate::spectrogram::{
-    MEL_BANDS, MEL_FEATURE_VERSION, MEL_VECTOR, PATCH_FRAMES, PATCH_LEN, Spectrogram, frames_in,
-    mean_power, vector_into,
+    MEL_BANDS, MEL_FEATURE_VERSION, MEL_VECTOR, PATCH_FRAMES, PATCH_LEN, Spectrogram, centre_bands,
+    frames_in, mean_power, vector_into,
 };
 use crate::train::{EarlyStop, epoch_report};
 use crate::train::{TrainedModel, batch_loss, dropout_mask, validate_config};
@@ -163,6 +163,7 @@ pub fn train_cnn_on(
     let mut network_config = NetworkConfig::named(CNN, PATCH_LEN, k)?;
     network_config.members = config.members;
     network_config.output = config.output;
+    network_config.band_medians = settings.band_medians;
     network_config.validate()?;
     let info = |weights_sha256: String| ModelInfo {
         architecture: CNN.to_string(),
@@ -180,7 +181,7 @@ pub fn train_cnn_on(
             return Ok(None);
         };
         let classifier = Classifier::from_parts(
-            Networks::try_from(CnnEnsemble::new(vec![network.valid()])?)?,
+            Networks::cnn(CnnEnsemble::new(vec![network.valid()])?, &network_config)?,
             device.clone(),
             scaler.clone(),
             classes.clone(),
@@ -220,7 +221,7 @@ pub fn train_cnn_on(
             .map(|r| (r.id.as_str(), r.label.as_str(), windows_of(&r.spectrogram))),
     );
     let meta = ArtifactMeta::new(
-        network_config,
+        network_config.clone(),
         config.clone(),
         classes.clone(),
         scaler.clone(),
@@ -231,7 +232,7 @@ pub fn train_cnn_on(
     );
     let mut artifact = Artifact::new(meta, weights)?;
     let classifier = Classifier::from_parts(
-        Networks::try_from(ensemble)?,
+        Networks::cnn(ensemble, &network_config)?,
         device.clone(),
         scaler,
         classes,
@@ -385,6 +386,9 @@ impl<'a> CropData<'a> {
         let start = x.len();
         vector_into(buffer, x);
         x.truncate(start + PATCH_LEN);
+        if self.settings.band_medians {
+            centre_bands(&mut x[start..]);
+        }
         mask(rng, &mut x[start..], &self.settings);
         label
     }

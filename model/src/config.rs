@@ -168,6 +168,10 @@ pub struct CnnTraining {
     pub mix_min_db: f32,
     /// ...and at most.
     pub mix_max_db: f32,
+    /// Subtract each band's median from every patch (training crops and served
+    /// windows alike; stored with the network, `NetworkConfig::band_medians`).
+    #[serde(default)]
+    pub band_medians: bool,
 }
 
 impl Default for CnnTraining {
@@ -185,6 +189,7 @@ impl Default for CnnTraining {
             mix_probability: 0.5,
             mix_min_db: 0.0,
             mix_max_db: 12.0,
+            band_medians: false,
         }
     }
 }

@@ -39,15 +39,12 @@ impl From<Ensemble> for Networks {
     }
 }
 
-impl TryFrom<CnnEnsemble> for Networks {
-    type Error = ModelError;
-
-    fn try_from(e: CnnEnsemble) -> Result<Self> {
-        Ok(Networks::Cnn(CnnInference::new(&e)?))
-    }
-}
-
 impl Networks {
+    /// A CNN ensemble of the shape `config` describes, ready to serve.
+    pub(crate) fn cnn(ensemble: CnnEnsemble, config: &NetworkConfig) -> Result<Self> {
+        Ok(Networks::Cnn(CnnInference::new(&ensemble, config)?))
+    }
+
     /// The networks `config` describes, from their weights file.
     pub(crate) fn from_bytes(
         config: &NetworkConfig,
@@ -55,7 +52,7 @@ impl Networks {
         device: &Device,
     ) -> Result<Self> {
         if config.architecture == CNN {
-            CnnEnsemble::from_bytes(config, bytes, device)?.try_into()
+            Self::cnn(CnnEnsemble::from_bytes(config, bytes, device)?, config)
         } else {
             Ok(Networks::Dense(Ensemble::from_bytes(
                 config, bytes, device,

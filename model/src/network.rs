@@ -72,6 +72,13 @@ pub struct NetworkConfig {
     /// outputs existed are softmax networks).
     #[serde(default = "Output::legacy")]
     pub output: Output,
+    /// For `cnn`: subtract from every band of a patch its median over the patch's
+    /// frames before the network sees it ([`crate::spectrogram::centre_bands`]), so a
+    /// site's steady noise (insects, wind, a stream) in some bands reads as zero
+    /// rather than as part of the call. Configurations written before it existed read
+    /// patches as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub band_medians: bool,
 }
 
 /// How a network's outputs become scores.
@@ -164,6 +171,7 @@ impl NetworkConfig {
             num_classes,
             members: 1,
             output: Output::default(),
+            band_medians: false,
         };
         config.validate()?;
         Ok(config)
@@ -194,6 +202,11 @@ impl NetworkConfig {
         }
         if self.architecture == CNN {
             crate::cnn::validate(self)?;
+        } else if self.band_medians {
+            return Err(ModelError::InvalidConfig(format!(
+                "band medians are subtracted from a cnn's patches, not from {} inputs",
+                self.architecture
+            )));
         }
         check_members(self.members)
     }

@@ -212,6 +212,24 @@ pub fn vector_into(power: &[f32], out: &mut Vec<f32>) {
     out.push(mean_power(power).sqrt());
 }
 
+/// Subtracts from every band of a patch (`MEL_BANDS` rows of `PATCH_FRAMES`) its
+/// median over the frames: steady background in a band (insects, wind, a stream, a
+/// recorder's hiss) becomes zero, and what stands out of it, a call, stays. The median
+/// rather than the mean, so that a band full of calls is not pulled down by them.
+pub fn centre_bands(patch: &mut [f32]) {
+    let mut sorted = Vec::with_capacity(PATCH_FRAMES);
+    for band in patch.chunks_exact_mut(PATCH_FRAMES) {
+        sorted.clear();
+        sorted.extend_from_slice(band);
+        let middle = sorted.len() / 2;
+        let (_, median, _) = sorted.select_nth_unstable_by(middle, f32::total_cmp);
+        let median = *median;
+        for v in band.iter_mut() {
+            *v -= median;
+        }
+    }
+}
+
 /// The vector of one window of mono 22 050 Hz samples (see [`vector_into`]).
 pub fn window_vector(extractor: &mut FeatureExtractor, samples: &[f32]) -> FeatureVector {
     let power = extractor.band_power(samples);
@@ -270,6 +288,34 @@ pub fn frames_in(seconds: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each band loses its median: a steady band becomes zero, a call above it stays.
+    #[test]
+    fn band_medians_are_subtracted() {
+        let mut patch = vec![0.0f32; PATCH_LEN];
+        for (b, band) in patch.chunks_exact_mut(PATCH_FRAMES).enumerate() {
+            for (t, v) in band.iter_mut().enumerate() {
+                // A steady level per band, and a call of 20 frames in band 3.
+                *v = b as f32 * 0.01
+                    + if b == 3 && (50..70).contains(&t) {
+                        0.8
+                    } else {
+                        0.0
+                    };
+            }
+        }
+        centre_bands(&mut patch);
+        for (b, band) in patch.chunks_exact(PATCH_FRAMES).enumerate() {
+            for (t, v) in band.iter().enumerate() {
+                let want = if b == 3 && (50..70).contains(&t) {
+                    0.8
+                } else {
+                    0.0
+                };
+                assert!((v - want).abs() < 1e-6, "band {b} frame {t}: {v}");
+            }
+        }
+    }
 
     /// A chirp over noise: every band has signal, levels differ from frame to frame.
     fn chirp(seconds: f64) -> Vec<f32> {

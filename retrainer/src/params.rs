@@ -59,6 +59,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "with cnn: share of crops mixed with another recording's quiet stretch, 0 to 1 (default 0.5)",
     ),
     (
+        "band_medians",
+        "with cnn: subtract each band's median from every patch, so steady background reads as zero (default false)",
+    ),
+    (
         "birdnet_names",
         "with anchored: an object mapping labels to BirdNET's common or scientific name where they differ, e.g. {\"Grey Kingbird\": \"Gray Kingbird\"}",
     ),
@@ -166,6 +170,12 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                         .ok_or_else(|| format!("{key}: the name of {label:?} must be a string"))?;
                     out.birdnet_names.insert(label.clone(), name.to_string());
                 }
+            }
+            "band_medians" => {
+                let Some(spectrogram) = out.train.spectrogram.as_mut() else {
+                    return Err(format!("{key} is a setting of the cnn architecture"));
+                };
+                spectrogram.band_medians = boolean(key, value)?;
             }
             "crops_per_second" | "mix_probability" => {
                 let Some(spectrogram) = out.train.spectrogram.as_mut() else {
@@ -317,11 +327,15 @@ mod tests {
             TrainConfig::cnn()
         );
         let p = parse(&json!({"architecture": "cnn", "epochs": 4, "members": 2,
-                              "crops_per_second": 0.5, "mix_probability": 0}))
+                              "crops_per_second": 0.5, "mix_probability": 0,
+                              "band_medians": true}))
         .unwrap();
         assert_eq!((p.train.epochs, p.train.members), (4, 2));
         let s = p.train.spectrogram.unwrap();
         assert_eq!((s.crops_per_second, s.mix_probability), (0.5, 0.0));
+        assert!(s.band_medians);
+        assert!(parse(&json!({"band_medians": true})).is_err());
+        assert!(parse(&json!({"architecture": "cnn", "band_medians": 1})).is_err());
         // Its settings mean nothing to the other architectures, and it reads mel patches only.
         let e = parse(&json!({"crops_per_second": 0.5})).unwrap_err();
         assert!(e.contains("cnn"), "{e}");

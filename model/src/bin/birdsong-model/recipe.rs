@@ -55,6 +55,10 @@ pub(crate) struct RecipeArgs {
     /// With `cnn`: share of crops another recording's quiet stretch is mixed into.
     #[arg(long)]
     pub(crate) mix_probability: Option<f64>,
+    /// With `cnn`: subtract each band's median from every patch (steady background
+    /// reads as zero), in training and wherever the model is served.
+    #[arg(long)]
+    pub(crate) band_medians: bool,
     /// Which features the network reads (default: the recipe's):
     /// `bands_no_median` (the band profile without its per-band medians), `bands` (the
     /// band profile), `all` (librosa's 95 and the band profile) or `librosa` (the
@@ -111,6 +115,7 @@ impl RecipeArgs {
             if let Some(p) = self.mix_probability {
                 s.mix_probability = p;
             }
+            s.band_medians |= self.band_medians;
             s
         });
         // An anchored head is one network on BirdNET's embedding (the anchor is the
