@@ -298,17 +298,12 @@ fn mel_windows(window: &WindowConfig) -> WindowConfig {
 }
 
 /// Every window's mel patch.
-fn mel(mut stream: WindowStream) -> Result<Analysed, AnalysisError> {
-    let mut spans = Vec::new();
-    let mut vectors = Vec::new();
-    while let Some((start_s, end_s, v)) = birdsong_model::spectrogram::next_window(&mut stream)? {
-        spans.push((start_s, end_s));
-        vectors.push(v);
-    }
+fn mel(stream: WindowStream) -> Result<Analysed, AnalysisError> {
+    let windows = birdsong_model::spectrogram::stream_windows(stream)?;
     Ok(Analysed {
-        info: stream.final_info(),
-        spans,
-        vectors,
+        info: windows.info,
+        spans: windows.spans,
+        vectors: windows.vectors,
     })
 }
 
@@ -322,13 +317,10 @@ fn embedded(
             message: e.to_string(),
         },
     })?;
+    let (spans, vectors) = embedded.spans_and_vectors();
     Ok(Analysed {
-        spans: embedded
-            .windows
-            .iter()
-            .map(|w| (w.start_s, w.end_s))
-            .collect(),
-        vectors: embedded.windows.iter().map(|w| w.vector()).collect(),
+        spans,
+        vectors,
         info: embedded.info,
     })
 }

@@ -58,6 +58,17 @@ pub struct Embedded {
     pub windows: Vec<EmbeddedWindow>,
 }
 
+impl Embedded {
+    /// Where each window is (start, end), seconds, and the vector classified for it
+    /// ([`EmbeddedWindow::vector`]), in time order: what a classifier is handed.
+    pub fn spans_and_vectors(&self) -> (Vec<(f64, f64)>, Vec<Vec<f32>>) {
+        self.windows
+            .iter()
+            .map(|w| ((w.start_s, w.end_s), w.vector()))
+            .unzip()
+    }
+}
+
 impl Birdnet {
     /// Embeds every window of a file, cut with `window` (see [`window_config`]).
     pub fn embed_file(&self, path: &Path, window: &WindowConfig) -> Result<Embedded> {

@@ -253,12 +253,34 @@ pub fn bytes_vectors(bytes: Vec<u8>, config: &WindowConfig) -> Result<Vec<Featur
     stream_vectors(stream)
 }
 
-fn stream_vectors(mut stream: WindowStream) -> Result<Vec<FeatureVector>> {
-    let mut out = Vec::new();
-    while let Some((_, _, v)) = next_window(&mut stream).map_err(audio_error)? {
-        out.push(v);
+fn stream_vectors(stream: WindowStream) -> Result<Vec<FeatureVector>> {
+    Ok(stream_windows(stream).map_err(audio_error)?.vectors)
+}
+
+/// A recording's mel-patch windows: where each is and its vector, in time order.
+#[derive(Debug, Clone)]
+pub struct MelWindows {
+    /// Start and end of each window, seconds.
+    pub spans: Vec<(f64, f64)>,
+    pub vectors: Vec<FeatureVector>,
+    /// What the file is, with the decoded duration.
+    pub info: birdsong_audio::AudioInfo,
+}
+
+/// Every window of a stream of standard 5 s windows (any hop): what the worker and
+/// `birdsong-model predict` classify with a mel-patch model.
+pub fn stream_windows(mut stream: WindowStream) -> std::result::Result<MelWindows, AudioError> {
+    let mut spans = Vec::new();
+    let mut vectors = Vec::new();
+    while let Some((start_s, end_s, v)) = next_window(&mut stream)? {
+        spans.push((start_s, end_s));
+        vectors.push(v);
     }
-    Ok(out)
+    Ok(MelWindows {
+        spans,
+        vectors,
+        info: stream.final_info(),
+    })
 }
 
 /// The next window of a stream of standard 5 s windows: its start and end in seconds

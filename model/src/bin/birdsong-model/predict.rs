@@ -76,45 +76,34 @@ fn analyse(path: &Path, backbone: Backbone, birdnet_dir: Option<&Path>) -> Resul
     Ok(match backbone {
         Backbone::Acoustic => {
             let analysis = analyze_file(path, &standard)?;
+            let (spans, vectors) = analysis
+                .windows
+                .into_iter()
+                .map(|w| ((w.start_s, w.end_s), w.features.to_vec()))
+                .unzip();
             Analysed {
                 duration_s: analysis.info.duration_s,
-                spans: analysis
-                    .windows
-                    .iter()
-                    .map(|w| (w.start_s, w.end_s))
-                    .collect(),
-                vectors: analysis
-                    .windows
-                    .into_iter()
-                    .map(|w| w.features.to_vec())
-                    .collect(),
+                spans,
+                vectors,
             }
         }
         Backbone::Mel => {
-            let mut stream = WindowStream::open(path, &standard)?;
-            let (mut spans, mut vectors) = (Vec::new(), Vec::new());
-            while let Some((start, end, v)) = birdsong_model::spectrogram::next_window(&mut stream)?
-            {
-                spans.push((start, end));
-                vectors.push(v);
-            }
+            let windows =
+                birdsong_model::spectrogram::stream_windows(WindowStream::open(path, &standard)?)?;
             Analysed {
-                duration_s: stream.final_info().duration_s,
-                spans,
-                vectors,
+                duration_s: windows.info.duration_s,
+                spans: windows.spans,
+                vectors: windows.vectors,
             }
         }
         Backbone::Birdnet => {
             let windows = birdsong_birdnet::window_config(0.0)?;
             let embedded = birdnet_in(birdnet_dir)?.embed_file(path, &windows)?;
+            let (spans, vectors) = embedded.spans_and_vectors();
             Analysed {
                 duration_s: embedded.info.duration_s,
-                spans: embedded
-                    .windows
-                    .iter()
-                    .map(|w| (w.start_s, w.end_s))
-                    .collect(),
-                vectors: embedded.windows.iter().map(|w| w.vector()).collect(),
+                spans,
+                vectors,
             }
         }
     })
