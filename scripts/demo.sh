@@ -13,8 +13,9 @@
 #    by SQL over the results joined with the manifest.
 #
 # Needs psql. BIRDSONG_DEMO_DATA points at another dataset laid out like
-# xc3 (a manifest.csv with path,species,…,split columns). Timings are
-# printed on the way.
+# xc3 (a manifest.csv with path,species,…,split columns);
+# BIRDSONG_DEMO_PARAMS passes retrain parameters, space-separated key=value
+# (e.g. "refit=false members=3"). Timings are printed on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,7 +31,7 @@ WORKERS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
-    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 
@@ -65,7 +66,9 @@ echo "   ($(secs "$t0" "$(now)") s)"
 echo
 echo "== retraining"
 t0=$(now)
-"$BIN/birdsong-retrainer" request --wait --timeout 1800
+params=()
+for p in ${BIRDSONG_DEMO_PARAMS:-}; do params+=(--param "$p"); done
+"$BIN/birdsong-retrainer" request --wait --timeout 1800 "${params[@]}"
 version=$(sql -At -c "SELECT version FROM model_versions WHERE status = 'promoted'")
 [ -n "$version" ] || { echo "no model is promoted" >&2; exit 1; }
 t_run=$(now)

@@ -27,6 +27,7 @@ use crate::config::{EpochReport, TrainConfig};
 use crate::dataset::DataSummary;
 use crate::features::{FEATURE_VERSION, FeatureSet, PREFIX_FEATURE_VERSIONS};
 use crate::network::{CNN, NetworkConfig};
+use crate::refit::Refit;
 use crate::report::{Evaluation, Thresholds};
 use crate::scaler::Scaler;
 use crate::spectrogram::MelInput;
@@ -97,6 +98,11 @@ pub struct ArtifactMeta {
     /// mel patches), so a reader can rebuild it; `None` for models on feature vectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<MelInput>,
+    /// For a model refit on its held-out recordings: how it relates to the
+    /// judged model whose `thresholds` and `metrics` it carries (see
+    /// [`crate::refit`]); `None` for a model that is its own judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit: Option<Refit>,
 }
 
 /// Only the field every format version has, and names a newer build may add to, read
@@ -146,6 +152,7 @@ impl ArtifactMeta {
             weights_sha256: String::new(),
             thresholds: None,
             source: None,
+            refit: None,
         }
     }
 
@@ -248,6 +255,30 @@ impl Artifact {
     /// Stores an evaluation under `set` (e.g. `"test"`), replacing one of the same name.
     pub fn set_metrics(&mut self, set: impl Into<String>, evaluation: Evaluation) {
         self.meta.metrics.insert(set.into(), evaluation);
+    }
+
+    /// Makes this refit model carry the judged model's thresholds, evaluations
+    /// and validation summary (see [`crate::refit::carry_over`]).
+    pub(crate) fn set_refit(
+        &mut self,
+        refit: Refit,
+        thresholds: Option<Thresholds>,
+        metrics: BTreeMap<String, Evaluation>,
+        validation_data: Option<DataSummary>,
+    ) {
+        self.meta.refit = Some(refit);
+        self.meta.thresholds = thresholds;
+        self.meta.metrics = metrics;
+        self.meta.validation_data = validation_data;
+    }
+
+    /// Records the checksum of the judged model's `model.json` stored beside
+    /// this refit model, so a reader can verify it, or `None` where it is not
+    /// stored; no-op for a model that was not refit.
+    pub fn set_judged_meta_sha256(&mut self, sha256: Option<String>) {
+        if let Some(refit) = &mut self.meta.refit {
+            refit.judged_meta_sha256 = sha256;
+        }
     }
 
     /// The artifact's files as (name, bytes), in [`FILE_NAMES`] order, ready to upload.
@@ -392,7 +423,10 @@ fn probe_features(meta_json: &[u8]) -> Result<FeatureSet> {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hex SHA-256, the form every checksum of an artifact's files is
+/// recorded in (weights in `model.json`, a judged model's `model.json` in
+/// [`Refit`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 

@@ -70,6 +70,7 @@ pub mod inference;
 pub mod metrics;
 pub mod negatives;
 pub mod network;
+pub mod refit;
 pub mod report;
 pub mod scaler;
 pub mod spectrogram;
@@ -101,6 +102,7 @@ pub use metrics::Metrics;
 pub use network::{
     ANCHORED, ARCHITECTURES, CNN, LINEAR, MAX_MEMBERS, MLP, NetworkConfig, Output, SHALLOW,
 };
+pub use refit::{Refit, carry_over, refit_config};
 pub use spectrogram::{MEL_FEATURE_VERSION, MEL_VECTOR, MelInput, Spectrogram};
 pub use train::{
     EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, Stopping, TrainConfig,

@@ -292,3 +292,53 @@ fn an_ensembles_first_network_is_the_one_network_model_and_the_others_change_it(
     let evaluation = assert_classifies_well(&ensemble.classifier, &test_set);
     assert!(evaluation.window.macro_avg.f1 > 0.95);
 }
+
+#[test]
+fn a_refit_learns_from_the_held_out_recordings_and_carries_the_judged_figures() {
+    let data = common::corpus(41, 4, 6);
+    let test_set = common::corpus(42, 2, 6);
+    let config = TrainConfig {
+        stopping: Stopping::EarlyStopping { patience: 1 },
+        output: birdsong_model::Output::Softmax,
+        members: 2,
+        ..quick_config(1, 200)
+    };
+    let (fit, held) = split_by_recording(data.clone(), 0.25, 1).unwrap();
+    let mut judged = train(&fit, Some(&held), &config, |_| {}).unwrap();
+    let thresholds = birdsong_model::calibrate(&judged.classifier, &held, 0.9, None).unwrap();
+    judged.artifact.set_thresholds(thresholds.clone());
+    judged
+        .artifact
+        .set_metrics("holdout", evaluate(&judged.classifier, &held).unwrap());
+
+    let refit_config = birdsong_model::refit_config(&config, &judged.artifact.meta().history);
+    assert_eq!(refit_config.stopping, Stopping::FixedEpochs);
+    let judged_epochs = judged.artifact.meta().history.len();
+    assert!(
+        (1..=judged_epochs).contains(&refit_config.epochs),
+        "{} of {judged_epochs}",
+        refit_config.epochs
+    );
+    let mut refit = train(&data, None, &refit_config, |_| {}).unwrap();
+    assert_eq!(
+        refit.artifact.meta().history.len(),
+        refit_config.epochs * config.members
+    );
+    birdsong_model::carry_over(&judged.artifact, &mut refit.artifact).unwrap();
+    let meta = refit.artifact.meta();
+    let relation = meta.refit.clone().expect("refit recorded");
+    assert_eq!(relation.recordings, data.len());
+    assert_eq!(relation.added_recordings, held.len());
+    assert_eq!(relation.epochs, refit_config.epochs);
+    assert_eq!(
+        relation.judged_weights_sha256,
+        judged.artifact.meta().weights_sha256
+    );
+    assert_eq!(meta.thresholds.as_ref(), Some(&thresholds));
+    assert_eq!(meta.metrics, judged.artifact.meta().metrics);
+    assert_eq!(meta.training_data.recordings, data.len());
+    assert_ne!(refit.artifact.weights(), judged.artifact.weights());
+    // The served model detects with the judged thresholds and still classifies.
+    let served = Classifier::from_artifact(&refit.artifact).unwrap();
+    assert_classifies_well(&served, &test_set);
+}

@@ -59,6 +59,9 @@ pub struct StoredVersion {
     pub meta_sha256: Option<String>,
 }
 
+/// Where a refit model's judged model is stored, under the version's prefix.
+pub const JUDGED_DIR: &str = "judged";
+
 /// Stores `artifact` as `new.version` and registers it as a candidate.
 /// Weights first, metadata last, the row after both: a reader that finds
 /// the row finds both objects.
@@ -68,8 +71,37 @@ pub async fn publish(
     artifact: &mut Artifact,
     new: &NewVersion,
 ) -> Result<StoredVersion, RegistryError> {
+    publish_refit(pool, store, artifact, None, new).await
+}
+
+/// [`publish`], for a model refit on its held-out recordings: the model the
+/// gate judged goes first, under `judged/` in the same prefix, and the refit
+/// model's metadata records its `model.json` checksum, so that the chain of
+/// checksums from the registry row covers it (see [`load_judged`]).
+pub async fn publish_refit(
+    pool: &PgPool,
+    store: &ObjectStore,
+    artifact: &mut Artifact,
+    judged: Option<&Artifact>,
+    new: &NewVersion,
+) -> Result<StoredVersion, RegistryError> {
     artifact.set_version(new.version.clone());
     let prefix = new_prefix(&new.version);
+    // The metadata names only a judged model stored here.
+    artifact.set_judged_meta_sha256(None);
+    if let Some(judged) = judged {
+        let mut judged = judged.clone();
+        judged.set_version(new.version.clone());
+        let judged_prefix = object_key(&prefix, JUDGED_DIR);
+        for (name, bytes) in judged.to_files()? {
+            if name == META_FILE {
+                artifact.set_judged_meta_sha256(Some(sha256_hex(&bytes)));
+            }
+            store
+                .put_new(&object_key(&judged_prefix, name), Bytes::from(bytes))
+                .await?;
+        }
+    }
     let mut meta_sha256 = String::new();
     for (name, bytes) in artifact.to_files()? {
         if name == META_FILE {
@@ -177,6 +209,58 @@ pub async fn load(store: &ObjectStore, stored: &StoredVersion) -> Result<Artifac
         });
     }
     Ok(artifact)
+}
+
+/// The model the gate judged when `artifact` (the loaded `stored` version)
+/// was refit on its held-out recordings; `None` for a model that is its own
+/// judge, or one whose judged model was not stored. Both files are checked
+/// against the checksums the served model's verified metadata records.
+pub async fn load_judged(
+    store: &ObjectStore,
+    stored: &StoredVersion,
+    artifact: &Artifact,
+) -> Result<Option<Artifact>, LoadError> {
+    let Some(refit) = &artifact.meta().refit else {
+        return Ok(None);
+    };
+    let Some(meta_sha256) = refit.judged_meta_sha256.clone() else {
+        return Ok(None);
+    };
+    let version = &stored.version;
+    let prefix = object_key(&stored.object_prefix, JUDGED_DIR);
+    let fetch = |file: &'static str| {
+        let key = object_key(&prefix, file);
+        async move {
+            store.get(&key).await.map_err(|e| match e {
+                StoreError::NotFound { .. } => LoadError::Invalid {
+                    version: version.clone(),
+                    message: format!("its judged model's object {key} is missing"),
+                },
+                e => LoadError::Unavailable {
+                    version: version.clone(),
+                    message: e.to_string(),
+                },
+            })
+        }
+    };
+    let weights = fetch(WEIGHTS_FILE).await?;
+    let meta = fetch(META_FILE).await?;
+    verify(
+        version,
+        WEIGHTS_FILE,
+        &refit.judged_weights_sha256,
+        &weights,
+    )?;
+    verify(version, META_FILE, &meta_sha256, &meta)?;
+    let judged = on_blocking(version, move || {
+        Artifact::from_files_any_backbone(&weights, &meta)
+    })
+    .await?
+    .map_err(|e| LoadError::Invalid {
+        version: version.clone(),
+        message: format!("its judged model: {e}"),
+    })?;
+    Ok(Some(judged))
 }
 
 /// Runs CPU-heavy loading work of `version` off the async threads; a thread that

@@ -2,7 +2,8 @@
 //! deployments sharing a bucket each serve their own `v1`, a stored object
 //! is never overwritten, and a model whose bytes were altered after
 //! publication, or whose backbone the process cannot run, is refused while
-//! the model in service stays.
+//! the model in service stays; a refit model's judged model is stored beside
+//! it and verified the same way.
 
 use birdsong_common::queue::Publisher;
 use birdsong_common::store::StoreError;
@@ -80,6 +81,62 @@ async fn a_stored_model_object_is_never_overwritten() {
     // The registry still loads what it published.
     let loaded = artifacts::load(&env.store, &stored).await.unwrap();
     assert_eq!(loaded.meta().weights_sha256, stored.checksum);
+}
+
+#[tokio::test]
+async fn a_refit_models_judged_model_is_stored_beside_it_and_verified() {
+    let env = TestEnv::start().await.expect("test environment");
+    let (judged, mut refit) = tokio::join!(trained(2), trained(3));
+    // Classes must agree for the refit to carry the judged model's thresholds.
+    assert!(birdsong_model::carry_over(&judged, &mut refit).is_err());
+    let mut refit = trained(2).await;
+    birdsong_model::carry_over(&judged, &mut refit).unwrap();
+    let stored = artifacts::publish_refit(
+        &env.pool,
+        &env.store,
+        &mut refit,
+        Some(&judged),
+        &birdsong_registry::NewVersion {
+            version: "v1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let served = artifacts::load(&env.store, &stored).await.unwrap();
+    let relation = served.meta().refit.clone().expect("a refit model");
+    assert!(relation.judged_meta_sha256.is_some());
+    let loaded = artifacts::load_judged(&env.store, &stored, &served)
+        .await
+        .unwrap()
+        .expect("the judged model");
+    assert_eq!(loaded.weights(), judged.weights());
+    assert_eq!(loaded.meta().version.as_deref(), Some("v1"));
+
+    // Replaced weights are refused, naming the file.
+    let judged_dir = object_key(&stored.object_prefix, artifacts::JUDGED_DIR);
+    let weights_key = object_key(&judged_dir, birdsong_model::WEIGHTS_FILE);
+    env.store
+        .put(&weights_key, Bytes::from_static(b"other"))
+        .await
+        .unwrap();
+    let refused = artifacts::load_judged(&env.store, &stored, &served)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, LoadError::Tampered { file, .. } if file == birdsong_model::WEIGHTS_FILE),
+        "{refused}"
+    );
+
+    // A model that is its own judge has none to load.
+    let plain = store_model(&env, "v2", trained(2).await).await.unwrap();
+    let plain_artifact = artifacts::load(&env.store, &plain).await.unwrap();
+    assert!(
+        artifacts::load_judged(&env.store, &plain, &plain_artifact)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

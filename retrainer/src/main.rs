@@ -153,10 +153,22 @@ async fn main() -> anyhow::Result<()> {
                 .ensure_bucket()
                 .await
                 .context("reaching the object store")?;
-            let stored = registry::artifacts::publish(
+            // `birdsong-model train --refit` keeps the judged model in `judged/`:
+            // it goes along, so later gates can score it.
+            let judged_dir = dir.join(registry::artifacts::JUDGED_DIR);
+            let judged = match artifact.meta().refit {
+                Some(_) if judged_dir.is_dir() => Some(
+                    birdsong_model::Artifact::load_dir_any_backbone(&judged_dir).with_context(
+                        || format!("reading the judged model in {}", judged_dir.display()),
+                    )?,
+                ),
+                _ => None,
+            };
+            let stored = registry::artifacts::publish_refit(
                 &pool,
                 &objects,
                 &mut artifact,
+                judged.as_ref(),
                 &registry::NewVersion {
                     version: version.clone(),
                     status_reason: Some(reason.clone()),

@@ -86,6 +86,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "gate_metric",
         "metric of the promotion gate (default recording_macro_f1)",
     ),
+    (
+        "refit",
+        "once judged on the holdout, train the recipe again on every labelled recording (validation and holdout too) and serve that model with the judged one's thresholds and figures (default true)",
+    ),
 ];
 
 /// What a run trains with and how it judges the result.
@@ -95,6 +99,8 @@ pub struct RunParams {
     pub gate_metric: GateMetric,
     /// For the anchored architecture: BirdNET's name of each label that differs.
     pub birdnet_names: BTreeMap<String, String>,
+    /// Serve a refit on every labelled recording (see `birdsong_model::refit`).
+    pub refit: bool,
 }
 
 /// Reads a request's `params` (a JSON object, or null for the defaults).
@@ -103,6 +109,7 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
         train: TrainConfig::default(),
         gate_metric: GateMetric::default(),
         birdnet_names: BTreeMap::new(),
+        refit: true,
     };
     let map = match params {
         Value::Null => return Ok(out),
@@ -187,6 +194,7 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     spectrogram.mix_probability = float(key, value, |v| (0.0..=1.0).contains(&v))?;
                 }
             }
+            "refit" => out.refit = boolean(key, value)?,
             "gate_metric" => {
                 let name = value
                     .as_str()
@@ -256,6 +264,14 @@ mod tests {
         assert_eq!(p.train, TrainConfig::default());
         assert_eq!(p.gate_metric, GateMetric::RecordingMacroF1);
         assert_eq!(parse(&json!({})).unwrap(), p);
+    }
+
+    #[test]
+    fn a_refit_is_the_default_and_can_be_turned_off() {
+        assert!(parse(&Value::Null).unwrap().refit);
+        assert!(!parse(&json!({"refit": false})).unwrap().refit);
+        let err = parse(&json!({"refit": "no"})).unwrap_err();
+        assert!(err.contains("refit must be true or false"), "{err}");
     }
 
     #[test]

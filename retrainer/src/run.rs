@@ -6,13 +6,23 @@
 //!    dead process are marked failed);
 //! 2. read the labelled data and split it by content hash;
 //! 3. train, on a blocking thread, reporting each epoch in the run row;
-//! 4. score the new model and the promoted one on the same holdout;
-//! 5. publish the artifact through the registry (immutable objects under a
-//!    key of its own, then its `model_versions` row as a candidate);
-//! 6. promote it through the registry if it passed the gate, and queue the
+//! 4. score the new model and the promoted one on the same holdout (the
+//!    promoted one's judged model, when it was refit);
+//! 5. refit: train the same recipe on every labelled recording, holdout and
+//!    validation too, and give that model the judged one's thresholds and
+//!    figures (`birdsong_model::refit`; the `refit` parameter, on by default);
+//! 6. publish the artifact through the registry (immutable objects under a
+//!    key of its own, the judged model beside a refit one, then its
+//!    `model_versions` row as a candidate);
+//! 7. promote it through the registry if it passed the gate, and queue the
 //!    tasks that were waiting for a model.
 //!
-//! A crash before step 6 leaves at most a candidate or unreferenced
+//! The gate compares judged models: a refit model has trained on the
+//! holdout, so its own scores there would flatter it, while its judged model
+//! never saw a holdout recording (a recording's split comes from its
+//! content alone and does not change between runs).
+//!
+//! A crash before step 7 leaves at most a candidate or unreferenced
 //! objects, never a promoted version whose objects are missing, and the
 //! promoted model untouched.
 
@@ -189,12 +199,18 @@ impl Retrainer {
             Some(s) => {
                 // Its mel windows were only counted; the crops come from `s`.
                 drop(train);
-                TrainingSet::Spectrograms(s)
+                TrainingSet::Spectrograms(Arc::new(s))
             }
-            None => TrainingSet::Windows(train),
+            None => TrainingSet::Windows(Arc::new(train)),
         };
         let trained = self
-            .train(params.clone(), train, validation.clone(), progress)
+            .train(
+                params.clone(),
+                train.clone(),
+                validation.clone(),
+                progress,
+                "training",
+            )
             .await?;
         progress.report(json!({"stage": "evaluating", "holdout_recordings": holdout.len()}));
         let mut current = self.current_model().await?;
@@ -228,8 +244,9 @@ impl Retrainer {
                 }
             }
         }
-        let (mut artifact, new_scores, current_scores) = {
+        let (judged, new_scores, current_scores) = {
             let current = current.clone();
+            let (holdout, validation) = (holdout.clone(), validation.clone());
             tokio::task::spawn_blocking(move || {
                 let current_holdout = current_holdout.as_deref().unwrap_or(&holdout);
                 evaluate(trained, current, &holdout, current_holdout, &validation)
@@ -244,9 +261,26 @@ impl Retrainer {
             current.as_ref().map(|c| c.version.as_str()),
             current_scores.as_ref(),
         );
+        // With nothing held out, a refit would train on the same recordings again.
+        let (mut artifact, judged) =
+            if params.refit && !(holdout.is_empty() && validation.is_empty()) {
+                let refit = self
+                    .refit(&params, train, &validation, &holdout, &judged, progress)
+                    .await?;
+                (refit, Some(judged))
+            } else {
+                (judged, None)
+            };
         progress.report(json!({"stage": "publishing"}));
         let version = self
-            .publish(req.run_id, &mut artifact, &params, &new_scores, &decision)
+            .publish(
+                req.run_id,
+                &mut artifact,
+                judged.as_ref(),
+                &params,
+                &new_scores,
+                &decision,
+            )
             .await?;
         let run_metrics = json!({
             "gate_metric": params.gate_metric.name(),
@@ -254,11 +288,13 @@ impl Retrainer {
             "current": current.as_ref().map(|c| json!({
                 "version": c.version,
                 "scores": current_scores,
+                "scored": if c.judged { "its judged model" } else { "the served model" },
                 "load_error": c.load_error,
             })),
             "decision": decision.reason,
             "final_loss": artifact.meta().history.last().map(|h| h.loss),
             "epochs": artifact.meta().history.len(),
+            "refit": artifact.meta().refit,
         });
         self.record_model(req.run_id, &version, &run_metrics)
             .await?;
@@ -386,12 +422,13 @@ impl Retrainer {
         }))
     }
 
-    /// Step 5: the artifact under a new version, through the registry, as a
-    /// candidate.
+    /// Step 6: the artifact (and the judged model beside a refit one) under a
+    /// new version, through the registry, as a candidate.
     async fn publish(
         &self,
         run: Uuid,
         artifact: &mut Artifact,
+        judged: Option<&Artifact>,
         params: &RunParams,
         new_scores: &Option<Scores>,
         decision: &Decision,
@@ -402,11 +439,13 @@ impl Retrainer {
             "gate_metric": params.gate_metric.name(),
             "holdout": new_scores,
             "evaluation": artifact.meta().metrics,
+            "refit": artifact.meta().refit,
         });
-        registry::artifacts::publish(
+        registry::artifacts::publish_refit(
             &self.pool,
             &self.objects,
             artifact,
+            judged,
             &NewVersion {
                 version: version.clone(),
                 metrics,
@@ -437,7 +476,7 @@ impl Retrainer {
         Ok(())
     }
 
-    /// Step 6: promotion through the registry (which queues the tasks that
+    /// Step 7: promotion through the registry (which queues the tasks that
     /// waited for a model), then the run row says so.
     async fn promote(
         &self,
@@ -562,16 +601,78 @@ impl Retrainer {
         })
     }
 
+    /// Step 5: the judged recipe trained again on every labelled recording,
+    /// carrying the judged model's thresholds and figures.
+    async fn refit(
+        &self,
+        params: &RunParams,
+        train: TrainingSet,
+        validation: &[Recording],
+        holdout: &[Recording],
+        judged: &Artifact,
+        progress: &Progress,
+    ) -> Result<Artifact, RetrainError> {
+        let held: Vec<Recording> = validation.iter().chain(holdout).cloned().collect();
+        let all = match train {
+            TrainingSet::Spectrograms(s) => {
+                progress.report(json!({"stage": "loading spectrograms to refit on",
+                                       "recordings": held.len()}));
+                let p = progress.clone();
+                let more = dataset::spectrograms(&self.objects, &held, |i, n| {
+                    p.report(json!({"stage": "loading spectrograms to refit on",
+                                    "done": i, "of": n}));
+                })
+                .await?;
+                let mut all = Arc::unwrap_or_clone(s);
+                all.extend(more);
+                TrainingSet::Spectrograms(Arc::new(all))
+            }
+            TrainingSet::Windows(w) => {
+                // Held-out recordings were cut with the workers' windows; the
+                // refit trains on the recipe's own, as the judged model did.
+                let backbone = params.train.features.backbone();
+                let window = self.analyzer.windowing(backbone);
+                let training_window = params.train.training_windows(&window);
+                let held = if training_window == window {
+                    held
+                } else {
+                    self.reanalysed(
+                        backbone,
+                        &training_window,
+                        &held,
+                        progress,
+                        "loading windows to refit on",
+                    )
+                    .await?
+                    .0
+                };
+                let mut all = Arc::unwrap_or_clone(w);
+                all.extend(held);
+                TrainingSet::Windows(Arc::new(all))
+            }
+        };
+        let mut refit_params = params.clone();
+        refit_params.train = birdsong_model::refit_config(&params.train, &judged.meta().history);
+        let refit = self
+            .train(refit_params, all, Vec::new(), progress, "refitting")
+            .await?;
+        let mut artifact = refit.artifact;
+        birdsong_model::carry_over(judged, &mut artifact)?;
+        Ok(artifact)
+    }
+
+    /// Trains on a blocking thread, reporting each epoch under `stage`.
     async fn train(
         &self,
         params: RunParams,
         train_set: TrainingSet,
         validation: Vec<Recording>,
         progress: &Progress,
+        stage: &'static str,
     ) -> Result<TrainedModel, RetrainError> {
         let p = progress.clone();
         p.report(
-            json!({"stage": "training", "epoch": 0, "epochs": params.train.epochs,
+            json!({"stage": stage, "epoch": 0, "epochs": params.train.epochs,
                         "network": 1, "networks": params.train.members}),
         );
         let analyzer = self.analyzer.clone();
@@ -579,7 +680,7 @@ impl Retrainer {
             let validation = (!validation.is_empty()).then_some(validation.as_slice());
             let report = |e: &birdsong_model::EpochReport| {
                 p.report(json!({
-                    "stage": "training",
+                    "stage": stage,
                     "epoch": e.epoch,
                     "epochs": e.epochs,
                     "network": e.member,
@@ -596,18 +697,19 @@ impl Retrainer {
                 }
                 TrainingSet::Windows(w) => w,
             };
+            let train_set = train_set.as_slice();
             if params.train.architecture != birdsong_model::ANCHORED {
-                return birdsong_model::train(&train_set, validation, &params.train, report)
+                return birdsong_model::train(train_set, validation, &params.train, report)
                     .map_err(RetrainError::from);
             }
             let anchor = analyzer
-                .birdnet_anchor(&class_list(&train_set), &params.birdnet_names)
+                .birdnet_anchor(&class_list(train_set), &params.birdnet_names)
                 .map_err(|e| RetrainError::Data(format!("the anchored architecture: {e}")))?;
             tracing::info!(
                 anchored = anchor.columns.len(),
                 "training a head anchored on BirdNET's species layer"
             );
-            birdsong_model::train_anchored(&train_set, validation, &params.train, &anchor, report)
+            birdsong_model::train_anchored(train_set, validation, &params.train, &anchor, report)
                 .map_err(RetrainError::from)
         })
         .await
@@ -625,10 +727,20 @@ impl Retrainer {
                 .await
                 .map_err(|e| e.to_string())
         };
+        let load = async {
+            let served = load.await?;
+            // A refit model heard the holdout: the gate scores its judged model.
+            match registry::artifacts::load_judged(&self.objects, &stored, &served).await {
+                Ok(Some(judged)) => Ok((judged, true)),
+                Ok(None) => Ok((served, false)),
+                Err(e) => Err(e.to_string()),
+            }
+        };
         Ok(Some(match load.await {
-            Ok(artifact) => CurrentModel {
+            Ok((artifact, judged)) => CurrentModel {
                 version,
                 artifact: Some(artifact),
+                judged,
                 load_error: None,
             },
             Err(e) => {
@@ -636,6 +748,7 @@ impl Retrainer {
                 CurrentModel {
                     version,
                     artifact: None,
+                    judged: false,
                     load_error: Some(e),
                 }
             }
@@ -660,7 +773,11 @@ impl Retrainer {
 #[derive(Clone)]
 struct CurrentModel {
     version: String,
+    /// What the gate scores: the judged model of a refit version, else the
+    /// served one.
     artifact: Option<Artifact>,
+    /// Whether `artifact` is a judged model.
+    judged: bool,
     load_error: Option<String>,
 }
 
@@ -676,12 +793,13 @@ struct DataSets {
     holdout: Vec<Recording>,
 }
 
-/// What a network trains on.
+/// What a network trains on; shared, since a refit trains on it again.
+#[derive(Clone)]
 enum TrainingSet {
     /// Cut windows (every architecture but the CNN).
-    Windows(Vec<Recording>),
+    Windows(Arc<Vec<Recording>>),
     /// Whole recordings' spectrograms (the CNN).
-    Spectrograms(Vec<SpectrogramRecording>),
+    Spectrograms(Arc<Vec<SpectrogramRecording>>),
 }
 
 /// What [`Retrainer::prepare_data`] found.

@@ -1,5 +1,5 @@
-//! `train`: a model from a manifest's split, with optional evaluation and
-//! threshold calibration, written as an artifact directory.
+//! `train`: a model from a manifest's split, with optional evaluation,
+//! threshold calibration and refit, written as an artifact directory.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,10 +7,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use birdsong_audio::WindowConfig;
+use birdsong_model::artifact::sha256_hex;
 use birdsong_model::evaluate::EVALUATION_QUIET_MARGIN_DB;
 use birdsong_model::{
-    ANCHORED, Anchor, Backbone, CNN, EpochReport, Recording, TrainConfig, TrainedModel, calibrate,
-    class_list, evaluate, split_by_recording, train, train_anchored, train_cnn,
+    ANCHORED, Anchor, Backbone, CNN, Classifier, EpochReport, META_FILE, Recording, TrainConfig,
+    TrainedModel, calibrate, carry_over, class_list, evaluate, refit_config, split_by_recording,
+    train, train_anchored, train_cnn,
 };
 use clap::Args;
 
@@ -54,6 +56,13 @@ pub(crate) struct TrainArgs {
     /// Precision each species' threshold is chosen to reach.
     #[arg(long, default_value_t = birdsong_model::DEFAULT_TARGET_PRECISION)]
     pub(crate) target_precision: f64,
+    /// Once thresholds are chosen, train the recipe again on the training split and
+    /// the held-out recordings together (the calibration split, or the validation
+    /// recordings) and write that model, carrying the first model's thresholds and
+    /// figures; the first is kept in `<out>/judged/`. With few recordings per species
+    /// the held-out ones are much of what there is to learn from.
+    #[arg(long)]
+    pub(crate) refit: bool,
     #[command(flatten)]
     pub(crate) anchor: AnchorArgs,
 }
@@ -225,18 +234,6 @@ fn finish(
             epoch_message(last)
         );
     }
-    if let Some(split) = &args.evaluate_split {
-        let rows = read_manifest(&args.data.manifest, split)?;
-        let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
-        let evaluation = evaluate(&trained.classifier, &recordings)?;
-        eprintln!(
-            "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
-            evaluation.window.accuracy,
-            evaluation.window.macro_avg.f1,
-            evaluation.recording.accuracy
-        );
-        trained.artifact.set_metrics(split.clone(), evaluation);
-    }
     let calibration = match &args.calibrate_split {
         Some(split) => {
             let rows = read_manifest(&args.data.manifest, split)?;
@@ -271,6 +268,35 @@ fn finish(
             args.target_precision, thresholds.windows, thresholds.values
         );
         trained.artifact.set_thresholds(thresholds);
+        trained.classifier = Classifier::from_artifact(&trained.artifact)?;
+    } else if args.refit {
+        bail!("--refit needs held-out recordings: --calibrate-split or --validation-fraction");
+    }
+    if args.refit {
+        let judged_dir = args.out.join("judged");
+        trained
+            .artifact
+            .save_dir(&judged_dir)
+            .with_context(|| format!("writing the judged model to {}", judged_dir.display()))?;
+        let judged_meta = std::fs::read(judged_dir.join(META_FILE))
+            .with_context(|| format!("reading back {}", judged_dir.display()))?;
+        let mut refit = refit_model(args, &trained, backbone)?;
+        refit
+            .artifact
+            .set_judged_meta_sha256(Some(sha256_hex(&judged_meta)));
+        trained = refit;
+    }
+    if let Some(split) = &args.evaluate_split {
+        let rows = read_manifest(&args.data.manifest, split)?;
+        let recordings = extract(&rows, &args.data, &WindowConfig::default(), backbone)?;
+        let evaluation = evaluate(&trained.classifier, &recordings)?;
+        eprintln!(
+            "{split}: window accuracy {:.3}, window macro F1 {:.3}, recording accuracy {:.3}",
+            evaluation.window.accuracy,
+            evaluation.window.macro_avg.f1,
+            evaluation.recording.accuracy
+        );
+        trained.artifact.set_metrics(split.clone(), evaluation);
     }
     if let Some(version) = &args.model_version {
         trained.artifact.set_version(version);
@@ -281,4 +307,58 @@ fn finish(
         .with_context(|| format!("writing the artifact to {}", args.out.display()))?;
     eprintln!("model written to {}", args.out.display());
     Ok(())
+}
+
+/// `--refit`: the judged model's recipe trained again on the training split and its
+/// held-out recordings together, carrying the judged model's thresholds and figures.
+fn refit_model(
+    args: &TrainArgs,
+    judged: &TrainedModel,
+    backbone: Backbone,
+) -> Result<TrainedModel> {
+    let mut rows = read_manifest(&args.data.manifest, &args.split)?;
+    if let Some(split) = &args.calibrate_split {
+        rows.extend(read_manifest(&args.data.manifest, split)?);
+    }
+    let config = refit_config(
+        &judged.artifact.meta().training,
+        &judged.artifact.meta().history,
+    );
+    eprintln!(
+        "refitting on {} recordings for {} epochs",
+        rows.len(),
+        config.epochs
+    );
+    let bar = epoch_bar(&config);
+    let started = Instant::now();
+    let report = |r: &EpochReport| {
+        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
+        bar.set_message(epoch_message(r));
+    };
+    let mut refit = if config.architecture == CNN {
+        let set = extract_spectrograms(&rows, &args.data)?;
+        train_cnn(&set, None, &config, report)
+    } else {
+        let training_window = config.training_windows(&WindowConfig::default());
+        let mut set = extract(&rows, &args.data, &training_window, backbone)?;
+        if config.synthetic_negatives && backbone != Backbone::Acoustic {
+            set.push(synthetic_background(
+                backbone,
+                &args.data,
+                &training_window,
+            )?);
+        }
+        if config.architecture == ANCHORED {
+            let anchor = args.anchor.anchor(&args.data, &set)?;
+            train_anchored(&set, None, &config, &anchor, report)
+        } else {
+            train(&set, None, &config, report)
+        }
+    }
+    .context("refitting failed")?;
+    bar.finish_and_clear();
+    carry_over(&judged.artifact, &mut refit.artifact).context("refitting")?;
+    refit.classifier = Classifier::from_artifact(&refit.artifact)?;
+    eprintln!("refit in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(refit)
 }
