@@ -9,8 +9,10 @@
 # 4. waits until every worker serves the promoted version;
 # 5. ingests the `test` recordings without labels and waits for the job;
 # 6. prints, per test recording, the true species (from the manifest), the
-#    predicted species and its confidence, then the accuracy, both computed
-#    by SQL over the results joined with the manifest.
+#    predicted species and its confidence, then the accuracy (a recording
+#    with no detection counts as wrong) and the accuracy of the top-scoring
+#    species whether detected or not, computed by SQL over the results joined
+#    with the manifest.
 #
 # Needs psql. BIRDSONG_DEMO_DATA points at another dataset laid out like
 # xc3 (a manifest.csv with path,species,…,split columns);
@@ -31,7 +33,7 @@ WORKERS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
-    *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 
@@ -113,7 +115,10 @@ WHERE r.job_id = '$job' AND m.split = 'test'
 ORDER BY m.species, recording;
 SELECT count(*) AS recordings,
        count(*) FILTER (WHERE r.species = m.species) AS correct,
-       round(avg((r.species = m.species)::int)::numeric, 3) AS accuracy
+       count(*) FILTER (WHERE r.species IS NULL) AS no_detection,
+       round(avg((r.species IS NOT DISTINCT FROM m.species)::int)::numeric, 3) AS accuracy,
+       round(avg((r.top_k -> 0 ->> 'species' IS NOT DISTINCT FROM m.species)::int)::numeric, 3)
+         AS top_species_accuracy
 FROM job_file_results r
 JOIN manifest m ON regexp_replace(m.path, '^.*/', '') = regexp_replace(r.source_path, '^.*/', '')
 WHERE r.job_id = '$job' AND m.split = 'test';
