@@ -171,23 +171,7 @@ pub async fn stored(pool: &PgPool, version: &str) -> Result<Option<StoredVersion
 /// checksums before parsing it for this build's feature extractor.
 pub async fn load(store: &ObjectStore, stored: &StoredVersion) -> Result<Artifact, LoadError> {
     let version = &stored.version;
-    let fetch = |file: &'static str| {
-        let key = object_key(&stored.object_prefix, file);
-        async move {
-            store.get(&key).await.map_err(|e| match e {
-                StoreError::NotFound { .. } => LoadError::Invalid {
-                    version: version.clone(),
-                    message: format!("its object {key} is missing"),
-                },
-                e => LoadError::Unavailable {
-                    version: version.clone(),
-                    message: e.to_string(),
-                },
-            })
-        }
-    };
-    let weights = fetch(WEIGHTS_FILE).await?;
-    let meta = fetch(META_FILE).await?;
+    let (weights, meta) = fetch_files(store, version, &stored.object_prefix).await?;
     verify(version, WEIGHTS_FILE, &stored.checksum, &weights)?;
     if let Some(expected) = &stored.meta_sha256 {
         verify(version, META_FILE, expected, &meta)?;
@@ -228,23 +212,7 @@ pub async fn load_judged(
     };
     let version = &stored.version;
     let prefix = object_key(&stored.object_prefix, JUDGED_DIR);
-    let fetch = |file: &'static str| {
-        let key = object_key(&prefix, file);
-        async move {
-            store.get(&key).await.map_err(|e| match e {
-                StoreError::NotFound { .. } => LoadError::Invalid {
-                    version: version.clone(),
-                    message: format!("its judged model's object {key} is missing"),
-                },
-                e => LoadError::Unavailable {
-                    version: version.clone(),
-                    message: e.to_string(),
-                },
-            })
-        }
-    };
-    let weights = fetch(WEIGHTS_FILE).await?;
-    let meta = fetch(META_FILE).await?;
+    let (weights, meta) = fetch_files(store, version, &prefix).await?;
     verify(
         version,
         WEIGHTS_FILE,
@@ -261,6 +229,31 @@ pub async fn load_judged(
         message: format!("its judged model: {e}"),
     })?;
     Ok(Some(judged))
+}
+
+/// The weights and metadata files under `prefix`: a missing object makes
+/// the version invalid, any other store error is worth retrying.
+async fn fetch_files(
+    store: &ObjectStore,
+    version: &str,
+    prefix: &str,
+) -> Result<(Bytes, Bytes), LoadError> {
+    let fetch = |file: &'static str| {
+        let key = object_key(prefix, file);
+        async move {
+            store.get(&key).await.map_err(|e| match e {
+                StoreError::NotFound { .. } => LoadError::Invalid {
+                    version: version.to_string(),
+                    message: format!("its object {key} is missing"),
+                },
+                e => LoadError::Unavailable {
+                    version: version.to_string(),
+                    message: e.to_string(),
+                },
+            })
+        }
+    };
+    Ok((fetch(WEIGHTS_FILE).await?, fetch(META_FILE).await?))
 }
 
 /// Runs CPU-heavy loading work of `version` off the async threads; a thread that

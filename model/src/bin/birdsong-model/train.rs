@@ -134,20 +134,37 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<()> {
     let bar = epoch_bar(&config);
     let started = Instant::now();
     let validation = (!validation_set.is_empty()).then_some(validation_set.as_slice());
-    let report = |r: &EpochReport| {
-        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
-        bar.set_message(epoch_message(r));
-    };
-    let trained = if config.architecture == ANCHORED {
-        let anchor = args.anchor.anchor(&args.data, &train_set)?;
-        train_anchored(&train_set, validation, &config, &anchor, report)
-    } else {
-        train(&train_set, validation, &config, report)
-    }
-    .context("training failed")?;
+    let report = on_epoch(&bar);
+    let trained =
+        train_windows(&args, &train_set, validation, &config, report).context("training failed")?;
     bar.finish_and_clear();
     let validation_ids = validation_set.iter().map(|r| r.id.clone()).collect();
     finish(&args, trained, started, validation_ids, backbone)
+}
+
+/// Trains an architecture that reads cut windows (every one but the CNN),
+/// looking up BirdNET's columns for an anchored head.
+fn train_windows(
+    args: &TrainArgs,
+    set: &[Recording],
+    validation: Option<&[Recording]>,
+    config: &TrainConfig,
+    report: impl FnMut(&EpochReport),
+) -> Result<TrainedModel> {
+    Ok(if config.architecture == ANCHORED {
+        let anchor = args.anchor.anchor(&args.data, set)?;
+        train_anchored(set, validation, config, &anchor, report)?
+    } else {
+        train(set, validation, config, report)?
+    })
+}
+
+/// Moves `bar` to an epoch's place among all networks' epochs.
+fn on_epoch(bar: &indicatif::ProgressBar) -> impl Fn(&EpochReport) + '_ {
+    move |r| {
+        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
+        bar.set_message(epoch_message(r));
+    }
 }
 
 fn epoch_bar(config: &TrainConfig) -> indicatif::ProgressBar {
@@ -331,13 +348,10 @@ fn refit_model(
     );
     let bar = epoch_bar(&config);
     let started = Instant::now();
-    let report = |r: &EpochReport| {
-        bar.set_position(((r.member - 1) * r.epochs + r.epoch) as u64);
-        bar.set_message(epoch_message(r));
-    };
+    let report = on_epoch(&bar);
     let mut refit = if config.architecture == CNN {
         let set = extract_spectrograms(&rows, &args.data)?;
-        train_cnn(&set, None, &config, report)
+        train_cnn(&set, None, &config, report).context("refitting failed")?
     } else {
         let training_window = config.training_windows(&WindowConfig::default());
         let mut set = extract(&rows, &args.data, &training_window, backbone)?;
@@ -348,14 +362,8 @@ fn refit_model(
                 &training_window,
             )?);
         }
-        if config.architecture == ANCHORED {
-            let anchor = args.anchor.anchor(&args.data, &set)?;
-            train_anchored(&set, None, &config, &anchor, report)
-        } else {
-            train(&set, None, &config, report)
-        }
-    }
-    .context("refitting failed")?;
+        train_windows(args, &set, None, &config, report).context("refitting failed")?
+    };
     bar.finish_and_clear();
     carry_over(&judged.artifact, &mut refit.artifact).context("refitting")?;
     refit.classifier = Classifier::from_artifact(&refit.artifact)?;
