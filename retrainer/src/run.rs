@@ -244,12 +244,14 @@ impl Retrainer {
                 }
             }
         }
-        let (judged, new_scores, current_scores) = {
+        // The held-out recordings come back from the evaluation: the refit
+        // trains on them.
+        let ((judged, new_scores, current_scores), holdout, validation) = {
             let current = current.clone();
-            let (holdout, validation) = (holdout.clone(), validation.clone());
             tokio::task::spawn_blocking(move || {
                 let current_holdout = current_holdout.as_deref().unwrap_or(&holdout);
-                evaluate(trained, current, &holdout, current_holdout, &validation)
+                let evaluated = evaluate(trained, current, &holdout, current_holdout, &validation);
+                evaluated.map(|e| (e, holdout, validation))
             })
             .await
             .map_err(|e| RetrainError::Internal(format!("evaluation panicked: {e}")))??
@@ -265,7 +267,7 @@ impl Retrainer {
         let (mut artifact, judged) =
             if params.refit && !(holdout.is_empty() && validation.is_empty()) {
                 let refit = self
-                    .refit(&params, train, &validation, &holdout, &judged, progress)
+                    .refit(&params, train, validation, holdout, &judged, progress)
                     .await?;
                 (refit, Some(judged))
             } else {
@@ -607,12 +609,12 @@ impl Retrainer {
         &self,
         params: &RunParams,
         train: TrainingSet,
-        validation: &[Recording],
-        holdout: &[Recording],
+        validation: Vec<Recording>,
+        holdout: Vec<Recording>,
         judged: &Artifact,
         progress: &Progress,
     ) -> Result<Artifact, RetrainError> {
-        let held: Vec<Recording> = validation.iter().chain(holdout).cloned().collect();
+        let held: Vec<Recording> = validation.into_iter().chain(holdout).collect();
         let all = match train {
             TrainingSet::Spectrograms(s) => {
                 progress.report(json!({"stage": "loading spectrograms to refit on",
