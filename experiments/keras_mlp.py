@@ -8,6 +8,9 @@ time and quality with the Rust implementation on exactly the same inputs.
 
 Needs tensorflow (tensorflow-cpu) and numpy. Prints one JSON line per seed and a summary.
 Reads the 95 librosa features (the Python pipeline's input) unless --all-features is given.
+--unknown CSV (features of other species' recordings, e.g. `birdsong-model features` on
+the other data set) adds the share of their windows with a top probability >= 0.5 and
+the open-set AUROC.
 --predictions writes each test window's probabilities in the format of
 `birdsong-model evaluate --predictions` (plus the seed).
 """
@@ -50,7 +53,20 @@ def macro_f1(y, p, k):
     return float(np.mean(f1s))
 
 
-def run(seed, epochs, train, test, predictions=None):
+def auroc(known, unknown):
+    """P(a known window's top probability exceeds an unknown one's), ties half."""
+    values = np.concatenate([known, unknown])
+    order = values.argsort(kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for v in np.unique(values):  # average ranks of ties
+        tied = values == v
+        ranks[tied] = ranks[tied].mean()
+    n, m = len(known), len(unknown)
+    return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * m))
+
+
+def run(seed, epochs, train, test, predictions=None, unknown=None):
     ids, labels, x = train
     tids, tlabels, tx = test
     classes = sorted(set(labels))
@@ -93,7 +109,7 @@ def run(seed, epochs, train, test, predictions=None):
             line = {"seed": seed, "recording": rid, "label": classes[ty[mask][0]],
                     "classes": classes, "windows": prob[mask].astype(float).tolist()}
             predictions.write(json.dumps(line) + "\n")
-    return {
+    result = {
         "seed": seed,
         "train_seconds": seconds,
         "train_windows": int(len(y)),
@@ -101,6 +117,14 @@ def run(seed, epochs, train, test, predictions=None):
         "window_macro_f1": macro_f1(ty, pred, k),
         "recording_accuracy": rec_correct / rec_total,
     }
+    if unknown is not None:
+        # Windows of species the model does not know: a softmax names one of its
+        # species in every window; "detected" is a top probability of 0.5 or more.
+        top = model.predict((unknown - mean) / std, verbose=0).max(1)
+        result["unknown_windows"] = int(len(top))
+        result["unknown_windows_detected"] = float((top >= 0.5).mean())
+        result["open_set_auroc"] = auroc(prob.max(1), top)
+    return result
 
 
 def main():
@@ -111,12 +135,16 @@ def main():
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--all-features", action="store_true",
                     help="read every exported feature, not only the 95 librosa ones")
+    ap.add_argument("--unknown", metavar="CSV",
+                    help="features of recordings of other species: report the share of their "
+                         "windows with a top probability >= 0.5 and the open-set AUROC")
     ap.add_argument("--predictions", metavar="JSONL",
                     help="write every test window's probabilities, one line per recording and seed")
     a = ap.parse_args()
     train, test = load(a.train, a.all_features), load(a.test, a.all_features)
     out = open(a.predictions, "w") if a.predictions else None
-    results = [run(s, a.epochs, train, test, out) for s in a.seeds]
+    unknown = load(a.unknown, a.all_features)[2] if a.unknown else None
+    results = [run(s, a.epochs, train, test, out, unknown) for s in a.seeds]
     if out is not None:
         out.close()
     for r in results:
@@ -127,7 +155,9 @@ def main():
             "min": float(np.min([r[key] for r in results])),
             "max": float(np.max([r[key] for r in results])),
         }
-        for key in ["train_seconds", "window_accuracy", "window_macro_f1", "recording_accuracy"]
+        for key in ["train_seconds", "window_accuracy", "window_macro_f1", "recording_accuracy",
+                    "unknown_windows_detected", "open_set_auroc"]
+        if key in results[0]
     }
     print(json.dumps({"summary": summary}))
 
