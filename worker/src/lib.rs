@@ -19,6 +19,10 @@
 //! * [`metrics`]: Prometheus counters.
 //! * [`error`]: permanent versus transient failures.
 
+// The consumer's future nests the pipeline's, the registry's and lapin's;
+// computing its layout from a cold cache exceeds rustc's default query depth.
+#![recursion_limit = "256"]
+
 pub mod consumer;
 pub mod error;
 pub mod metrics;
