@@ -43,8 +43,8 @@ enum Command {
         /// Seed of initialisation and shuffling.
         #[arg(long)]
         seed: Option<u64>,
-        /// Network architecture: mlp (the default), linear, shallow, cnn (a
-        /// spectrogram CNN with its own recipe) or anchored (on BirdNET).
+        /// Network architecture: cnn (the default: a spectrogram CNN with its
+        /// own recipe), mlp, linear, shallow or anchored (on BirdNET).
         #[arg(long)]
         architecture: Option<String>,
         /// Any other parameter, as KEY=VALUE (VALUE is JSON, or a string),

@@ -88,6 +88,14 @@ async fn labelled(
     out
 }
 
+/// `params` with the MLP asked for by name: the tests that are about the
+/// retrain lifecycle train it because it is quick to train in a debug build and
+/// trains from the windows the workers stored (the default CNN re-decodes).
+fn mlp(mut params: Value) -> Value {
+    params["architecture"] = json!("mlp");
+    params
+}
+
 async fn request(env: &TestEnv, params: Value, force: bool) -> Uuid {
     let publisher = Publisher::new(&env.amqp).await.unwrap();
     registry::request_retrain(
@@ -235,7 +243,7 @@ async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let run = wait_run(&env, request(&env, json!({}), false).await).await;
+    let run = wait_run(&env, request(&env, mlp(json!({})), false).await).await;
     assert_eq!(run.status, "succeeded", "{run:?}");
     assert_eq!(run.model_version.as_deref(), Some("v1"));
     assert_eq!(run.promoted, Some(true));
@@ -372,7 +380,7 @@ async fn three_species_then_a_fourth_while_tasks_keep_flowing() {
         "no recording of the fourth species falls in the holdout: change the seeds of `labelled` above"
     );
     wait_done(&env, second).await;
-    let run = wait_run(&env, request(&env, json!({}), false).await).await;
+    let run = wait_run(&env, request(&env, mlp(json!({})), false).await).await;
     let promoted_seen = Instant::now();
     assert_eq!(run.status, "succeeded", "{run:?}");
     assert_eq!(run.model_version.as_deref(), Some("v2"));
@@ -452,7 +460,7 @@ async fn a_worse_model_is_kept_a_forced_one_promoted_and_rollback_restores() {
     for species in 0..3 {
         labelled(&env, None, species, 5, 1_000 + 100 * species as u64).await;
     }
-    let v1 = wait_run(&env, request(&env, json!({}), false).await).await;
+    let v1 = wait_run(&env, request(&env, mlp(json!({})), false).await).await;
     assert_eq!(v1.status, "succeeded", "{v1:?}");
     assert_eq!(v1.promoted, Some(true));
     assert_eq!(v1.data_summary.as_ref().unwrap()["decoded"], 15);
@@ -468,7 +476,7 @@ async fn a_worse_model_is_kept_a_forced_one_promoted_and_rollback_restores() {
     assert!(bad.error.unwrap().contains("unknown parameter \"epoch\""));
 
     // An untrained network (learning rate ~0) does not beat v1...
-    let worse = json!({"learning_rate": 1e-9, "epochs": 2});
+    let worse = mlp(json!({"learning_rate": 1e-9, "epochs": 2}));
     let v2 = wait_run(&env, request(&env, worse.clone(), false).await).await;
     assert_eq!(v2.status, "succeeded", "{v2:?}");
     assert_eq!(v2.model_version.as_deref(), Some("v2"));
@@ -588,10 +596,10 @@ async fn concurrent_requests_never_train_at_once() {
         .unwrap();
     // Two identical requests and a different one, all queued before any
     // retrainer runs; two retrainers then compete for them.
-    let same = json!({"epochs": 20});
+    let same = mlp(json!({"epochs": 20}));
     let a = request(&env, same.clone(), false).await;
     let b = request(&env, same, false).await;
-    let c = request(&env, json!({"epochs": 25}), false).await;
+    let c = request(&env, mlp(json!({"epochs": 25})), false).await;
     let first = InProcess::retrainer(&env);
     let second = InProcess::retrainer(&env);
     let runs = [
@@ -657,7 +665,7 @@ async fn a_retrainer_killed_mid_training_changes_nothing() {
         labelled(&env, None, species, 4, 3_000 + 100 * species as u64).await;
     }
     let mut child = spawn_retrainer(&env);
-    let run = request(&env, json!({"epochs": 100000}), false).await;
+    let run = request(&env, mlp(json!({"epochs": 100000})), false).await;
     let start = Instant::now();
     loop {
         let row: (String, Option<Value>) =
@@ -700,7 +708,7 @@ async fn a_retrainer_killed_mid_training_changes_nothing() {
         dead.error.as_deref(),
         Some(birdsong_retrainer::lock::STALE_ERROR)
     );
-    let next = wait_run(&env, request(&env, json!({"epochs": 30}), true).await).await;
+    let next = wait_run(&env, request(&env, mlp(json!({"epochs": 30})), true).await).await;
     assert_eq!(next.status, "succeeded", "{next:?}");
     assert_eq!(next.model_version.as_deref(), Some("v2"));
     assert_eq!(promoted(&env).await.as_deref(), Some("v2"));
@@ -821,13 +829,14 @@ async fn a_spectrogram_cnn_trains_on_the_recordings_and_workers_serve_it() {
         assert!(start.elapsed() < LIMIT, "{:?}", statuses(&env, first).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let v1 = wait_run(&env, request(&env, json!({"members": 1}), false).await).await;
+    let v1 = wait_run(&env, request(&env, mlp(json!({"members": 1})), false).await).await;
     assert_eq!(v1.status, "succeeded", "{v1:?}");
     wait_done(&env, first).await;
 
-    // The CNN, asked for by name. Forced: this test is about training and
-    // serving it, not about which model wins on synthetic calls.
-    let params = json!({"architecture": "cnn", "epochs": 8, "crops_per_second": 2.0, "seed": 3});
+    // The CNN, the default when a request names no architecture. Forced: this
+    // test is about training and serving it, not about which model wins on
+    // synthetic calls.
+    let params = json!({"epochs": 8, "crops_per_second": 2.0, "seed": 3});
     let v2 = wait_run(&env, request(&env, params, true).await).await;
     assert_eq!(v2.status, "succeeded", "{v2:?}");
     assert_eq!(v2.model_version.as_deref(), Some("v2"));
