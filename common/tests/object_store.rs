@@ -140,21 +140,24 @@ async fn a_file_over_the_part_size_goes_up_in_parts_and_reads_back_identical() {
     assert_eq!(sha256_hex(&got), small_sha);
 }
 
-/// An access policy for the test server that refuses the second part of
+/// An access policy for the test server that refuses the third part of
 /// every multipart upload (as a store might after a credential expires
-/// mid-upload) and counts the aborts it sees.
-struct RefuseSecondPart {
+/// mid-upload) and counts the aborts it sees. The test's third part is one
+/// byte: a server refuses a part before reading its body, and a 5 MiB body
+/// still being written when it closes the connection would fail the client
+/// with a broken pipe (a transient error) instead of the refusal.
+struct RefuseThirdPart {
     aborts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[async_trait::async_trait]
-impl s3s::access::S3Access for RefuseSecondPart {
+impl s3s::access::S3Access for RefuseThirdPart {
     async fn upload_part(
         &self,
         req: &mut s3s::S3Request<s3s::dto::UploadPartInput>,
     ) -> s3s::S3Result<()> {
-        if req.input.part_number == 2 {
-            return Err(s3s::s3_error!(AccessDenied, "the test refuses part 2"));
+        if req.input.part_number == 3 {
+            return Err(s3s::s3_error!(AccessDenied, "the test refuses part 3"));
         }
         Ok(())
     }
@@ -183,7 +186,7 @@ async fn a_failed_part_aborts_the_upload_and_leaves_no_object() {
             access_key: cfg.access_key.clone(),
             secret_key: cfg.secret_key.clone(),
         },
-        RefuseSecondPart {
+        RefuseThirdPart {
             aborts: aborts.clone(),
         },
     )
@@ -202,7 +205,7 @@ async fn a_failed_part_aborts_the_upload_and_leaves_no_object() {
     let err = store
         .put_file(&key, &path)
         .await
-        .expect_err("part 2 is refused");
+        .expect_err("part 3 is refused");
     assert!(matches!(err, StoreError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("upload_part"), "{err}");
     assert_eq!(
