@@ -1,0 +1,94 @@
+"""What would a lower threshold floor give a model's detections?
+
+Detection thresholds are chosen on held-out recordings for a precision target and
+kept within [0.5, 0.99] (`THRESHOLD_RANGE` in model/src/detection.rs): a held-out
+set never holds the species a model was not taught, so a threshold below 0.5 that
+reaches its precision there can still report many of them. This script re-scores a
+model's saved window scores with each species' threshold capped at C (min(threshold,
+C)) and with uniform thresholds, and prints for each: test recordings whose most
+detected species is right, recordings with no detection, window precision and the
+share of the true species' windows detected, and the share of windows of unknown
+species (another set's recordings) with any detection.
+
+    birdsong-model predict --model DIR --top-k 18 TEST_FILES... > test.jsonl
+    birdsong-model predict --model DIR --top-k 18 UNKNOWN_FILES... > unknown.jsonl
+    python3 experiments/threshold_floor.py DIR test.jsonl unknown.jsonl manifest.csv
+
+`--top-k` must be the number of classes, so every window carries every score.
+Labels come from the manifest by file name.
+"""
+
+import collections
+import csv
+import json
+import os
+import sys
+
+
+def load(path):
+    files = collections.defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            if d.get("kind") == "window":
+                files[d["file"]].append({x["species"]: x["probability"] for x in d["top"]})
+    return files
+
+
+def score(test, unknown, labels, thresholds):
+    right = no_detection = tp = fp = windows = 0
+    for f, rows in test.items():
+        label = labels[os.path.basename(f)]
+        counts, highest = collections.Counter(), collections.defaultdict(float)
+        for w in rows:
+            windows += 1
+            for c, s in w.items():
+                if s >= thresholds[c]:
+                    counts[c] += 1
+                    highest[c] = max(highest[c], s)
+                    tp += c == label
+                    fp += c != label
+        if not counts:
+            no_detection += 1
+        else:
+            right += max(counts, key=lambda c: (counts[c], highest[c])) == label
+    unknown_windows = sum(len(w) for w in unknown.values())
+    unknown_detected = sum(
+        any(s >= thresholds[c] for c, s in w.items()) for rows in unknown.values() for w in rows
+    )
+    return {
+        "right": right,
+        "no_detection": no_detection,
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / windows,
+        "unknown": unknown_detected / unknown_windows,
+    }
+
+
+def main():
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    model_dir, test_path, unknown_path, manifest = sys.argv[1:]
+    with open(os.path.join(model_dir, "model.json")) as f:
+        meta = json.load(f)
+    classes = meta["classes"]
+    chosen = dict(zip(classes, meta["thresholds"]["values"]))
+    with open(manifest, newline="") as f:
+        labels = {os.path.basename(r["path"]): r["species"] for r in csv.DictReader(f)}
+    test, unknown = load(test_path), load(unknown_path)
+    print(f"{len(classes)} classes, {len(test)} test recordings, {len(unknown)} unknown; "
+          f"thresholds {sorted(round(t, 2) for t in chosen.values())}")
+    print("| thresholds | detected species right | no detection | window precision "
+          "| true windows detected | unknown windows detected |")
+    print("|---|---|---|---|---|---|")
+    variants = [("the model's", chosen)]
+    variants += [(f"min(threshold, {c})", {k: min(t, c) for k, t in chosen.items()})
+                 for c in (0.45, 0.4, 0.35, 0.3, 0.25, 0.2)]
+    for name, thresholds in variants:
+        r = score(test, unknown, labels, thresholds)
+        print(f"| {name} | {r['right']}/{len(test)} | {r['no_detection']} | {r['precision']:.3f} "
+              f"| {r['recall']:.3f} | {100 * r['unknown']:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
