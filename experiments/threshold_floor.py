@@ -16,6 +16,19 @@ species (another set's recordings) with any detection.
 
 `--top-k` must be the number of classes, so every window carries every score.
 Labels come from the manifest by file name.
+
+The test split can only show what a floor does, not choose it. `--cv` chooses on
+other data: the known species' side from out-of-fold window scores of cross-validation
+on the training split (`birdsong-model cross-validate --predictions`, several seeds
+allowed), the unknown side from models trained on that split scoring another set's
+recordings, every threshold set to the same floor (where every species' threshold
+sits on the floor, as the CNN's do, that is what a floor does):
+
+    birdsong-model cross-validate --architecture cnn --manifest M --audio-root R \
+        --folds 4 --seed 1 --predictions cv.jsonl
+    birdsong-model train --architecture cnn --manifest M --audio-root R --seed 1 --out DIR
+    birdsong-model predict --model DIR --top-k 18 UNKNOWN_FILES... > unknown.jsonl
+    python3 experiments/threshold_floor.py --cv cv.jsonl [cv2.jsonl ...] --unknown unknown.jsonl [...]
 """
 
 import collections
@@ -38,7 +51,7 @@ def load(path):
 def score(test, unknown, labels, thresholds):
     right = no_detection = tp = fp = windows = 0
     for f, rows in test.items():
-        label = labels[os.path.basename(f)]
+        label = labels[f] if f in labels else labels[os.path.basename(f)]
         counts, highest = collections.Counter(), collections.defaultdict(float)
         for w in rows:
             windows += 1
@@ -60,12 +73,53 @@ def score(test, unknown, labels, thresholds):
         "right": right,
         "no_detection": no_detection,
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
-        "recall": tp / windows,
-        "unknown": unknown_detected / unknown_windows,
+        "recall": tp / windows if windows else float("nan"),
+        "unknown": unknown_detected / unknown_windows if unknown_windows else float("nan"),
     }
 
 
+def load_cv(path):
+    """Out-of-fold windows of `cross-validate --predictions`: (recording, seed) -> rows,
+    and their labels."""
+    files, labels = collections.defaultdict(list), {}
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            key = (path, d["recording"])
+            labels[key] = d["label"]
+            files[key] = [dict(zip(d["classes"], w)) for w in d["windows"]]
+    return files, labels
+
+
+def cross_validated(args):
+    """Uniform floors scored on out-of-fold windows (known) and other models' unknowns."""
+    split = args.index("--unknown")
+    cv_paths, unknown_paths = args[1:split], args[split + 1:]
+    if not cv_paths or not unknown_paths:
+        sys.exit(__doc__)
+    print("| floor | " + " | ".join(
+        f"{os.path.basename(p)}: detected right / no detection / window precision"
+        for p in cv_paths) + " | unknown windows detected, each model |")
+    print("|---" * (len(cv_paths) + 2) + "|")
+    known = [load_cv(p) for p in cv_paths]
+    unknowns = [load(p) for p in unknown_paths]
+    for floor in (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2):
+        cells = []
+        for test, labels in known:
+            classes = next(iter(test.values()))[0].keys()
+            r = score(test, {}, labels, {c: floor for c in classes})
+            cells.append(f"{r['right']}/{len(test)} / {r['no_detection']} / {r['precision']:.3f}")
+        shares = []
+        for unknown in unknowns:
+            classes = next(iter(unknown.values()))[0].keys()
+            r = score({}, unknown, {}, {c: floor for c in classes})
+            shares.append(f"{100 * r['unknown']:.1f} %")
+        print(f"| {floor} | " + " | ".join(cells) + " | " + ", ".join(shares) + " |")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--cv":
+        return cross_validated(sys.argv[1:])
     if len(sys.argv) != 5:
         sys.exit(__doc__)
     model_dir, test_path, unknown_path, manifest = sys.argv[1:]
