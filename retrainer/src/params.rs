@@ -21,10 +21,7 @@ use crate::gate::GateMetric;
 
 /// Keys a request may set, with what they mean (shown in errors).
 pub const KEYS: &[(&str, &str)] = &[
-    (
-        "epochs",
-        "epochs to train, 1 to 100000 (default 30; 60 for the other architectures)",
-    ),
+    ("epochs", "epochs to train, 1 to 100000 (default 60)"),
     ("seed", "seed of initialisation and shuffling (default 0)"),
     (
         "learning_rate",
@@ -57,7 +54,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "architecture",
-        "network architecture: mlp, linear, shallow, cnn (a convolutional network on each 5-s window's log-mel patch, trained on random crops of the recordings with its own recipe: 30 epochs, one network, L2 1e-5; implies features mel), or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default cnn; mlp with features bands_no_median, bands, all or librosa, anchored with features birdnet)",
+        "network architecture: mlp, linear, shallow, cnn (a convolutional network on each 5-s window's log-mel patch, trained on random crops of the recordings with its own recipe: 60 epochs, one network, L2 1e-5; implies features mel), or anchored (a linear head on BirdNET's embedding trained from BirdNET's own species layer and served averaged with it; implies features birdnet and members 1) (default cnn; mlp with features bands_no_median, bands, all or librosa, anchored with features birdnet)",
     ),
     (
         "crops_per_second",
