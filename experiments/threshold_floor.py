@@ -29,6 +29,12 @@ sits on the floor, as the CNN's do, that is what a floor does):
     birdsong-model train --architecture cnn --manifest M --audio-root R --seed 1 --out DIR
     birdsong-model predict --model DIR --top-k 18 UNKNOWN_FILES... > unknown.jsonl
     python3 experiments/threshold_floor.py --cv cv.jsonl [cv2.jsonl ...] --unknown unknown.jsonl [...]
+
+`--context K` (in --cv mode, before --unknown) first averages every window's scores
+with its K neighbours on each side in the same recording, as a model with
+`context_windows` K serves them. The inputs must then be scores of windows alone:
+cross-validate with `--context-windows 0`, and predict with a model whose
+`training.context_windows` is 0. That compares contexts on the same networks.
 """
 
 import collections
@@ -91,24 +97,46 @@ def load_cv(path):
     return files, labels
 
 
+def smooth(rows, k):
+    """Each window's scores averaged with its k neighbours on each side (fewer at the
+    ends of the recording), as `Classifier::score_recordings` serves them."""
+    if k == 0:
+        return rows
+    out = []
+    for i in range(len(rows)):
+        near = rows[max(0, i - k):i + k + 1]
+        out.append({c: sum(w[c] for w in near) / len(near) for c in rows[i]})
+    return out
+
+
 def cross_validated(args):
     """Uniform floors scored on out-of-fold windows (known) and other models' unknowns."""
+    context = 0
+    if "--context" in args:
+        at = args.index("--context")
+        context = int(args[at + 1])
+        args = args[:at] + args[at + 2:]
     split = args.index("--unknown")
     cv_paths, unknown_paths = args[1:split], args[split + 1:]
     if not cv_paths or not unknown_paths:
         sys.exit(__doc__)
+    print(f"context: {context} window(s) each side")
     print("| floor | " + " | ".join(
-        f"{os.path.basename(p)}: detected right / no detection / window precision"
+        f"{os.path.basename(p)}: detected right / no detection / window precision / recall"
         for p in cv_paths) + " | unknown windows detected, each model |")
     print("|---" * (len(cv_paths) + 2) + "|")
-    known = [load_cv(p) for p in cv_paths]
-    unknowns = [load(p) for p in unknown_paths]
+    known = []
+    for p in cv_paths:
+        test, labels = load_cv(p)
+        known.append(({r: smooth(w, context) for r, w in test.items()}, labels))
+    unknowns = [{f: smooth(w, context) for f, w in load(p).items()} for p in unknown_paths]
     for floor in (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2):
         cells = []
         for test, labels in known:
             classes = next(iter(test.values()))[0].keys()
             r = score(test, {}, labels, {c: floor for c in classes})
-            cells.append(f"{r['right']}/{len(test)} / {r['no_detection']} / {r['precision']:.3f}")
+            cells.append(f"{r['right']}/{len(test)} / {r['no_detection']} / {r['precision']:.3f}"
+                         f" / {r['recall']:.3f}")
         shares = []
         for unknown in unknowns:
             classes = next(iter(unknown.values()))[0].keys()

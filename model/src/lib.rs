@@ -105,6 +105,6 @@ pub use network::{
 pub use refit::{Refit, carry_over, refit_config};
 pub use spectrogram::{MEL_FEATURE_VERSION, MEL_VECTOR, MelInput, Spectrogram};
 pub use train::{
-    EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, Stopping, TrainConfig,
-    TrainedModel, train, train_anchored, train_on,
+    CNN_CONTEXT_WINDOWS, EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, Stopping,
+    TrainConfig, TrainedModel, train, train_anchored, train_on,
 };

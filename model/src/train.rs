@@ -48,9 +48,9 @@ use crate::scaler::Scaler;
 use crate::{ModelError, Result};
 
 pub use crate::config::{
-    CnnTraining, EpochReport, MAX_CONTEXT_WINDOWS, RECOMMENDED_CONTEXT_WINDOWS, RECOMMENDED_L2,
-    RECOMMENDED_MEMBERS, RECOMMENDED_QUIET_MARGIN_DB, RECOMMENDED_TRAIN_HOP_S, REFERENCE_L2,
-    Stopping, TrainConfig,
+    CNN_CONTEXT_WINDOWS, CnnTraining, EpochReport, MAX_CONTEXT_WINDOWS,
+    RECOMMENDED_CONTEXT_WINDOWS, RECOMMENDED_L2, RECOMMENDED_MEMBERS, RECOMMENDED_QUIET_MARGIN_DB,
+    RECOMMENDED_TRAIN_HOP_S, REFERENCE_L2, Stopping, TrainConfig,
 };
 
 /// The outcome of training: the artifact to save or upload and a classifier to use now.

@@ -5,9 +5,9 @@
 //! another architecture or the acoustic features, then `TrainConfig::default()`
 //! (the MLP). The CNN is the default because it named the most recordings and
 //! detected by far the fewest windows of species it was not trained on, on
-//! both shared sets (README, "Which model to train"). Anything unknown or out of range fails the
-//! run before any data is read: a typo such as `epoch` must not silently
-//! train with the default and promote the result.
+//! both shared sets (README, "Which model to train"). Anything unknown or out
+//! of range fails the run before any data is read: a typo such as `epoch` must
+//! not silently train with the default and promote the result.
 
 use std::collections::BTreeMap;
 
@@ -86,7 +86,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "context_windows",
-        "neighbouring windows each side averaged into a window's served scores, 0 to 10 (default 1)",
+        "neighbouring windows each side averaged into a window's served scores, 0 to 10 (default 0; 1 for the other architectures)",
     ),
     (
         "gate_metric",
@@ -346,6 +346,10 @@ mod tests {
         assert_eq!(
             documented("members"),
             (cnn.members as f64, other.members as f64)
+        );
+        assert_eq!(
+            documented("context_windows"),
+            (cnn.context_windows as f64, other.context_windows as f64)
         );
         assert!(
             KEYS.iter()
