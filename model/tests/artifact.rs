@@ -35,39 +35,6 @@ fn assert_same_predictions(a: &Classifier, b: &Classifier, data: &[Recording]) {
     assert_eq!(a.predict(&windows).unwrap(), b.predict(&windows).unwrap());
 }
 
-/// Equal artifacts, but for the last bit of floats in `model.json`: serde_json's default
-/// float parser may land one ulp away from the value that was written (its exact
-/// parser is the `float_roundtrip` feature, which the workspace does not enable).
-fn assert_same_artifact(a: &Artifact, b: &Artifact) {
-    assert_eq!(a.weights(), b.weights());
-    assert_eq!(a.input_size(), b.input_size());
-    assert_json_close(
-        &serde_json::to_value(a.meta()).unwrap(),
-        &serde_json::to_value(b.meta()).unwrap(),
-    );
-}
-
-fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-12 * x.abs().max(1e-300), "{x} != {y}");
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len());
-            x.iter().zip(y).for_each(|(x, y)| assert_json_close(x, y));
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
-            x.iter()
-                .zip(y.values())
-                .for_each(|((_, x), y)| assert_json_close(x, y));
-        }
-        _ => assert_eq!(a, b),
-    }
-}
-
 #[test]
 fn round_trip_gives_identical_predictions() {
     let (mut trained, data) = trained();
@@ -81,8 +48,8 @@ fn round_trip_gives_identical_predictions() {
     }
 
     let loaded = Artifact::load_dir(&dir, FEATURE_VERSION, FEATURE_COUNT).unwrap();
-    assert_same_artifact(&loaded, &trained.artifact);
-    assert_json_close(
+    common::assert_same_artifact(&loaded, &trained.artifact);
+    common::assert_json_close(
         &serde_json::to_value(&loaded.meta().metrics["test"]).unwrap(),
         &serde_json::to_value(&evaluation).unwrap(),
     );
@@ -104,7 +71,7 @@ fn round_trip_gives_identical_predictions() {
     let weights = &files.iter().find(|(n, _)| *n == WEIGHTS_FILE).unwrap().1;
     let meta = &files.iter().find(|(n, _)| *n == META_FILE).unwrap().1;
     let from_memory = Artifact::from_files(weights, meta, FEATURE_VERSION, FEATURE_COUNT).unwrap();
-    assert_same_artifact(&from_memory, &trained.artifact);
+    common::assert_same_artifact(&from_memory, &trained.artifact);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

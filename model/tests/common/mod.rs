@@ -1,4 +1,5 @@
-//! Synthetic labelled recordings: feature clusters standing in for species.
+//! Shared by the tests: synthetic labelled recordings (feature clusters standing in for
+//! species) and artifact comparisons that tolerate serde_json's float parsing.
 #![allow(dead_code)]
 
 use birdsong_model::{FEATURE_COUNT, FeatureVector, Recording};
@@ -54,4 +55,38 @@ pub fn corpus(seed: u64, per_class: usize, windows: usize) -> Vec<Recording> {
         }
     }
     out
+}
+
+/// Equal artifacts, but for the last bit of floats in `model.json`: serde_json's default
+/// float parser may land one ulp away from the value that was written (its exact
+/// parser is the `float_roundtrip` feature, which the workspace does not enable).
+pub fn assert_same_artifact(a: &birdsong_model::Artifact, b: &birdsong_model::Artifact) {
+    assert_eq!(a.weights(), b.weights());
+    assert_eq!(a.input_size(), b.input_size());
+    assert_json_close(
+        &serde_json::to_value(a.meta()).unwrap(),
+        &serde_json::to_value(b.meta()).unwrap(),
+    );
+}
+
+/// Equal JSON values, floats to 1e-12 relative ([`assert_same_artifact`]).
+pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-12 * x.abs().max(1e-300), "{x} != {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).for_each(|(x, y)| assert_json_close(x, y));
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+            x.iter()
+                .zip(y.values())
+                .for_each(|((_, x), y)| assert_json_close(x, y));
+        }
+        _ => assert_eq!(a, b),
+    }
 }
