@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{EpochReport, TrainConfig};
 use crate::dataset::DataSummary;
+use crate::familiarity::Familiarity;
 use crate::features::{FEATURE_VERSION, FeatureSet, PREFIX_FEATURE_VERSIONS};
 use crate::network::{CNN, NetworkConfig};
 use crate::refit::Refit;
@@ -103,6 +104,11 @@ pub struct ArtifactMeta {
     /// [`crate::refit`]); `None` for a model that is its own judge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refit: Option<Refit>,
+    /// For a spectrogram CNN: each species' reference calls in the network's
+    /// embedding and how far from them its scores still count
+    /// ([`crate::familiarity`]); `None` for models that serve their scores as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub familiarity: Option<Familiarity>,
 }
 
 /// Only the field every format version has, and names a newer build may add to, read
@@ -153,6 +159,7 @@ impl ArtifactMeta {
             thresholds: None,
             source: None,
             refit: None,
+            familiarity: None,
         }
     }
 
@@ -196,6 +203,17 @@ impl ArtifactMeta {
                 self.network.input_size,
                 self.classes.len(),
                 self.network.num_classes
+            )));
+        }
+        if let Some(f) = &self.familiarity
+            && (self.architecture != CNN || f.species.len() != self.classes.len())
+        {
+            return Err(ModelError::IncompatibleArtifact(format!(
+                "familiarity of {} species on a {} model of {} classes: only a cnn has \
+                 the embedding it needs, with one entry per class",
+                f.species.len(),
+                self.architecture,
+                self.classes.len()
             )));
         }
         self.scaler.validate(self.network.input_size)
@@ -250,6 +268,12 @@ impl Artifact {
     /// with them.
     pub fn set_thresholds(&mut self, thresholds: Thresholds) {
         self.meta.thresholds = Some(thresholds);
+    }
+
+    /// Sets how familiar windows must look for their scores to count (fitted on the
+    /// training windows by [`crate::train_cnn`]).
+    pub(crate) fn set_familiarity(&mut self, familiarity: Option<Familiarity>) {
+        self.meta.familiarity = familiarity;
     }
 
     /// Stores an evaluation under `set` (e.g. `"test"`), replacing one of the same name.

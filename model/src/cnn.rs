@@ -102,7 +102,7 @@ impl Cnn {
 
     /// The pooled features of a batch of patches `[batch, PATCH_LEN]`:
     /// `[batch, 2 × channels × bands]`.
-    fn features(&self, x: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn features(&self, x: Tensor<2>) -> Tensor<2> {
         let [batch, _] = x.dims();
         let mut h = x.reshape([batch, 1, MEL_BANDS, PATCH_FRAMES]);
         let last = self.blocks.len().saturating_sub(1);

@@ -119,7 +119,8 @@ impl Member {
         })
     }
 
-    /// The logits of one patch (band × frame) into `scratch.logits`.
+    /// The pooled features of one patch (band × frame) into `scratch.features`, then
+    /// its logits into `scratch.logits`.
     fn logits(&self, patch: &[f32], scratch: &mut Scratch) -> Result<()> {
         let (mut height, mut width, mut channels) = (MEL_BANDS, PATCH_FRAMES, 1);
         scratch.activations.clear();
@@ -254,6 +255,28 @@ impl CnnInference {
     /// Scores of `patches` (`PATCH_LEN` values each, band-major), averaged over the
     /// members: `classes` values per patch.
     pub(crate) fn probabilities(&self, patches: &[f32], output: Output) -> Result<Vec<f32>> {
+        self.scores(patches, output, None)
+    }
+
+    /// Values per patch of [`scores`](Self::scores)' embeddings: every member's pooled
+    /// features, side by side.
+    pub(crate) fn embedding_width(&self) -> usize {
+        self.members
+            .iter()
+            .map(|m| m.weight.len() / m.bias.len().max(1))
+            .sum()
+    }
+
+    /// [`probabilities`](Self::probabilities), and with `embeddings` each patch's
+    /// pooled features (what the output layer reads, [`embedding_width`](Self::embedding_width)
+    /// values per patch) appended to it: the same pass yields both, so a caller that
+    /// judges how familiar a window looks pays nothing for a second forward.
+    pub(crate) fn scores(
+        &self,
+        patches: &[f32],
+        output: Output,
+        mut embeddings: Option<&mut Vec<f32>>,
+    ) -> Result<Vec<f32>> {
         if !patches.len().is_multiple_of(PATCH_LEN) {
             return Err(ModelError::InputSize {
                 expected: PATCH_LEN,
@@ -279,6 +302,9 @@ impl CnnInference {
             };
             for member in &self.members {
                 member.logits(patch, &mut scratch)?;
+                if let Some(e) = embeddings.as_deref_mut() {
+                    e.extend_from_slice(&scratch.features);
+                }
                 let logits = &scratch.logits;
                 match output {
                     Output::Sigmoid => {
@@ -383,6 +409,42 @@ mod tests {
             // The scores are not all alike (a network that ignores its input would
             // also match).
             assert!(largest_difference(&got[..5], &got[5..10]) > 1e-4);
+        }
+    }
+
+    /// The embeddings are each member's pooled features as burn computes them, side
+    /// by side, and asking for them leaves the scores as they were.
+    #[test]
+    fn embeddings_are_the_members_pooled_features() {
+        let device = crate::device::cpu();
+        let (ensemble, config) = trained_ensemble(2, 4);
+        let fast = CnnInference::new(&ensemble, &config).unwrap();
+        let width = fast.embedding_width();
+        assert_eq!(width, 2 * 2 * 64 * 4);
+        let x = patches(3);
+        let mut embeddings = Vec::new();
+        let scores = fast
+            .scores(&x, Output::Sigmoid, Some(&mut embeddings))
+            .unwrap();
+        assert_eq!(scores, fast.probabilities(&x, Output::Sigmoid).unwrap());
+        assert_eq!(embeddings.len(), 3 * width);
+        let t = Tensor::<2>::from_data(TensorData::new(x.clone(), [3, PATCH_LEN]), &device);
+        let per_member: Vec<Vec<f32>> = ensemble
+            .members()
+            .iter()
+            .map(|m| values(m.features(t.clone())).unwrap())
+            .collect();
+        let half = width / 2;
+        for patch in 0..3 {
+            let got = &embeddings[patch * width..(patch + 1) * width];
+            for (m, want) in per_member.iter().enumerate() {
+                let want = &want[patch * half..(patch + 1) * half];
+                let difference = largest_difference(&got[m * half..(m + 1) * half], want);
+                assert!(
+                    difference < 1e-4,
+                    "member {m}: largest difference {difference:e}"
+                );
+            }
         }
     }
 

@@ -25,7 +25,8 @@ use crate::cnn::{Cnn, CnnEnsemble};
 use crate::config::{CnnTraining, EpochReport, TrainConfig};
 use crate::dataset::{DataSummary, Recording, class_list, is_background};
 use crate::evaluate::{Evaluation, evaluate};
-use crate::features::FeatureSet;
+use crate::familiarity::{Familiarity, TrainingWindow};
+use crate::features::{FeatureSet, FeatureVector};
 use crate::inference::{Classifier, ModelInfo, Networks};
 use crate::negatives::synthetic_clips;
 use crate::network::{CNN, NetworkConfig, Output};
@@ -238,6 +239,12 @@ pub fn train_cnn_on(
         classes,
         info(artifact.meta().weights_sha256.clone()),
     );
+    let familiarity = settings
+        .familiar_quantile
+        .map(|q| fit_familiarity(&classifier, train_set, q))
+        .transpose()?;
+    let classifier = classifier.with_familiarity(familiarity.as_ref())?;
+    artifact.set_familiarity(familiarity);
     if let Some(v) = validation_set {
         artifact.set_metrics("validation", evaluate(&classifier, v)?);
     }
@@ -245,6 +252,55 @@ pub fn train_cnn_on(
         artifact,
         classifier,
     })
+}
+
+/// Each species' reference calls and radius ([`crate::familiarity`]) from the
+/// training recordings' windows as the trained network scores and embeds them: the
+/// standard non-overlapping 5-s windows, cut from the spectrograms training read.
+fn fit_familiarity(
+    classifier: &Classifier,
+    train_set: &[SpectrogramRecording],
+    quantile: f64,
+) -> Result<Familiarity> {
+    let k = classifier.classes().len();
+    let mut scores = Vec::new();
+    let mut embeddings = Vec::new();
+    let mut owners = Vec::new();
+    let mut width = 0;
+    for (recording, r) in train_set.iter().enumerate() {
+        let Ok(class) = classifier.classes().binary_search(&r.label) else {
+            continue; // background: no species of its own
+        };
+        let windows: Vec<FeatureVector> = (0..r.spectrogram.frames().div_ceil(PATCH_FRAMES))
+            .map(|i| {
+                let mut v = Vec::with_capacity(MEL_VECTOR);
+                vector_into(
+                    r.spectrogram.frames_from(i * PATCH_FRAMES, PATCH_FRAMES),
+                    &mut v,
+                );
+                v
+            })
+            .collect();
+        let (s, e, w) = classifier.network_scores_and_embeddings(&windows)?;
+        width = w;
+        owners.extend(std::iter::repeat_n((recording, class), windows.len()));
+        scores.extend(s);
+        embeddings.extend(e);
+    }
+    let windows: Vec<TrainingWindow<'_>> = owners
+        .iter()
+        .zip(scores.chunks_exact(k))
+        .zip(embeddings.chunks_exact(width.max(1)))
+        .map(
+            |((&(recording, class), scores), embedding)| TrainingWindow {
+                recording,
+                class,
+                scores,
+                embedding,
+            },
+        )
+        .collect();
+    Familiarity::fit(&windows, k, width, quantile)
 }
 
 /// A recording crops are drawn from.

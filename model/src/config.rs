@@ -172,6 +172,12 @@ pub struct CnnTraining {
     /// windows alike; stored with the network, `NetworkConfig::band_medians`).
     #[serde(default)]
     pub band_medians: bool,
+    /// Gate each species' served scores by how near a window lies to the species'
+    /// training calls in the network's embedding, with radii at this quantile
+    /// ([`crate::familiarity`]); `None` serves the scores as they are. Configs written
+    /// before this existed did not gate.
+    #[serde(default)]
+    pub familiar_quantile: Option<f64>,
 }
 
 impl Default for CnnTraining {
@@ -190,6 +196,7 @@ impl Default for CnnTraining {
             mix_min_db: 0.0,
             mix_max_db: 12.0,
             band_medians: false,
+            familiar_quantile: Some(crate::familiarity::FAMILIAR_QUANTILE),
         }
     }
 }
@@ -203,7 +210,8 @@ impl CnnTraining {
             && self.mix_max_db.is_finite()
             && self.mix_min_db <= self.mix_max_db
             && self.max_frequency_mask < crate::spectrogram::MEL_BANDS
-            && self.max_time_mask < crate::spectrogram::PATCH_FRAMES;
+            && self.max_time_mask < crate::spectrogram::PATCH_FRAMES
+            && self.familiar_quantile.is_none_or(|q| q > 0.0 && q <= 1.0);
         if ok {
             Ok(())
         } else {

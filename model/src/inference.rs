@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::Artifact;
 use crate::cnn::CnnEnsemble;
 use crate::cnn_inference::CnnInference;
+use crate::familiarity::{Familiarity, Gate};
 use crate::features::{FeatureSet, FeatureVector};
 use crate::metrics::argmax;
 use crate::network::{CNN, Ensemble, NetworkConfig, Output};
@@ -60,7 +61,8 @@ impl Networks {
         }
     }
 
-    /// Averaged scores of `rows` network inputs of `width` values each, `k` per row.
+    /// Averaged scores of `rows` network inputs of `width` values each, `k` per row,
+    /// through `gate` where there is one (a CNN's only).
     fn probabilities(
         &self,
         data: &[f32],
@@ -68,6 +70,7 @@ impl Networks {
         width: usize,
         output: Output,
         device: &Device,
+        gate: Option<&Gate>,
     ) -> Result<Vec<f32>> {
         match self {
             Networks::Dense(e) => {
@@ -78,7 +81,15 @@ impl Networks {
                     .try_into_vec::<f32>()
                     .map_err(|e| ModelError::Backend(format!("{e:?}")))
             }
-            Networks::Cnn(c) => c.probabilities(data, output),
+            Networks::Cnn(c) => match gate {
+                Some(gate) => {
+                    let mut embeddings = Vec::with_capacity(rows * c.embedding_width());
+                    let mut scores = c.scores(data, output, Some(&mut embeddings))?;
+                    gate.apply(&mut scores, &embeddings)?;
+                    Ok(scores)
+                }
+                None => c.probabilities(data, output),
+            },
         }
     }
 
@@ -88,6 +99,23 @@ impl Networks {
             Networks::Dense(_) => MAX_BATCH,
             Networks::Cnn(_) => MAX_CNN_BATCH,
         }
+    }
+}
+
+/// The gate `familiarity` describes for `network` of `classes` classes; refused for
+/// networks without an embedding, or whose embedding or classes it does not fit.
+fn gate_for(
+    familiarity: Option<&Familiarity>,
+    network: &Networks,
+    classes: usize,
+    architecture: &str,
+) -> Result<Option<Gate>> {
+    match (familiarity, network) {
+        (None, _) => Ok(None),
+        (Some(f), Networks::Cnn(cnn)) => Gate::new(f, classes, cnn.embedding_width()).map(Some),
+        (Some(_), Networks::Dense(_)) => Err(ModelError::IncompatibleArtifact(format!(
+            "familiarity on a {architecture} model, which has no embedding"
+        ))),
     }
 }
 
@@ -190,6 +218,8 @@ pub struct Classifier {
     classes: Vec<String>,
     info: ModelInfo,
     thresholds: Vec<f32>,
+    /// Lowers the scores of windows unlike a species' training calls.
+    gate: Option<Gate>,
 }
 
 // Workers share one classifier across threads; keep that a compile-time guarantee.
@@ -215,6 +245,7 @@ impl Classifier {
             classes,
             info,
             thresholds,
+            gate: None,
         }
     }
 
@@ -240,8 +271,15 @@ impl Classifier {
             }
             None => vec![DEFAULT_THRESHOLD; meta.classes.len()],
         };
+        let gate = gate_for(
+            meta.familiarity.as_ref(),
+            &network,
+            meta.classes.len(),
+            &meta.architecture,
+        )?;
         Ok(Self {
             thresholds,
+            gate,
             network,
             device: device.clone(),
             scaler: meta.scaler.clone(),
@@ -276,6 +314,24 @@ impl Classifier {
         }
         self.thresholds = thresholds;
         Ok(self)
+    }
+
+    /// The same classifier with its scores gated by `familiarity` (none: served as
+    /// the network gives them); only a CNN has the embedding it needs.
+    pub(crate) fn with_familiarity(mut self, familiarity: Option<&Familiarity>) -> Result<Self> {
+        self.gate = gate_for(
+            familiarity,
+            &self.network,
+            self.classes.len(),
+            &self.info.architecture,
+        )?;
+        Ok(self)
+    }
+
+    /// Whether scores of windows unlike a species' training calls are lowered below
+    /// every threshold ([`crate::familiarity`]).
+    pub fn gates_unfamiliar(&self) -> bool {
+        self.gate.is_some()
     }
 
     /// The classes of one score vector that reach their thresholds, highest first.
@@ -348,6 +404,66 @@ impl Classifier {
         if data.is_empty() {
             return Ok(Vec::new());
         }
+        let (data, width) = self.network_input(data, width)?;
+        let k = self.classes.len();
+        let mut out = Vec::with_capacity(data.len() / width);
+        for chunk in data.chunks(self.network.max_batch() * width) {
+            let rows = chunk.len() / width;
+            let probs = self.network.probabilities(
+                chunk,
+                rows,
+                width,
+                self.info.output,
+                &self.device,
+                self.gate.as_ref(),
+            )?;
+            out.extend(probs.chunks_exact(k).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// Each window's embedding: what the network's output layer reads (for a `cnn`,
+    /// its pooled features, every member's side by side). Species the model learnt
+    /// sit in their own regions of this space and unfamiliar sounds away from them,
+    /// which scores alone cannot show; exported for clustering, similarity search and
+    /// judging how familiar a window is. Only spectrogram CNNs have one here (a model
+    /// on BirdNET's backbone reads its embedding as input).
+    pub fn embed(&self, windows: &[FeatureVector]) -> Result<Vec<Vec<f32>>> {
+        let (_, embeddings, width) = self.network_scores_and_embeddings(windows)?;
+        Ok(embeddings
+            .chunks_exact(width.max(1))
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Each window's scores as the network gives them (alone, ungated), `classes`
+    /// per window, its embedding, and the embedding's width, from one pass.
+    pub(crate) fn network_scores_and_embeddings(
+        &self,
+        windows: &[FeatureVector],
+    ) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+        let Networks::Cnn(cnn) = &self.network else {
+            return Err(ModelError::InvalidConfig(format!(
+                "a {} model has no embedding to export; only a cnn has",
+                self.info.architecture
+            )));
+        };
+        let embedding_width = cnn.embedding_width();
+        let Some(width) = windows.first().map(|w| w.len()) else {
+            return Ok((Vec::new(), Vec::new(), embedding_width));
+        };
+        let flat: Vec<f32> = windows.iter().flat_map(|w| w.iter().copied()).collect();
+        let (data, width) = self.network_input(flat, width)?;
+        let mut scores = Vec::with_capacity(data.len() / width * self.classes.len());
+        let mut embeddings = Vec::with_capacity(data.len() / width * embedding_width);
+        for chunk in data.chunks(MAX_CNN_BATCH * width) {
+            scores.extend(cnn.scores(chunk, self.info.output, Some(&mut embeddings))?);
+        }
+        Ok((scores, embeddings, embedding_width))
+    }
+
+    /// `data` as the network reads it: the columns it was trained on, standardised.
+    fn network_input(&self, data: Vec<f32>, width: usize) -> Result<(Vec<f32>, usize)> {
         let expected = self.info.input_size;
         if width != expected || !data.len().is_multiple_of(expected) {
             return Err(ModelError::InputSize {
@@ -365,18 +481,8 @@ impl Classifier {
             }
             selected
         };
-        let width = features.width();
         self.scaler.transform_in_place(&mut data);
-        let k = self.classes.len();
-        let mut out = Vec::with_capacity(data.len() / width);
-        for chunk in data.chunks(self.network.max_batch() * width) {
-            let rows = chunk.len() / width;
-            let probs =
-                self.network
-                    .probabilities(chunk, rows, width, self.info.output, &self.device)?;
-            out.extend(probs.chunks_exact(k).map(<[f32]>::to_vec));
-        }
-        Ok(out)
+        Ok((data, features.width()))
     }
 
     /// The `k` most probable classes of one probability vector, most probable first.

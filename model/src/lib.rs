@@ -64,6 +64,7 @@ pub mod detection;
 pub mod device;
 mod error;
 pub mod evaluate;
+pub mod familiarity;
 mod features;
 pub mod fixed;
 pub mod inference;
@@ -90,6 +91,7 @@ pub use detection::{
 };
 pub use error::{ModelError, Result};
 pub use evaluate::{Evaluation, evaluate};
+pub use familiarity::{FAMILIAR_QUANTILE, Familiarity};
 pub use features::{
     BIRDNET_EMBEDDING, BIRDNET_FEATURE_VERSION, BIRDNET_VECTOR, Backbone, FEATURE_COUNT,
     FEATURE_VERSION, FeatureSet, FeatureVector, LIBROSA_FEATURE_COUNT,

@@ -216,3 +216,145 @@ fn predict_runs_a_cnn_on_audio_files() {
     assert!((lines[3]["duration_s"].as_f64().unwrap() - 12.0).abs() < 0.05);
     assert!(lines[4]["file"].as_str().unwrap().ends_with("junk.wav"));
 }
+
+/// The artifact as loaded without its familiarity: the network's scores ungated.
+fn without_familiarity(artifact: &Artifact) -> Classifier {
+    let files = artifact.to_files().unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&files[1].1).unwrap();
+    meta.as_object_mut().unwrap().remove("familiarity");
+    let meta = serde_json::to_vec(&meta).unwrap();
+    Classifier::from_artifact(&Artifact::from_files_any_backbone(&files[0].1, &meta).unwrap())
+        .unwrap()
+}
+
+/// Windows of a bird calling in `band`, cut as the CLI cuts them.
+fn windows_in(band: usize, seed: u64) -> Vec<Vec<f32>> {
+    power(band, 3 * PATCH_FRAMES, seed)
+        .chunks(PATCH_FRAMES * MEL_BANDS)
+        .map(|w| {
+            let mut v = Vec::new();
+            vector_into(w, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// Training keeps each species' calls as references, and served scores of windows
+/// unlike any of a species' calls fall below every threshold: a bird calling in a
+/// band neither species uses is detected as neither, while the species' own
+/// windows keep their scores.
+#[test]
+fn scores_count_only_for_windows_like_the_species_calls() {
+    let trained = train_cnn(&training_set(), None, &config(1, 6), |_| {}).unwrap();
+    let familiarity = trained
+        .artifact
+        .meta()
+        .familiarity
+        .clone()
+        .expect("the cnn recipe fits familiarity");
+    assert_eq!(familiarity.quantile, birdsong_model::FAMILIAR_QUANTILE);
+    assert_eq!(familiarity.species.len(), 2);
+    for s in &familiarity.species {
+        assert_eq!(s.recordings, 3, "{s:?}");
+        assert!(s.radius.is_some_and(|r| r > 0.0 && r < 1.0), "{s:?}");
+    }
+    assert!(trained.classifier.gates_unfamiliar());
+    let ungated = without_familiarity(&trained.artifact);
+    assert!(!ungated.gates_unfamiliar());
+
+    let known: Vec<Vec<f32>> = held_out().into_iter().flat_map(|r| r.windows).collect();
+    let stranger = windows_in(28, 7);
+    for windows in [&known, &stranger] {
+        let gated = trained.classifier.predict(windows).unwrap();
+        let plain = ungated.predict(windows).unwrap();
+        for (g, p) in gated.iter().flatten().zip(plain.iter().flatten()) {
+            assert!(*g == *p || *g < 0.5 * *p, "gated {g}, network {p}");
+        }
+    }
+    // The known species' windows keep their own species' scores...
+    let own = trained.classifier.predict(&known).unwrap();
+    let kept = held_out()
+        .iter()
+        .flat_map(|r| {
+            let class: usize = r.label["species ".len()..].parse().unwrap();
+            r.windows.iter().map(move |_| class)
+        })
+        .zip(&own)
+        .filter(|(class, scores)| scores[*class] >= 0.5)
+        .count();
+    assert!(
+        kept * 10 >= known.len() * 9,
+        "{kept} of {} kept",
+        known.len()
+    );
+    // ...and the stranger's are gated for every species.
+    let strange = trained.classifier.predict(&stranger).unwrap();
+    assert!(
+        strange.iter().flatten().all(|s| *s < 0.5),
+        "{strange:?} (network: {:?})",
+        ungated.predict(&stranger).unwrap()
+    );
+
+    // An artifact whose familiarity does not fit its network is refused.
+    let files = trained.artifact.to_files().unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&files[1].1).unwrap();
+    meta["familiarity"]["width"] = 7.into();
+    let meta = serde_json::to_vec(&meta).unwrap();
+    let loaded = Artifact::from_files_any_backbone(&files[0].1, &meta).unwrap();
+    assert!(matches!(
+        Classifier::from_artifact(&loaded),
+        Err(ModelError::IncompatibleArtifact(_))
+    ));
+    // Without the gate the recipe serves the network's scores.
+    let mut plain_config = config(1, 1);
+    if let Some(s) = plain_config.spectrogram.as_mut() {
+        s.familiar_quantile = None;
+    }
+    let plain = train_cnn(&training_set(), None, &plain_config, |_| {}).unwrap();
+    assert!(plain.artifact.meta().familiarity.is_none());
+    assert!(!plain.classifier.gates_unfamiliar());
+}
+
+/// `predict --embeddings` writes each window's embedding: every member's pooled
+/// features, 512 values for the recipe's one network.
+#[test]
+fn predict_writes_embeddings_on_request() {
+    let trained = train_cnn(&training_set(), None, &config(1, 1), |_| {}).unwrap();
+    let dir = std::env::temp_dir().join(format!("birdsong-embed-cnn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    trained.artifact.save_dir(&dir.join("model")).unwrap();
+    let samples: Vec<f32> = (0..7 * 22_050)
+        .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 2_500.0 * i as f32 / 22_050.0).sin())
+        .collect();
+    let audio = dir.join("tone.wav");
+    std::fs::write(&audio, birdsong_audio::wav::pcm16_mono(&samples, 22_050)).unwrap();
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_birdsong-model"))
+            .arg("predict")
+            .arg("--model")
+            .arg(dir.join("model"))
+            .args(extra)
+            .arg(&audio)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["kind"] == "window")
+            .collect::<Vec<_>>()
+    };
+    let with = run(&["--embeddings"]);
+    let without = run(&[]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(with.len(), 2);
+    for (w, plain) in with.iter().zip(&without) {
+        let embedding = w["embedding"].as_array().unwrap();
+        assert_eq!(embedding.len(), 512);
+        assert!(embedding.iter().all(|v| v.as_f64().unwrap() >= 0.0));
+        assert!(plain.get("embedding").is_none());
+        assert_eq!(w["top"], plain["top"]);
+    }
+}

@@ -69,6 +69,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "with cnn: subtract each band's median from every patch, so steady background reads as zero (default false)",
     ),
     (
+        "familiar_quantile",
+        "with cnn: a window's score for a species counts only within this quantile of the species' training calls' distances to its other recordings in the network's embedding, 0 < q <= 1, or null to serve the bare scores (default 0.8)",
+    ),
+    (
         "birdnet_names",
         "with anchored: an object mapping labels to BirdNET's common or scientific name where they differ, e.g. {\"Grey Kingbird\": \"Gray Kingbird\"}",
     ),
@@ -188,6 +192,16 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     return Err(format!("{key} is a setting of the cnn architecture"));
                 };
                 spectrogram.band_medians = boolean(key, value)?;
+            }
+            "familiar_quantile" => {
+                let Some(spectrogram) = out.train.spectrogram.as_mut() else {
+                    return Err(format!("{key} is a setting of the cnn architecture"));
+                };
+                spectrogram.familiar_quantile = if value.is_null() {
+                    None
+                } else {
+                    Some(float(key, value, |v| v > 0.0 && v <= 1.0)?)
+                };
             }
             "crops_per_second" | "mix_probability" => {
                 let Some(spectrogram) = out.train.spectrogram.as_mut() else {
@@ -423,6 +437,22 @@ mod tests {
         );
         assert!(parse(&json!({"architecture": "mlp", "band_medians": true})).is_err());
         assert!(parse(&json!({"architecture": "cnn", "band_medians": 1})).is_err());
+        // The familiarity gate: on by default, another quantile, or off with null.
+        let quantile =
+            |params: Value| parse(&params).map(|p| p.train.spectrogram.unwrap().familiar_quantile);
+        assert_eq!(
+            quantile(json!({})).unwrap(),
+            Some(birdsong_model::FAMILIAR_QUANTILE)
+        );
+        assert_eq!(
+            quantile(json!({"familiar_quantile": 0.9})).unwrap(),
+            Some(0.9)
+        );
+        assert_eq!(quantile(json!({"familiar_quantile": null})).unwrap(), None);
+        for bad in [json!(0), json!(1.5), json!("0.8")] {
+            assert!(quantile(json!({"familiar_quantile": bad})).is_err());
+        }
+        assert!(parse(&json!({"architecture": "mlp", "familiar_quantile": 0.8})).is_err());
         // Its settings mean nothing to the other architectures, and it reads mel patches only.
         let e = parse(&json!({"features": "bands", "crops_per_second": 0.5})).unwrap_err();
         assert!(e.contains("cnn"), "{e}");

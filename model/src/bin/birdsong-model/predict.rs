@@ -28,6 +28,10 @@ pub(crate) struct PredictArgs {
     /// else ~/.local/share/birdsong/birdnet).
     #[arg(long)]
     birdnet_dir: Option<PathBuf>,
+    /// Also write each window's embedding (a `cnn` model's pooled features, what its
+    /// output layer reads), for clustering or judging how familiar windows look.
+    #[arg(long)]
+    embeddings: bool,
     /// Audio files to classify.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -45,6 +49,9 @@ pub(crate) enum PredictLine<'a> {
         top: Vec<birdsong_model::Prediction>,
         /// Species at or above their thresholds; empty for "no detection".
         detections: Vec<birdsong_model::Detected>,
+        /// The window's embedding, with `--embeddings`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        embedding: Option<Vec<f32>>,
     },
     File {
         file: &'a str,
@@ -136,6 +143,12 @@ pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
     let mut predictions = classifier
         .classify_recordings(&batch, args.top_k)?
         .into_iter();
+    let mut embeddings = if args.embeddings {
+        let windows: Vec<FeatureVector> = batch.iter().flat_map(|r| r.iter().cloned()).collect();
+        Some(classifier.embed(&windows)?.into_iter())
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     let mut failures = 0;
     let version = classifier.info().version.as_deref();
@@ -164,6 +177,7 @@ pub(crate) fn run_predict(args: PredictArgs) -> Result<()> {
                     end_s,
                     top: p.top,
                     detections: p.detections,
+                    embedding: embeddings.as_mut().and_then(Iterator::next),
                 },
             )?;
         }

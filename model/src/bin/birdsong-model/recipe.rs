@@ -59,6 +59,14 @@ pub(crate) struct RecipeArgs {
     /// reads as zero), in training and wherever the model is served.
     #[arg(long)]
     pub(crate) band_medians: bool,
+    /// With `cnn`: the share of each species' training calls within the radius
+    /// beyond which a window's score for it is set to 0 (default: the recipe's, 0.8).
+    #[arg(long, conflicts_with = "no_familiarity")]
+    pub(crate) familiar_quantile: Option<f64>,
+    /// With `cnn`: serve the network's scores without judging how familiar each
+    /// window looks.
+    #[arg(long)]
+    pub(crate) no_familiarity: bool,
     /// Which features the network reads (default: the recipe's):
     /// `bands_no_median` (the band profile without its per-band medians), `bands` (the
     /// band profile), `all` (librosa's 95 and the band profile) or `librosa` (the
@@ -116,6 +124,11 @@ impl RecipeArgs {
                 s.mix_probability = p;
             }
             s.band_medians |= self.band_medians;
+            if self.no_familiarity {
+                s.familiar_quantile = None;
+            } else if let Some(q) = self.familiar_quantile {
+                s.familiar_quantile = Some(q);
+            }
             s
         });
         // An anchored head is one network on BirdNET's embedding (the anchor is the

@@ -251,6 +251,20 @@ fn finish(
             epoch_message(last)
         );
     }
+    if let Some(f) = &trained.artifact.meta().familiarity {
+        let references: usize = f
+            .species
+            .iter()
+            .map(|s| s.references.len() / (2 * f.width.max(1)))
+            .sum();
+        let gated = f.species.iter().filter(|s| s.radius.is_some()).count();
+        eprintln!(
+            "familiarity: {references} reference calls; {gated} of {} species gated at \
+             quantile {}",
+            f.species.len(),
+            f.quantile
+        );
+    }
     let calibration = match &args.calibrate_split {
         Some(split) => {
             let rows = read_manifest(&args.data.manifest, split)?;
