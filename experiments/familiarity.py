@@ -41,13 +41,12 @@ spaced). Needs numpy.
 
 import collections
 import csv
-import json
 import os
 import sys
 
 import numpy as np
 
-from threshold_floor import score
+from threshold_floor import score, scores_of, window_lines
 
 QUANTILES = tuple(float(q) for q in os.environ.get("QUANTILES", "0.8,0.9,0.95,0.99,1.0").split(","))
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -62,12 +61,8 @@ PRECISION = {"maha": "precision", "diag": "diag_precision", "pca": "pca_precisio
 def load(path):
     """file -> list of (scores dict, embedding)."""
     files = collections.defaultdict(list)
-    with open(path) as f:
-        for line in f:
-            d = json.loads(line)
-            if d.get("kind") == "window":
-                scores = {x["species"]: x["probability"] for x in d["top"]}
-                files[d["file"]].append((scores, np.asarray(d["embedding"], dtype=np.float64)))
+    for d in window_lines(path):
+        files[d["file"]].append((scores_of(d), np.asarray(d["embedding"], dtype=np.float64)))
     return files
 
 

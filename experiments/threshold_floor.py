@@ -44,13 +44,24 @@ import os
 import sys
 
 
-def load(path):
-    files = collections.defaultdict(list)
+def window_lines(path):
+    """The window lines of `predict` output, parsed."""
     with open(path) as f:
         for line in f:
             d = json.loads(line)
             if d.get("kind") == "window":
-                files[d["file"]].append({x["species"]: x["probability"] for x in d["top"]})
+                yield d
+
+
+def scores_of(window):
+    """A window line's top scores by species."""
+    return {x["species"]: x["probability"] for x in window["top"]}
+
+
+def load(path):
+    files = collections.defaultdict(list)
+    for d in window_lines(path):
+        files[d["file"]].append(scores_of(d))
     return files
 
 

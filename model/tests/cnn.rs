@@ -54,24 +54,26 @@ fn training_set() -> Vec<SpectrogramRecording> {
         .collect()
 }
 
-/// Held-out recordings as the CLI cuts them: 5 s patches with their level.
+/// 15 s of a bird calling in `band` as the CLI cuts them: 5 s patches with their
+/// level.
+fn windows_in(band: usize, seed: u64) -> Vec<Vec<f32>> {
+    power(band, 3 * PATCH_FRAMES, seed)
+        .chunks(PATCH_FRAMES * MEL_BANDS)
+        .map(|w| {
+            let mut v = Vec::new();
+            vector_into(w, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// Held-out recordings of the two species.
 fn held_out() -> Vec<Recording> {
     (0..4)
-        .map(|i| {
-            let p = power(BANDS[i % 2], 3 * PATCH_FRAMES, 100 + i as u64);
-            let windows = p
-                .chunks(PATCH_FRAMES * MEL_BANDS)
-                .map(|w| {
-                    let mut v = Vec::new();
-                    vector_into(w, &mut v);
-                    v
-                })
-                .collect();
-            Recording {
-                id: format!("h{i}"),
-                label: format!("species {}", i % 2),
-                windows,
-            }
+        .map(|i| Recording {
+            id: format!("h{i}"),
+            label: format!("species {}", i % 2),
+            windows: windows_in(BANDS[i % 2], 100 + i as u64),
         })
         .collect()
 }
@@ -157,16 +159,23 @@ fn refuses_what_it_cannot_train() {
     assert!(birdsong_model::train(&[], None, &config(1, 1), |_| {}).is_err());
 }
 
+/// A fresh temporary directory `name`-<pid> holding a briefly trained model in
+/// `model/`, for the command line to read.
+fn saved_model(name: &str) -> std::path::PathBuf {
+    let trained = train_cnn(&training_set(), None, &config(1, 1), |_| {}).unwrap();
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    trained.artifact.save_dir(&dir.join("model")).unwrap();
+    dir
+}
+
 /// `birdsong-model predict` classifies files with a CNN: every 5-s window with its
 /// top scores and detections, a line per file with the species detected, and an
 /// error line for a file that is not audio, without failing the others.
 #[test]
 fn predict_runs_a_cnn_on_audio_files() {
-    let trained = train_cnn(&training_set(), None, &config(1, 1), |_| {}).unwrap();
-    let dir = std::env::temp_dir().join(format!("birdsong-predict-cnn-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    trained.artifact.save_dir(&dir.join("model")).unwrap();
+    let dir = saved_model("birdsong-predict-cnn");
     // 12 s of a warbling tone at 22.05 kHz: two full windows and a 2-s tail.
     let samples: Vec<f32> = (0..12 * 22_050)
         .map(|i| {
@@ -225,18 +234,6 @@ fn without_familiarity(artifact: &Artifact) -> Classifier {
     let meta = serde_json::to_vec(&meta).unwrap();
     Classifier::from_artifact(&Artifact::from_files_any_backbone(&files[0].1, &meta).unwrap())
         .unwrap()
-}
-
-/// Windows of a bird calling in `band`, cut as the CLI cuts them.
-fn windows_in(band: usize, seed: u64) -> Vec<Vec<f32>> {
-    power(band, 3 * PATCH_FRAMES, seed)
-        .chunks(PATCH_FRAMES * MEL_BANDS)
-        .map(|w| {
-            let mut v = Vec::new();
-            vector_into(w, &mut v);
-            v
-        })
-        .collect()
 }
 
 /// Training keeps each species' calls as references, and served scores of windows
@@ -319,11 +316,7 @@ fn scores_count_only_for_windows_like_the_species_calls() {
 /// features, 512 values for the recipe's one network.
 #[test]
 fn predict_writes_embeddings_on_request() {
-    let trained = train_cnn(&training_set(), None, &config(1, 1), |_| {}).unwrap();
-    let dir = std::env::temp_dir().join(format!("birdsong-embed-cnn-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    trained.artifact.save_dir(&dir.join("model")).unwrap();
+    let dir = saved_model("birdsong-embed-cnn");
     let samples: Vec<f32> = (0..7 * 22_050)
         .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 2_500.0 * i as f32 / 22_050.0).sin())
         .collect();
