@@ -26,7 +26,7 @@ use crate::config::{CnnTraining, EpochReport, TrainConfig};
 use crate::dataset::{DataSummary, Recording, class_list, is_background};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::familiarity::{Familiarity, TrainingWindow};
-use crate::features::{FeatureSet, FeatureVector};
+use crate::features::FeatureSet;
 use crate::inference::{Classifier, ModelInfo, Networks};
 use crate::negatives::synthetic_clips;
 use crate::network::{CNN, NetworkConfig, Output};
@@ -215,12 +215,13 @@ pub fn train_cnn_on(
 
     let ensemble = CnnEnsemble::new(members)?;
     let weights = ensemble.to_bytes()?;
-    let windows_of = |s: &Spectrogram| s.frames().div_ceil(PATCH_FRAMES);
-    let training_data = DataSummary::of_counts(
-        train_set
-            .iter()
-            .map(|r| (r.id.as_str(), r.label.as_str(), windows_of(&r.spectrogram))),
-    );
+    let training_data = DataSummary::of_counts(train_set.iter().map(|r| {
+        (
+            r.id.as_str(),
+            r.label.as_str(),
+            r.spectrogram.window_count(),
+        )
+    }));
     let meta = ArtifactMeta::new(
         network_config.clone(),
         config.clone(),
@@ -271,16 +272,7 @@ fn fit_familiarity(
         let Ok(class) = classifier.classes().binary_search(&r.label) else {
             continue; // background: no species of its own
         };
-        let windows: Vec<FeatureVector> = (0..r.spectrogram.frames().div_ceil(PATCH_FRAMES))
-            .map(|i| {
-                let mut v = Vec::with_capacity(MEL_VECTOR);
-                vector_into(
-                    r.spectrogram.frames_from(i * PATCH_FRAMES, PATCH_FRAMES),
-                    &mut v,
-                );
-                v
-            })
-            .collect();
+        let windows = r.spectrogram.window_vectors();
         let (s, e, w) = classifier.network_scores_and_embeddings(&windows)?;
         width = w;
         owners.extend(std::iter::repeat_n((recording, class), windows.len()));
@@ -295,7 +287,7 @@ fn fit_familiarity(
             |((&(recording, class), scores), embedding)| TrainingWindow {
                 recording,
                 class,
-                scores,
+                score: scores[class],
                 embedding,
             },
         )

@@ -75,8 +75,8 @@ pub(crate) struct TrainingWindow<'a> {
     pub recording: usize,
     /// Its recording's class.
     pub class: usize,
-    /// Its scores, one per class.
-    pub scores: &'a [f32],
+    /// Its score for that class.
+    pub score: f32,
     /// Its embedding.
     pub embedding: &'a [f32],
 }
@@ -149,12 +149,7 @@ impl Familiarity {
         for class in 0..classes {
             let calls: Vec<&TrainingWindow<'_>> = windows
                 .iter()
-                .filter(|w| {
-                    w.class == class
-                        && w.scores
-                            .get(class)
-                            .is_some_and(|s| *s >= REFERENCE_MIN_SCORE)
-                })
+                .filter(|w| w.class == class && w.score >= REFERENCE_MIN_SCORE)
                 .collect();
             let kept: Vec<&TrainingWindow<'_>> = if calls.len() > MAX_REFERENCES {
                 (0..MAX_REFERENCES)
@@ -347,15 +342,13 @@ mod tests {
     #[test]
     fn gates_scores_of_windows_far_from_a_species_calls() {
         let embeddings: Vec<Vec<f32>> = (0..6).map(|i| near(i / 3, 0.1 * (i % 3) as f32)).collect();
-        let scores = [vec![0.9, 0.1], vec![0.1, 0.9]];
-        let quiet = vec![0.2, 0.1];
         let mut windows: Vec<TrainingWindow<'_>> = embeddings
             .iter()
             .enumerate()
             .map(|(i, e)| TrainingWindow {
                 recording: i,
                 class: i / 3,
-                scores: &scores[i / 3],
+                score: 0.9,
                 embedding: e,
             })
             .collect();
@@ -364,7 +357,7 @@ mod tests {
         windows.push(TrainingWindow {
             recording: 0,
             class: 0,
-            scores: &quiet,
+            score: 0.2,
             embedding: &far,
         });
         let fitted = Familiarity::fit(&windows, 3, 4, FAMILIAR_QUANTILE).unwrap();
@@ -418,14 +411,13 @@ mod tests {
         let embeddings: Vec<Vec<f32>> = (0..3 * MAX_REFERENCES)
             .map(|i| near(0, i as f32 / (3 * MAX_REFERENCES) as f32))
             .collect();
-        let scores = vec![1.0];
         let windows: Vec<TrainingWindow<'_>> = embeddings
             .iter()
             .enumerate()
             .map(|(i, e)| TrainingWindow {
                 recording: i % 7,
                 class: 0,
-                scores: &scores,
+                score: 1.0,
                 embedding: e,
             })
             .collect();

@@ -163,6 +163,24 @@ impl Spectrogram {
         &self.power[lo..hi]
     }
 
+    /// Non-overlapping windows of [`PATCH_FRAMES`] frames it holds, the last one
+    /// possibly short: how many windows a recording counts for.
+    pub fn window_count(&self) -> usize {
+        self.frames().div_ceil(PATCH_FRAMES)
+    }
+
+    /// The vectors of those windows ([`vector_into`]; a short last one padded with
+    /// silence), as a mel-patch model reads them.
+    pub fn window_vectors(&self) -> Vec<FeatureVector> {
+        (0..self.window_count())
+            .map(|i| {
+                let mut v = Vec::with_capacity(MEL_VECTOR);
+                vector_into(self.frames_from(i * PATCH_FRAMES, PATCH_FRAMES), &mut v);
+                v
+            })
+            .collect()
+    }
+
     /// First frames of every crop a patch could start at (at least one).
     pub fn crop_starts(&self) -> usize {
         self.frames().saturating_sub(PATCH_FRAMES) + 1
