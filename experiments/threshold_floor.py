@@ -165,7 +165,10 @@ def main():
     with open(os.path.join(model_dir, "model.json")) as f:
         meta = json.load(f)
     classes = meta["classes"]
-    chosen = dict(zip(classes, meta["thresholds"]["values"]))
+    # A model trained without a holdout has no thresholds and detects at 0.5
+    # (DEFAULT_THRESHOLD in model/src/report.rs).
+    values = (meta.get("thresholds") or {}).get("values") or [0.5] * len(classes)
+    chosen = dict(zip(classes, values))
     with open(manifest, newline="") as f:
         labels = {os.path.basename(r["path"]): r["species"] for r in csv.DictReader(f)}
     test, unknown = load(test_path), load(unknown_path)
