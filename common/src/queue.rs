@@ -28,7 +28,9 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ConnectionStatus, ExchangeKind,
+};
 
 use tokio::sync::watch;
 
@@ -45,6 +47,10 @@ pub enum QueueError {
         operation: String,
         source: lapin::Error,
     },
+    #[error("RabbitMQ at {url} did not finish the connection handshake within {seconds} s")]
+    ConnectTimedOut { url: String, seconds: u64 },
+    #[error("the connection to RabbitMQ was lost")]
+    Lost,
     #[error("RabbitMQ did not confirm the message published to {routing_key}")]
     Nacked { routing_key: String },
     #[error(transparent)]
@@ -131,15 +137,55 @@ where
     }
 }
 
+/// Longest wait for the broker to finish a connection handshake. A server
+/// that accepts the socket and then says nothing (stuck, or a half-open
+/// network path) would otherwise hold the reconnect loop for ever.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often [`lost`] looks at the connection's state.
+const LINK_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Connects to the broker. The connection name shows in the management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props)
-        .await
-        .map_err(|source| QueueError::Connect {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(connected) => connected.map_err(|source| QueueError::Connect {
             url: redact(url),
             source,
-        })
+        }),
+        Err(_) => Err(QueueError::ConnectTimedOut {
+            url: redact(url),
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+/// Resolves once `status` says the connection is no longer up.
+///
+/// lapin fails pending calls and consumer streams when the socket drops,
+/// but a call issued in the same instant can miss that and wait for a reply
+/// that never comes; a consumer session stuck there would never reconnect.
+/// Watching the state is the backstop: every session selects on this
+/// beside its own work and ends (to be reconnected) when it fires.
+pub async fn lost(status: &ConnectionStatus) {
+    while status.connected() {
+        tokio::time::sleep(LINK_CHECK).await;
+    }
+}
+
+/// Runs `work` (opening channels, declaring, subscribing) on a connection,
+/// failing with [`QueueError::Lost`] if the connection goes down first.
+pub async fn while_connected<T, E>(
+    status: &ConnectionStatus,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E>
+where
+    E: From<QueueError>,
+{
+    tokio::select! {
+        done = work => done,
+        () = lost(status) => Err(QueueError::Lost.into()),
+    }
 }
 
 /// The URL without its password, for error messages.

@@ -1,12 +1,17 @@
 //! The broker topology against a real RabbitMQ: confirmed publishing,
-//! consumption with manual acks, and dead-lettering past the delivery limit.
+//! consumption with manual acks, dead-lettering past the delivery limit, and
+//! a session's work ending when its connection drops.
 
 use std::time::Duration;
 
 use birdsong_common::config::QueueConfig;
 use birdsong_common::messages::{ClassifyTask, decode};
-use birdsong_common::queue::{Publisher, declare_topology, hand_back, previous_deliveries};
+use birdsong_common::queue::{
+    Publisher, QueueError, connect, declare_topology, hand_back, previous_deliveries,
+    while_connected,
+};
 use birdsong_testkit::TestEnv;
+use birdsong_testkit::proxy::{Mode, Proxy, target, via};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicGetOptions};
 use lapin::types::FieldTable;
@@ -134,4 +139,30 @@ async fn publishing_to_a_missing_queue_is_an_error_not_a_silent_drop() {
         .await
         .expect_err("unroutable message");
     assert!(err.to_string().contains("no-such-queue"), "{err}");
+}
+
+#[tokio::test]
+async fn work_on_a_connection_that_drops_ends_instead_of_waiting_for_ever() {
+    let env = TestEnv::start().await.expect("test environment");
+    let url = &env.config.queues.amqp_url;
+    let proxy = Proxy::start(target(url).expect("broker address"))
+        .await
+        .expect("proxy");
+    let conn = connect(&via(url, proxy.addr()), "test-lost")
+        .await
+        .expect("connects through the proxy");
+    // Work that would never finish on its own, as a call whose reply was
+    // lost with the socket.
+    let stuck = std::future::pending::<Result<(), QueueError>>();
+    let cut = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.set(Mode::Refuse);
+    };
+    let (ended, ()) = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::future::join(while_connected(conn.status(), stuck), cut),
+    )
+    .await
+    .expect("the cut connection ends the work");
+    assert!(matches!(ended, Err(QueueError::Lost)), "{ended:?}");
 }

@@ -51,22 +51,28 @@ async fn consume(
     let name = format!("retrainer-{}", std::process::id());
     let conn = queue::connect(&q.amqp_url, &name).await?;
     health.set_broker(conn.status().clone());
-    let channel = conn.create_channel().await?;
-    queue::declare_topology(&channel, q).await?;
-    channel.basic_qos(1, BasicQosOptions::default()).await?;
-    let publisher = Publisher::new(&conn).await?;
-    let mut consumer = channel
-        .basic_consume(
-            q.retrain.as_str().into(),
-            name.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let subscribe = async {
+        let channel = conn.create_channel().await?;
+        queue::declare_topology(&channel, q).await?;
+        channel.basic_qos(1, BasicQosOptions::default()).await?;
+        let publisher = Publisher::new(&conn).await?;
+        let consumer = channel
+            .basic_consume(
+                q.retrain.as_str().into(),
+                name.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        anyhow::Ok((channel, publisher, consumer))
+    };
+    let (channel, publisher, mut consumer) =
+        queue::while_connected(conn.status(), subscribe).await?;
     tracing::info!(queue = %q.retrain, "consuming retrain requests");
     loop {
         let delivery = tokio::select! {
             _ = shutdown.changed() => break,
+            () = queue::lost(conn.status()) => return Err(queue::QueueError::Lost.into()),
             d = consumer.next() => d,
         };
         let delivery = match delivery {

@@ -69,53 +69,8 @@ async fn consume(
     let q = &config.queues;
     let conn = queue::connect(&q.amqp_url, &pipeline.worker_name).await?;
     health.set_broker(conn.status().clone());
-    let channel = conn.create_channel().await?;
-    queue::declare_topology(&channel, q).await?;
-    channel
-        .basic_qos(config.prefetch(), BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            q.classify.as_str().into(),
-            pipeline.worker_name.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
-    // Model events: a private queue bound to the fanout exchange.
-    let events_channel = conn.create_channel().await?;
-    let events_queue = events_channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    events_channel
-        .queue_bind(
-            events_queue.name().clone(),
-            q.model_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut events = events_channel
-        .basic_consume(
-            events_queue.name().clone(),
-            format!("{}-events", pipeline.worker_name).as_str().into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (channel, mut consumer, mut events) =
+        queue::while_connected(conn.status(), subscribe(pipeline, config, &conn)).await?;
     // Events sent while we were away are gone; the database is the truth.
     sync_model(pipeline).await;
     tracing::info!(queue = %q.classify, prefetch = config.prefetch(), "consuming");
@@ -125,6 +80,7 @@ async fn consume(
     let result = loop {
         tokio::select! {
             _ = shutdown.changed() => break Ok(()),
+            () = queue::lost(conn.status()) => break Err(queue::QueueError::Lost.into()),
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     let p = pipeline.clone();
@@ -165,6 +121,64 @@ async fn consume(
         let _ = conn.close(200, "worker shutting down".into()).await;
     }
     result
+}
+
+/// Opens the classify consumer (with its prefetch) and this worker's private
+/// queue on the model events exchange.
+async fn subscribe(
+    pipeline: &Pipeline,
+    config: &Config,
+    conn: &lapin::Connection,
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer, lapin::Consumer)> {
+    let q = &config.queues;
+    let channel = conn.create_channel().await?;
+    queue::declare_topology(&channel, q).await?;
+    channel
+        .basic_qos(config.prefetch(), BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            q.classify.as_str().into(),
+            pipeline.worker_name.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    // Model events: a private queue bound to the fanout exchange.
+    let events_channel = conn.create_channel().await?;
+    let events_queue = events_channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    events_channel
+        .queue_bind(
+            events_queue.name().clone(),
+            q.model_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let events = events_channel
+        .basic_consume(
+            events_queue.name().clone(),
+            format!("{}-events", pipeline.worker_name).as_str().into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer, events))
 }
 
 async fn sync_model(pipeline: &Pipeline) {

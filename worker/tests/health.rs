@@ -83,6 +83,7 @@ async fn ready_with_every_service_and_not_without_the_broker() {
     // Back: ready again once the worker has reconnected.
     broker.set(Mode::Pass);
     let answer = wait_for(addr, "/readyz", LIMIT, |s, _| s == 200).await;
-    assert_eq!(answer.map(|a| a.0), Some(200));
+    let (status, body) = answer.expect("/readyz answers");
+    assert_eq!(status, 200, "{body}");
     worker.shutdown().await;
 }
