@@ -4,7 +4,8 @@
 //! would learn those few windows by heart. Here every epoch draws new crops from each
 //! recording's band power ([`CnnTraining`]): a random start (every frame is a possible
 //! window), the class first when classes are balanced, SpecAugment-style time and
-//! frequency masks, and another recording's quiet stretch mixed in under the crop. The
+//! frequency masks, another recording's quiet stretch mixed in under the crop and,
+//! optionally, another species' call mixed in with both labelled present. The
 //! outputs, negatives and stopping rules are the other architectures' ([`Output`],
 //! [`Stopping`](crate::config::Stopping)): with sigmoid outputs, background recordings, synthetic background
 //! (`negatives`) and crops more than the quiet margin below their recording's loudest
@@ -65,6 +66,10 @@ impl SpectrogramRecording {
 /// Spacing of the crops a recording's loudness and its quiet stretches are measured
 /// on: 1.25 s.
 const GRID_FRAMES: usize = PATCH_FRAMES / 4;
+/// Draws [`CropData::other_species_call`] makes before giving up on a mix.
+const SPECIES_MIX_DRAWS: usize = 8;
+/// Largest level difference, dB, between a crop and another species' call mixed in.
+const SPECIES_MIX_DB: f32 = 6.0;
 /// Quiet margin used for mixing when the recipe trains no quiet negatives.
 const DEFAULT_QUIET_MARGIN_DB: f32 = 20.0;
 
@@ -339,6 +344,8 @@ struct CropData<'a> {
     groups: Vec<(Vec<usize>, Vec<u64>)>,
     /// (recording, start) of the quiet crops of real recordings.
     quiet: Vec<(usize, usize)>,
+    /// Real recordings of a species, for species mixing (empty with softmax outputs).
+    species: Vec<usize>,
     k: usize,
     margin_db: f32,
     settings: CnnTraining,
@@ -387,10 +394,18 @@ impl<'a> CropData<'a> {
                 }
             }
         }
+        let species = if sigmoid {
+            (0..sources.len())
+                .filter(|&i| sources[i].real && sources[i].label < k)
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             sources,
             groups,
             quiet,
+            species,
             k,
             margin_db,
             settings: settings.clone(),
@@ -398,9 +413,35 @@ impl<'a> CropData<'a> {
         }
     }
 
+    /// A loud crop (within the quiet margin of its recording's loudest) of a real
+    /// recording of another species than `label`, as (recording, start); `None`
+    /// when a few draws found none.
+    fn other_species_call(&self, rng: &mut StdRng, label: usize) -> Option<(usize, usize)> {
+        for _ in 0..SPECIES_MIX_DRAWS {
+            let index = *self
+                .species
+                .get(rng.random_range(0..self.species.len().max(1)))?;
+            let source = &self.sources[index];
+            if source.label == label {
+                continue;
+            }
+            let start = rng.random_range(0..source.spectrogram.crop_starts());
+            let level = level_db(source.spectrogram.frames_from(start, PATCH_FRAMES));
+            if level >= source.loudest_db - self.margin_db {
+                return Some((index, start));
+            }
+        }
+        None
+    }
+
     /// Draws one training crop: appends its patch to `x` and returns its class (`k`:
-    /// negative).
-    fn draw(&self, rng: &mut StdRng, x: &mut Vec<f32>, buffer: &mut Vec<f32>) -> usize {
+    /// negative) and the class of another species' call mixed into it, if any.
+    fn draw(
+        &self,
+        rng: &mut StdRng,
+        x: &mut Vec<f32>,
+        buffer: &mut Vec<f32>,
+    ) -> (usize, Option<usize>) {
         let (members, cumulative) = &self.groups[rng.random_range(0..self.groups.len())];
         let total = cumulative.last().copied().unwrap_or(1).max(1);
         let pick = rng.random_range(0..total);
@@ -417,6 +458,22 @@ impl<'a> CropData<'a> {
         } else {
             source.label
         };
+        let mut mixed = None;
+        if !self.species.is_empty() && rng.random_bool(self.settings.species_mix_probability) {
+            if let Some((other, other_start)) = self.other_species_call(rng, label) {
+                let call = self.sources[other]
+                    .spectrogram
+                    .frames_from(other_start, PATCH_FRAMES);
+                // Either call may be the louder, by up to SPECIES_MIX_DB.
+                let relative = rng.random_range(-SPECIES_MIX_DB..=SPECIES_MIX_DB);
+                let gain =
+                    mean_power(buffer) / mean_power(call).max(1e-20) * 10f32.powf(relative / 10.0);
+                for (p, c) in buffer.iter_mut().zip(call) {
+                    *p += gain * c;
+                }
+                mixed = Some(self.sources[other].label);
+            }
+        }
         if !self.quiet.is_empty() && rng.random_bool(self.settings.mix_probability) {
             let (other, other_start) = self.quiet[rng.random_range(0..self.quiet.len())];
             if other != index {
@@ -438,7 +495,7 @@ impl<'a> CropData<'a> {
             centre_bands(&mut x[start..]);
         }
         mask(rng, &mut x[start..], &self.settings);
-        label
+        (label, mixed)
     }
 }
 
@@ -487,9 +544,11 @@ fn train_member(
             let mut x = Vec::with_capacity(b * (PATCH_LEN + 1));
             let mut target = vec![0f32; b * k];
             for row in 0..b {
-                let label = data.draw(&mut rng, &mut x, &mut buffer);
-                if label < k {
-                    target[row * k + label] = 1.0;
+                let (label, mixed) = data.draw(&mut rng, &mut x, &mut buffer);
+                for class in std::iter::once(label).chain(mixed) {
+                    if class < k {
+                        target[row * k + class] = 1.0;
+                    }
                 }
             }
             let x = Tensor::<2>::from_data(TensorData::new(x, [b, PATCH_LEN]), &ad_device);
@@ -517,4 +576,76 @@ fn train_member(
         }
     }
     Ok(stopper.best_or(network).valid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steady band power: 1 in `band`, a faint floor elsewhere.
+    fn steady(band: usize) -> Spectrogram {
+        let frames = 3 * PATCH_FRAMES;
+        let power = (0..frames * MEL_BANDS)
+            .map(|i| if i % MEL_BANDS == band { 1.0 } else { 1e-6 })
+            .collect();
+        Spectrogram::from_power(power).unwrap()
+    }
+
+    fn settings(species_mix_probability: f64) -> CnnTraining {
+        CnnTraining {
+            time_masks: 0,
+            frequency_masks: 0,
+            mix_probability: 0.0,
+            species_mix_probability,
+            ..CnnTraining::default()
+        }
+    }
+
+    /// Mean of a patch's row for `band`.
+    fn band_level(patch: &[f32], band: usize) -> f32 {
+        let row = &patch[band * PATCH_FRAMES..(band + 1) * PATCH_FRAMES];
+        row.iter().sum::<f32>() / row.len() as f32
+    }
+
+    #[test]
+    fn species_mixing_adds_the_other_species_call_and_its_label() {
+        let (a, b) = (steady(5), steady(20));
+        let sources = vec![Source::new(&a, 0, true), Source::new(&b, 1, true)];
+        let data = CropData::new(sources, 2, true, 20.0, &settings(1.0), false);
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut x, mut buffer) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            x.clear();
+            let (label, mixed) = data.draw(&mut rng, &mut x, &mut buffer);
+            assert_eq!(mixed, Some(1 - label), "the other species, labelled");
+            let quiet_band = band_level(&x, 12);
+            assert!(
+                band_level(&x, 5) > quiet_band + 0.3,
+                "{label}: band 5 holds a call"
+            );
+            assert!(
+                band_level(&x, 20) > quiet_band + 0.3,
+                "{label}: band 20 holds a call"
+            );
+        }
+    }
+
+    #[test]
+    fn no_species_mixing_when_off_or_with_softmax() {
+        let (a, b) = (steady(5), steady(20));
+        let sources = || vec![Source::new(&a, 0, true), Source::new(&b, 1, true)];
+        let off = CropData::new(sources(), 2, true, 20.0, &settings(0.0), false);
+        let softmax = CropData::new(sources(), 2, false, 20.0, &settings(1.0), false);
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut x, mut buffer) = (Vec::new(), Vec::new());
+        for data in [&off, &softmax] {
+            for _ in 0..20 {
+                x.clear();
+                let (label, mixed) = data.draw(&mut rng, &mut x, &mut buffer);
+                assert_eq!(mixed, None);
+                let other = if label == 0 { 20 } else { 5 };
+                assert!(band_level(&x, other) < band_level(&x, 12) + 0.3);
+            }
+        }
+    }
 }

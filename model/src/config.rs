@@ -168,6 +168,14 @@ pub struct CnnTraining {
     pub mix_min_db: f32,
     /// ...and at most.
     pub mix_max_db: f32,
+    /// Probability of adding a loud crop of another species' recording to a crop,
+    /// both species then labelled present (sigmoid outputs only; ignored with
+    /// softmax). Field recordings often hold several species at once, but each
+    /// training recording is labelled with one: without mixing, the network only
+    /// ever sees a species alone, and a second singer in a served window can hide
+    /// it. 0 turns it off; configs written before this existed did not mix.
+    #[serde(default)]
+    pub species_mix_probability: f64,
     /// Subtract each band's median from every patch (training crops and served
     /// windows alike; stored with the network, `NetworkConfig::band_medians`).
     #[serde(default)]
@@ -195,6 +203,7 @@ impl Default for CnnTraining {
             mix_probability: 0.5,
             mix_min_db: 0.0,
             mix_max_db: 12.0,
+            species_mix_probability: 0.0,
             band_medians: false,
             familiar_quantile: Some(crate::familiarity::FAMILIAR_QUANTILE),
         }
@@ -206,6 +215,7 @@ impl CnnTraining {
         let ok = self.crops_per_second > 0.0
             && self.crops_per_second.is_finite()
             && (0.0..=1.0).contains(&self.mix_probability)
+            && (0.0..=1.0).contains(&self.species_mix_probability)
             && self.mix_min_db.is_finite()
             && self.mix_max_db.is_finite()
             && self.mix_min_db <= self.mix_max_db

@@ -65,6 +65,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "with cnn: share of crops mixed with another recording's quiet stretch, 0 to 1 (default 0.5)",
     ),
     (
+        "species_mix_probability",
+        "with cnn: share of crops another species' call is mixed into, both species labelled present, 0 to 1 (default 0)",
+    ),
+    (
         "band_medians",
         "with cnn: subtract each band's median from every patch, so steady background reads as zero (default false)",
     ),
@@ -203,14 +207,17 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     Some(float(key, value, |v| v > 0.0 && v <= 1.0)?)
                 };
             }
-            "crops_per_second" | "mix_probability" => {
+            "crops_per_second" | "mix_probability" | "species_mix_probability" => {
                 let Some(spectrogram) = out.train.spectrogram.as_mut() else {
                     return Err(format!("{key} is a setting of the cnn architecture"));
                 };
-                if key == "crops_per_second" {
-                    spectrogram.crops_per_second = float(key, value, |v| v > 0.0 && v <= 10.0)?;
-                } else {
-                    spectrogram.mix_probability = float(key, value, |v| (0.0..=1.0).contains(&v))?;
+                let share = |v: f64| (0.0..=1.0).contains(&v);
+                match key {
+                    "crops_per_second" => {
+                        spectrogram.crops_per_second = float(key, value, |v| v > 0.0 && v <= 10.0)?;
+                    }
+                    "mix_probability" => spectrogram.mix_probability = float(key, value, share)?,
+                    _ => spectrogram.species_mix_probability = float(key, value, share)?,
                 }
             }
             "refit" => out.refit = boolean(key, value)?,
@@ -421,11 +428,12 @@ mod tests {
         );
         let p = parse(&json!({"architecture": "cnn", "epochs": 4, "members": 2,
                               "crops_per_second": 0.5, "mix_probability": 0,
-                              "band_medians": true}))
+                              "species_mix_probability": 0.25, "band_medians": true}))
         .unwrap();
         assert_eq!((p.train.epochs, p.train.members), (4, 2));
         let s = p.train.spectrogram.unwrap();
         assert_eq!((s.crops_per_second, s.mix_probability), (0.5, 0.0));
+        assert_eq!(s.species_mix_probability, 0.25);
         assert!(s.band_medians);
         assert!(
             parse(&json!({"band_medians": true}))
@@ -459,6 +467,8 @@ mod tests {
         assert!(parse(&json!({"architecture": "cnn", "features": "bands"})).is_err());
         assert!(parse(&json!({"architecture": "mlp", "features": "mel"})).is_err());
         assert!(parse(&json!({"architecture": "cnn", "mix_probability": 1.5})).is_err());
+        assert!(parse(&json!({"architecture": "cnn", "species_mix_probability": -0.1})).is_err());
+        assert!(parse(&json!({"architecture": "mlp", "species_mix_probability": 0.5})).is_err());
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub(crate) struct RecipeArgs {
     /// With `cnn`: share of crops another recording's quiet stretch is mixed into.
     #[arg(long)]
     pub(crate) mix_probability: Option<f64>,
+    /// With `cnn`: share of crops another species' call is mixed into, both labelled
+    /// present (sigmoid outputs).
+    #[arg(long)]
+    pub(crate) species_mix_probability: Option<f64>,
     /// With `cnn`: subtract each band's median from every patch (steady background
     /// reads as zero), in training and wherever the model is served.
     #[arg(long)]
@@ -122,6 +126,9 @@ impl RecipeArgs {
             }
             if let Some(p) = self.mix_probability {
                 s.mix_probability = p;
+            }
+            if let Some(p) = self.species_mix_probability {
+                s.species_mix_probability = p;
             }
             s.band_medians |= self.band_medians;
             if self.no_familiarity {
