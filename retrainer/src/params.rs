@@ -212,7 +212,7 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                     return Err(format!("{key} is a setting of the cnn architecture"));
                 };
                 let share = |v: f64| (0.0..=1.0).contains(&v);
-                match key {
+                match key.as_str() {
                     "crops_per_second" => {
                         spectrogram.crops_per_second = float(key, value, |v| v > 0.0 && v <= 10.0)?;
                     }
