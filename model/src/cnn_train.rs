@@ -459,20 +459,21 @@ impl<'a> CropData<'a> {
             source.label
         };
         let mut mixed = None;
-        if !self.species.is_empty() && rng.random_bool(self.settings.species_mix_probability) {
-            if let Some((other, other_start)) = self.other_species_call(rng, label) {
-                let call = self.sources[other]
-                    .spectrogram
-                    .frames_from(other_start, PATCH_FRAMES);
-                // Either call may be the louder, by up to SPECIES_MIX_DB.
-                let relative = rng.random_range(-SPECIES_MIX_DB..=SPECIES_MIX_DB);
-                let gain =
-                    mean_power(buffer) / mean_power(call).max(1e-20) * 10f32.powf(relative / 10.0);
-                for (p, c) in buffer.iter_mut().zip(call) {
-                    *p += gain * c;
-                }
-                mixed = Some(self.sources[other].label);
+        if !self.species.is_empty()
+            && rng.random_bool(self.settings.species_mix_probability)
+            && let Some((other, other_start)) = self.other_species_call(rng, label)
+        {
+            let call = self.sources[other]
+                .spectrogram
+                .frames_from(other_start, PATCH_FRAMES);
+            // Either call may be the louder, by up to SPECIES_MIX_DB.
+            let relative = rng.random_range(-SPECIES_MIX_DB..=SPECIES_MIX_DB);
+            let gain =
+                mean_power(buffer) / mean_power(call).max(1e-20) * 10f32.powf(relative / 10.0);
+            for (p, c) in buffer.iter_mut().zip(call) {
+                *p += gain * c;
             }
+            mixed = Some(self.sources[other].label);
         }
         if !self.quiet.is_empty() && rng.random_bool(self.settings.mix_probability) {
             let (other, other_start) = self.quiet[rng.random_range(0..self.quiet.len())];
