@@ -344,7 +344,8 @@ struct CropData<'a> {
     groups: Vec<(Vec<usize>, Vec<u64>)>,
     /// (recording, start) of the quiet crops of real recordings.
     quiet: Vec<(usize, usize)>,
-    /// Real recordings of a species, for species mixing (empty with softmax outputs).
+    /// Real recordings of a species, for species mixing (empty with softmax outputs
+    /// or mixing off).
     species: Vec<usize>,
     k: usize,
     margin_db: f32,
@@ -394,7 +395,9 @@ impl<'a> CropData<'a> {
                 }
             }
         }
-        let species = if sigmoid {
+        // Empty unless mixing is asked for, so that the recipe without it draws
+        // the same random stream (and trains the same network) as before it existed.
+        let species = if sigmoid && settings.species_mix_probability > 0.0 {
             (0..sources.len())
                 .filter(|&i| sources[i].real && sources[i].label < k)
                 .collect()
