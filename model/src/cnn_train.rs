@@ -471,11 +471,7 @@ impl<'a> CropData<'a> {
                 .frames_from(other_start, PATCH_FRAMES);
             // Either call may be the louder, by up to SPECIES_MIX_DB.
             let relative = rng.random_range(-SPECIES_MIX_DB..=SPECIES_MIX_DB);
-            let gain =
-                mean_power(buffer) / mean_power(call).max(1e-20) * 10f32.powf(relative / 10.0);
-            for (p, c) in buffer.iter_mut().zip(call) {
-                *p += gain * c;
-            }
+            add_in_power(buffer, call, relative);
             mixed = Some(self.sources[other].label);
         }
         if !self.quiet.is_empty() && rng.random_bool(self.settings.mix_probability) {
@@ -485,11 +481,7 @@ impl<'a> CropData<'a> {
                     .spectrogram
                     .frames_from(other_start, PATCH_FRAMES);
                 let below = rng.random_range(self.settings.mix_min_db..=self.settings.mix_max_db);
-                let gain = mean_power(buffer) / mean_power(background).max(1e-20)
-                    * 10f32.powf(-below / 10.0);
-                for (p, b) in buffer.iter_mut().zip(background) {
-                    *p += gain * b;
-                }
+                add_in_power(buffer, background, -below);
             }
         }
         let start = x.len();
@@ -500,6 +492,15 @@ impl<'a> CropData<'a> {
         }
         mask(rng, &mut x[start..], &self.settings);
         (label, mixed)
+    }
+}
+
+/// Adds `added` to `crop`, in power, scaled so that its mean power is `relative_db`
+/// from the crop's.
+fn add_in_power(crop: &mut [f32], added: &[f32], relative_db: f32) {
+    let gain = mean_power(crop) / mean_power(added).max(1e-20) * 10f32.powf(relative_db / 10.0);
+    for (p, a) in crop.iter_mut().zip(added) {
+        *p += gain * a;
     }
 }
 
