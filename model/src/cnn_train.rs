@@ -541,6 +541,9 @@ fn train_member(
     let rate = network_config.dropout.last().copied().unwrap_or(0.0);
     let mut stopper = EarlyStop::new(&config.stopping);
     let mut buffer = Vec::with_capacity(PATCH_LEN);
+    let decay = data.settings.learning_rate_decay;
+    let steps = config.epochs * crops.div_ceil(config.batch_size.max(1));
+    let mut step = 0;
     for epoch in 1..=config.epochs {
         let mut loss_sum = 0.0;
         let mut done = 0;
@@ -565,7 +568,9 @@ fn train_member(
                 + network.l2_sum().mul_scalar(config.l2);
             loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * b as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(config.learning_rate, network, grads);
+            let learning_rate = decay.rate_at(config.learning_rate, step, steps);
+            network = optimizer.step(learning_rate, network, grads);
+            step += 1;
             done += b;
         }
         let report = epoch_report(

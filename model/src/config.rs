@@ -180,12 +180,57 @@ pub struct CnnTraining {
     /// windows alike; stored with the network, `NetworkConfig::band_medians`).
     #[serde(default)]
     pub band_medians: bool,
+    /// How the learning rate moves over the planned epochs. Configs written before
+    /// this existed kept it constant.
+    #[serde(default)]
+    pub learning_rate_decay: LearningRateDecay,
     /// Gate each species' served scores by how near a window lies to the species'
     /// training calls in the network's embedding, with radii at this quantile
     /// ([`crate::familiarity`]); `None` serves the scores as they are. Configs written
     /// before this existed did not gate.
     #[serde(default)]
     pub familiar_quantile: Option<f64>,
+}
+
+/// The learning rate's course over training ([`CnnTraining::learning_rate_decay`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LearningRateDecay {
+    /// The configured rate at every step.
+    #[default]
+    Constant,
+    /// A half cosine from the configured rate at the first step to zero after the last
+    /// step of the planned epochs. Fresh crops, masks and mixes make every step's
+    /// gradient noisy: at a constant rate the weights keep wandering up to the last
+    /// epoch, and where they stop is partly luck; a falling rate lets them settle.
+    Cosine,
+}
+
+impl LearningRateDecay {
+    /// The rate for step `step` (from 0) of `steps`, starting from `rate`.
+    pub fn rate_at(self, rate: f64, step: usize, steps: usize) -> f64 {
+        match self {
+            Self::Constant => rate,
+            Self::Cosine => {
+                let progress = step as f64 / steps.max(1) as f64;
+                rate * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for LearningRateDecay {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "constant" => Ok(Self::Constant),
+            "cosine" => Ok(Self::Cosine),
+            other => Err(format!(
+                "unknown learning rate decay {other:?}: `constant` or `cosine`"
+            )),
+        }
+    }
 }
 
 impl Default for CnnTraining {
@@ -205,6 +250,7 @@ impl Default for CnnTraining {
             mix_max_db: 12.0,
             species_mix_probability: 0.0,
             band_medians: false,
+            learning_rate_decay: LearningRateDecay::Constant,
             familiar_quantile: Some(crate::familiarity::FAMILIAR_QUANTILE),
         }
     }
@@ -442,5 +488,35 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cosine_decay_falls_from_the_rate_to_zero_and_a_constant_one_stays() {
+        let cosine = LearningRateDecay::Cosine;
+        assert_eq!(cosine.rate_at(1e-3, 0, 100), 1e-3);
+        assert!((cosine.rate_at(1e-3, 50, 100) - 5e-4).abs() < 1e-12);
+        assert!(cosine.rate_at(1e-3, 99, 100) < 1e-6);
+        let rates: Vec<f64> = (0..100).map(|s| cosine.rate_at(1e-3, s, 100)).collect();
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+        assert_eq!(cosine.rate_at(1e-3, 200, 100), 0.0);
+        assert_eq!(LearningRateDecay::Constant.rate_at(1e-3, 99, 100), 1e-3);
+    }
+
+    #[test]
+    fn the_decay_is_named_in_configs_and_on_the_command_line() {
+        assert_eq!("cosine".parse(), Ok(LearningRateDecay::Cosine));
+        assert!("linear".parse::<LearningRateDecay>().is_err());
+        let json = serde_json::to_string(&LearningRateDecay::Cosine).unwrap();
+        assert_eq!(json, "\"cosine\"");
+        // Settings written before the option existed kept the rate constant.
+        let mut old = serde_json::to_value(CnnTraining::default()).unwrap();
+        old.as_object_mut().unwrap().remove("learning_rate_decay");
+        let old: CnnTraining = serde_json::from_value(old).unwrap();
+        assert_eq!(old.learning_rate_decay, LearningRateDecay::Constant);
     }
 }

@@ -80,7 +80,7 @@ pub mod train;
 pub use anchor::{ANCHOR_STRENGTH, Anchor};
 pub use artifact::{Artifact, ArtifactMeta, FILE_NAMES, FORMAT_VERSION, META_FILE, WEIGHTS_FILE};
 pub use cnn_train::{SpectrogramRecording, train_cnn, train_cnn_on};
-pub use config::CnnTraining;
+pub use config::{CnnTraining, LearningRateDecay};
 pub use dataset::{
     BACKGROUND_LABELS, DataSummary, Recording, class_list, is_background, k_folds, quiet_windows,
     quiet_windows_at, split_by_recording,

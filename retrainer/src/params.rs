@@ -73,6 +73,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "with cnn: subtract each band's median from every patch, so steady background reads as zero (default false)",
     ),
     (
+        "learning_rate_decay",
+        "with cnn: the learning rate's course over the planned epochs, constant or cosine (a half cosine down to zero) (default constant)",
+    ),
+    (
         "familiar_quantile",
         "with cnn: a window's score for a species counts only within this quantile of the species' training calls' distances to its other recordings in the network's embedding, 0 < q <= 1, or null to serve the bare scores (default 0.8)",
     ),
@@ -197,6 +201,15 @@ pub fn parse(params: &Value) -> Result<RunParams, String> {
                 };
                 spectrogram.band_medians = boolean(key, value)?;
             }
+            "learning_rate_decay" => {
+                let Some(spectrogram) = out.train.spectrogram.as_mut() else {
+                    return Err(format!("{key} is a setting of the cnn architecture"));
+                };
+                let name = value
+                    .as_str()
+                    .ok_or_else(|| format!("{key} must be a string: constant or cosine"))?;
+                spectrogram.learning_rate_decay = name.parse()?;
+            }
             "familiar_quantile" => {
                 let Some(spectrogram) = out.train.spectrogram.as_mut() else {
                     return Err(format!("{key} is a setting of the cnn architecture"));
@@ -294,7 +307,7 @@ fn boolean(key: &str, value: &Value) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use birdsong_model::RECOMMENDED_CONTEXT_WINDOWS;
+    use birdsong_model::{LearningRateDecay, RECOMMENDED_CONTEXT_WINDOWS};
     use serde_json::json;
 
     #[test]
@@ -445,6 +458,22 @@ mod tests {
         );
         assert!(parse(&json!({"architecture": "mlp", "band_medians": true})).is_err());
         assert!(parse(&json!({"architecture": "cnn", "band_medians": 1})).is_err());
+        // The learning rate's course: by name, for the cnn only.
+        let decay = |params: Value| {
+            parse(&params).map(|p| p.train.spectrogram.unwrap().learning_rate_decay)
+        };
+        assert_eq!(
+            decay(json!({"learning_rate_decay": "cosine"})),
+            Ok(LearningRateDecay::Cosine)
+        );
+        assert_eq!(
+            decay(json!({"learning_rate_decay": "constant"})),
+            Ok(LearningRateDecay::Constant)
+        );
+        let err = decay(json!({"learning_rate_decay": "linear"})).unwrap_err();
+        assert!(err.contains("constant` or `cosine"), "{err}");
+        assert!(decay(json!({"learning_rate_decay": 1})).is_err());
+        assert!(parse(&json!({"architecture": "mlp", "learning_rate_decay": "cosine"})).is_err());
         // The familiarity gate: on by default, another quantile, or off with null.
         let quantile =
             |params: Value| parse(&params).map(|p| p.train.spectrogram.unwrap().familiar_quantile);

@@ -1,6 +1,6 @@
 //! The training recipe's options, shared by `train` and `cross-validate`.
 
-use birdsong_model::{EpochReport, FeatureSet, Output, Stopping, TrainConfig};
+use birdsong_model::{EpochReport, FeatureSet, LearningRateDecay, Output, Stopping, TrainConfig};
 use clap::Args;
 
 /// The recipe the other options start from.
@@ -63,6 +63,10 @@ pub(crate) struct RecipeArgs {
     /// reads as zero), in training and wherever the model is served.
     #[arg(long)]
     pub(crate) band_medians: bool,
+    /// With `cnn`: the learning rate's course, `constant` or `cosine` (a half cosine
+    /// to zero over the planned epochs; default: the recipe's).
+    #[arg(long)]
+    pub(crate) learning_rate_decay: Option<LearningRateDecay>,
     /// With `cnn`: the share of each species' training calls within the radius
     /// beyond which a window's score for it is set to 0 (default: the recipe's, 0.8).
     #[arg(long, conflicts_with = "no_familiarity")]
@@ -131,6 +135,9 @@ impl RecipeArgs {
                 s.species_mix_probability = p;
             }
             s.band_medians |= self.band_medians;
+            if let Some(d) = self.learning_rate_decay {
+                s.learning_rate_decay = d;
+            }
             if self.no_familiarity {
                 s.familiar_quantile = None;
             } else if let Some(q) = self.familiar_quantile {
