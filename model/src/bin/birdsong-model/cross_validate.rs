@@ -144,6 +144,8 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
         let e = evaluate(&trained.classifier, held_out)?;
         if let Some(out) = predictions.as_mut() {
             write_predictions(out, Some(fold), &trained.classifier, held_out)?;
+            // A fold takes minutes to hours: make its lines readable as soon as it ends.
+            out.flush().context("writing predictions")?;
         }
         results.push(FoldResult {
             fold,
