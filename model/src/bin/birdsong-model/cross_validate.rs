@@ -158,9 +158,6 @@ pub(crate) fn run_cross_validate(args: CrossValidateArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if let Some(mut out) = predictions {
-        out.flush().context("writing predictions")?;
-    }
     let mean =
         |f: fn(&FoldResult) -> f64| results.iter().map(f).sum::<f64>() / results.len() as f64;
     let summary = serde_json::json!({
